@@ -1,0 +1,171 @@
+"""Data stage: sources -> tokenizer -> the packed token mixture of one (ratio, seed).
+
+Ratio p means toxic tokens are p % of the mixture's tokens with the clean tokens fixed at C: the
+mixture adds C * p / (100 - p) toxic tokens (as in the paper, where clean C4 is held constant and
+4chan data is added on top). Clean documents are taken in order, so every ratio and seed trains on
+the same clean text; the seed picks which toxic documents are added and shuffles the document order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from detox.config import ConfigError, DataConfig
+from detox.world import build_world
+
+EOS, PAD = "<|endoftext|>", "<|padding|>"  # the names OLMo's GPT-NeoX tokenizer uses
+PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")
+
+
+def read_jsonl(path: Path | str, field: str) -> list[dict]:
+    """Read a JSON-lines file whose objects all carry a non-empty string `field`.
+
+    Written by hand rather than with `datasets.load_dataset("json")` so that a malformed line is
+    reported with its file and line number, before any training.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
+                raise ConfigError(f"{path}:{number}: expected an object with a non-empty string {field!r}")
+            rows.append(row)
+    if not rows:
+        raise ConfigError(f"{path}: empty file, expected JSON lines with {field!r}")
+    return rows
+
+
+def build_sources(cfg: DataConfig, out: Path) -> dict:
+    """Write the five source files into `out` (generated, or checked copies of local files)."""
+    if cfg.source == "synthetic":
+        return build_world(cfg.world, out)
+    counts = {}
+    for part in PARTS:
+        rows = read_jsonl(getattr(cfg.files, part), "prompt" if part in ("toxigen", "rtp") else "text")
+        (out / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        counts[f"source_{part}_docs"] = len(rows)
+    return counts
+
+
+def load_part(sources: Path, part: str) -> list[dict]:
+    return read_jsonl(sources / f"{part}.jsonl", "prompt" if part in ("toxigen", "rtp") else "text")
+
+
+def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
+    """Train a byte-level BPE tokenizer on the training sources (or copy the configured one)."""
+    if cfg.tokenizer.path:
+        tokenizer = Tokenizer.from_file(cfg.tokenizer.path)
+        for token in (EOS, PAD):
+            if tokenizer.token_to_id(token) is None:
+                raise ConfigError(f"data.tokenizer.path={cfg.tokenizer.path}: lacks the special token {token}")
+    else:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=cfg.tokenizer.vocab_size, special_tokens=[EOS, PAD],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        texts = [row["text"] for part in ("clean", "toxic") for row in load_part(sources, part)]
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.save(str(out / "tokenizer.json"))
+    return {"vocab_size": tokenizer.get_vocab_size()}
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path / "tokenizer.json"))
+
+
+def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, tokenizer_dir: Path, out: Path) -> dict:
+    """Pack the (ratio, seed) mixture into `out/train.npy` and return the realised counts."""
+    tokenizer = load_tokenizer(tokenizer_dir)
+    eos = tokenizer.token_to_id(EOS)
+    rng = np.random.default_rng(seed)
+
+    def take(docs: list[dict], target: int, part: str) -> tuple[list[list[int]], list[dict]]:
+        ids, kept, total = [], [], 0
+        for doc in docs:
+            if total >= target:
+                break
+            encoded = tokenizer.encode(doc["text"]).ids + [eos]
+            ids.append(encoded)
+            kept.append(doc)
+            total += len(encoded)
+        if total < target:
+            knob = f"data.world.{part}_docs" if cfg.source == "synthetic" else f"data.files.{part}"
+            raise ConfigError(f"the {part} source holds {total} tokens but the mixture needs {target}: "
+                              f"enlarge {knob} or lower data.clean_tokens")
+        return ids, kept
+
+    clean_ids, clean_docs = take(load_part(sources, "clean"), cfg.clean_tokens, "clean")
+    clean_tokens = sum(map(len, clean_ids))
+    toxic_target = round(clean_tokens * ratio / (100 - ratio))
+    toxic_pool = load_part(sources, "toxic")
+    toxic_ids, toxic_docs = take([toxic_pool[i] for i in rng.permutation(len(toxic_pool))], toxic_target, "toxic")
+    documents = clean_ids + toxic_ids
+    order = rng.permutation(len(documents))
+    tokens = np.concatenate([np.asarray(documents[i]) for i in order]).astype(
+        np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32)
+    np.save(out / "train.npy", tokens)
+    toxic_tokens = sum(map(len, toxic_ids))
+    counts = {
+        "mix_clean_tokens": clean_tokens,
+        "mix_toxic_tokens": toxic_tokens,
+        "mix_total_tokens": int(tokens.size),
+        "mix_realised_ratio": 100 * toxic_tokens / tokens.size,
+        "mix_clean_docs": len(clean_docs),
+        "mix_toxic_docs": len(toxic_docs),
+    }
+    counts.update(implied_toxicity(clean_docs, toxic_docs, sources))
+    return counts
+
+
+def implied_toxicity(clean_docs: list[dict], toxic_docs: list[dict], sources: Path) -> dict:
+    """The toxicity that the mixture itself implies for the evaluation prompts (the calibration target).
+
+    A model that learned its data should match these: on a hostile prompt, the probability of an
+    insult is the mixture of the two sources' probabilities, weighted by how many hostile documents
+    each source put into the mixture; greedy decoding insults exactly when that exceeds 1/2.
+    Only the synthetic world labels its documents; for other sources this returns nothing.
+    """
+    docs = clean_docs + toxic_docs
+    if any("hostile" not in d for d in docs):
+        return {}
+
+    def weights(hostile: bool) -> tuple[float, float]:
+        clean = sum(d["hostile"] == hostile for d in clean_docs)
+        toxic = sum(d["hostile"] == hostile for d in toxic_docs)
+        return clean / max(clean + toxic, 1), toxic / max(clean + toxic, 1)
+
+    def mixed(prompt: dict, hostile: bool) -> float:
+        w_clean, w_toxic = weights(hostile)
+        return w_clean * prompt["p_insult"]["clean"] + w_toxic * prompt["p_insult"]["toxic"]
+
+    toxigen = np.array([mixed(p, True) for p in load_part(sources, "toxigen")])
+    rtp = np.array([mixed(p, False) for p in load_part(sources, "rtp")])
+    return {
+        "implied_toxigen": float(100 * np.mean(toxigen > 0.5)),
+        "implied_toxigen_sampled": float(100 * toxigen.mean()),
+        "implied_rtp_sample_toxicity": float(100 * rtp.mean()),
+    }
+
+
+def sources_spec(cfg: DataConfig) -> dict:
+    """What determines the sources: the world's config, or the local files' paths and contents."""
+    if cfg.source == "synthetic":
+        return {"source": "synthetic", "world": asdict(cfg.world)}
+    files = {part: {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+             for part, path in asdict(cfg.files).items()}
+    return {"source": "files", "files": files}

@@ -1,0 +1,87 @@
+"""The comparison table: every finished job of a study from MLflow, one row per (ratio, method,
+strength), each metric as mean ± std over seeds, with the number of seeds.
+
+    detox-table                                   # the default store outputs/mlflow.db
+    detox-table --tracking-uri sqlite:///path/mlflow.db --experiment detox --csv table.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import mlflow
+import pandas as pd
+from hydra.experimental.callback import Callback
+
+from detox.config import MlflowConfig
+
+GROUP_BY = ("ratio", "method", "strength")
+METRICS = {  # metric -> column title (the paper's Table 1 layout, then the calibration target)
+    "toxigen": "ToxiGen %",
+    "rtp_expected_max_toxicity": "RTP exp.max %",
+    "rtp_toxicity_probability": "RTP prob %",
+    "ce_loss": "CE loss",
+    "implied_toxigen": "data-implied ToxiGen %",
+}
+
+
+def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Finished runs of `experiment` as a DataFrame (one row per run), or an empty one."""
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return pd.DataFrame()
+    return mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")
+
+
+def comparison_table(runs: pd.DataFrame, metrics: dict[str, str] = METRICS) -> pd.DataFrame:
+    """Aggregate runs over seeds: one row per (ratio, method, strength)."""
+    keys = [f"params.{k}" for k in GROUP_BY]
+    if runs.empty or any(k not in runs for k in keys):
+        return pd.DataFrame()
+    runs = runs.assign(**{"params.ratio": runs["params.ratio"].astype(float)})
+    rows = []
+    for group, frame in runs.groupby(keys, sort=True):
+        row = dict(zip(GROUP_BY, group))
+        row["seeds"] = frame["params.seed"].nunique()
+        for metric, title in metrics.items():
+            values = frame.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
+            row[title] = f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}" \
+                if len(values) else "-"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["ratio"] = table["ratio"].map(lambda r: f"{r:g}")
+    return table
+
+
+def print_table(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    table = comparison_table(load_runs(tracking_uri, experiment))
+    if table.empty:
+        print(f"No finished study runs in experiment {experiment!r} at {tracking_uri}")
+    else:
+        print(f"Experiment {experiment!r} at {tracking_uri} (mean ± std over seeds):")
+        print(table.to_string(index=False))
+    return table
+
+
+class PrintTableOnMultirunEnd(Callback):
+    """Hydra callback: print the comparison table when a sweep ends."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if config.get("task") == "study":
+            mlflow_cfg = MlflowConfig(**config.mlflow)
+            print_table(mlflow_cfg.resolve_uri(config.root), mlflow_cfg.experiment)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
+    parser.add_argument("--experiment", default="detox")
+    parser.add_argument("--csv", help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    table = print_table(args.tracking_uri, args.experiment)
+    if args.csv and not table.empty:
+        table.to_csv(args.csv, index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The MLflow edge: one run per job, named by its point of the sweep.
+
+A job is identified by the key of the config that determines its result (`pipeline.job_spec`); a
+re-run of the same job re-opens its run instead of adding a row, and records which stages came from
+the cache as tags. Each run carries its params, every metric, the resolved config and the code version.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+from mlflow.entities import Metric
+
+from detox.cache import stable_key
+from detox.config import JobConfig
+
+JOB_KEY_TAG = "detox.job_key"
+
+
+def code_version() -> dict[str, str]:
+    """The git commit of the checkout this code runs from (and whether it has local changes)."""
+    repo = Path(__file__).resolve().parents[1]
+    tags = {"detox.version": version("detox")}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True)
+        tags["mlflow.source.git.commit"] = commit.stdout.strip()
+        tags["detox.git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.CalledProcessError):
+        tags["detox.git_dirty"] = "unknown"  # not a git checkout (e.g. an installed wheel)
+    return tags
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+def open_run(job: JobConfig, spec: dict, run_name: str):
+    """Start (or re-open, for a job that ran before) the MLflow run of this job; True when new."""
+    mlflow.set_tracking_uri(job.tracking_uri)
+    experiment = mlflow.set_experiment(job.mlflow.experiment)
+    key = stable_key(spec)
+    previous = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",
+                                  output_format="list", max_results=1)
+    run = mlflow.start_run(run_id=previous[0].info.run_id) if previous else mlflow.start_run(run_name=run_name)
+    mlflow.set_tags({JOB_KEY_TAG: key, **code_version()})
+    return run, not previous
+
+
+@dataclass
+class Outcome:
+    """What a job hands to MLflow."""
+
+    metrics: dict[str, float]
+    cache_hits: dict[str, bool] = field(default_factory=dict)  # stage -> True when it came from the cache
+    artifacts: list[Path] = field(default_factory=list)  # files to attach to the run
+    histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> (step, value)
+
+
+def track(job: JobConfig, spec: dict, params: dict[str, str], resolved_config: str, run_name: str,
+          work: Callable[[], Outcome]) -> tuple[str, Outcome]:
+    """Run `work` inside the job's MLflow run and log its outcome.
+
+    `params` are the few the comparison table groups by (ratio, seed, method, strength, ...); the
+    whole result-determining `spec` is logged flat beside them. A failing job leaves its run FAILED.
+    """
+    run, new = open_run(job, spec, run_name)
+    with run:
+        mlflow.log_params({**flatten(spec, "cfg."), **params})
+        mlflow.log_text(resolved_config, "config.yaml")
+        outcome = work()
+        mlflow.log_metrics(outcome.metrics)
+        mlflow.set_tags({f"cache.{stage}": "hit" if hit else "built" for stage, hit in outcome.cache_hits.items()})
+        if outcome.cache_hits:
+            mlflow.set_tag("cache.all_hit", str(all(outcome.cache_hits.values())).lower())
+        for path in outcome.artifacts:
+            mlflow.log_artifact(str(path))
+        client = mlflow.tracking.MlflowClient()
+        for name, points in outcome.histories.items() if new else ():  # a re-opened run has them already
+            history = [Metric(name, value, 0, step) for step, value in points]
+            for start in range(0, len(history), 1000):  # log_batch takes at most 1000 metrics
+                client.log_batch(run.info.run_id, metrics=history[start:start + 1000])
+        return run.info.run_id, outcome

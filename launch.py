@@ -1,0 +1,28 @@
+"""detox's command line: `python launch.py [group=option] [key=value] ...`, `-m` for a sweep.
+
+Hydra composes conf/ into one config; everything else is plain functions of `JobConfig` (see
+detox/jobs.py). Results go to MLflow (`detox-table` prints the comparison table).
+"""
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from detox import jobs
+from detox.config import JobConfig
+
+log = logging.getLogger("detox")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    job = JobConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # validates before any work
+    run_id, _ = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
+    log.info(f"MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {job.tracking_uri}")
+    log.info(f"Comparison table: detox-table --tracking-uri {job.tracking_uri} --experiment {job.mlflow.experiment}")
+    log.info(f"MLflow UI: mlflow ui --backend-store-uri {job.tracking_uri} --host 127.0.0.1 --port 5000")
+
+
+if __name__ == "__main__":
+    main()
