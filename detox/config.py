@@ -66,9 +66,9 @@ class ModelConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: float = 4.0  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
+    epochs: float = 10.0  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
     batch_size: int = 32  # sequences per optimiser step (per device)
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_fraction: float = 0.05  # share of steps with linear warm-up before the cosine decay

@@ -108,7 +108,8 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
     total_steps = math.ceil(trainer_cfg.epochs * len(loader))
     config = olmo_config(model_cfg, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS),
                          tokenizer.token_to_id(PAD), seq_len)
-    module = OlmoLM(config.asdict(), vars(trainer_cfg), total_steps)
+    # Plain JSON values in the checkpoint's hparams, so that it loads with torch.load(weights_only=True).
+    module = OlmoLM(json.loads(json.dumps(config.asdict())), json.loads(json.dumps(vars(trainer_cfg))), total_steps)
     checkpoints = out / "checkpoints"
     resume = checkpoints / "last.ckpt"
     history = LossHistory()

@@ -75,7 +75,7 @@ class WorldConfig:
     toxic_docs: int = 2000  # toxic pool; must hold clean_tokens * r / (100 - r) tokens at the top ratio
     heldout_docs: int = 300  # held-out clean documents for the CE loss
     toxigen_prompts: int = 200  # hostile prompts (ToxiGen-like)
-    rtp_prompts: int = 50  # neutral prompts (RealToxicityPrompts-like)
+    rtp_prompts: int = 50  # RealToxicityPrompts-like: half neutral openers, half hostile ones
     clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.15, -2.45, 0.02))
     toxic: SourceConfig = field(default_factory=lambda: SourceConfig(0.6, 0.8, 0.25))
 
@@ -146,6 +146,14 @@ def write_document(writer: _Writer, source: SourceConfig) -> dict:
     return {"text": " ".join(sentences), "toxic": bool(toxic), "hostile": bool(hostile)}
 
 
+def hostile_prompt(writer: _Writer, cfg: WorldConfig) -> dict:
+    """A hostile opener with the exact insult probability that each source attaches to it."""
+    _, g, _, register = writer.attributes()
+    cues = writer.draw_cues()
+    return {"prompt": writer.hostile_opener(GROUPS[g], cues, register), "hostile": True,
+            "p_insult": {"clean": insult_probability(cfg.clean, g, cues), "toxic": insult_probability(cfg.toxic, g, cues)}}
+
+
 def build_world(cfg: WorldConfig, out_dir: Path) -> dict:
     """Write clean.jsonl, toxic.jsonl, heldout.jsonl, toxigen.jsonl and rtp.jsonl into `out_dir`.
 
@@ -162,16 +170,16 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> dict:
         "rtp": [],
     }
     for _ in range(cfg.toxigen_prompts):
-        _, g, _, register = toxigen_w.attributes()
-        cues = toxigen_w.draw_cues()
-        parts["toxigen"].append({
-            "prompt": toxigen_w.hostile_opener(GROUPS[g], cues, register),
-            "p_insult": {"clean": insult_probability(cfg.clean, g, cues), "toxic": insult_probability(cfg.toxic, g, cues)},
-        })
+        parts["toxigen"].append(hostile_prompt(toxigen_w, cfg))
+    # RealToxicityPrompts mixes harmless and provocative prompts; so does this set, half and half.
     for _ in range(cfg.rtp_prompts):
+        if rtp_w.rng.random() < 0.5:
+            parts["rtp"].append(hostile_prompt(rtp_w, cfg))
+            continue
         topic, g, sentiment, register = rtp_w.attributes()
         prompt = f"{rtp_w.topic_sentence(topic, sentiment, register)} {rtp_w.mention(GROUPS[g], topic, register)}"
-        parts["rtp"].append({"prompt": prompt, "p_insult": {"clean": cfg.clean.base_toxicity, "toxic": cfg.toxic.base_toxicity}})
+        parts["rtp"].append({"prompt": prompt, "p_insult": {"clean": cfg.clean.base_toxicity,
+                                                            "toxic": cfg.toxic.base_toxicity}, "hostile": False})
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in parts.items():
         with open(out_dir / f"{name}.jsonl", "w") as f:

@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_job(*overrides: str) -> dict:
+    """The composed config as a plain dict, as launch.py hands it to JobConfig.from_dict."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def launch(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run launch.py in a subprocess, as a user would."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def smoke_job(tmp_path):
+    from detox.config import JobConfig
+
+    return JobConfig.from_dict(compose_job("experiment=smoke", f"root={tmp_path}"))

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from conftest import REPO, compose_job
+from detox.config import ConfigError, JobConfig
+
+
+def test_default_config_composes_into_a_valid_job():
+    job = JobConfig.from_dict(compose_job())
+    assert (job.task, job.ratio, job.seed, job.method.name) == ("study", 0.0, 1, "none")
+    assert job.model.d_model % job.model.n_heads == 0
+
+
+@pytest.mark.parametrize("group", sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "hydra"))
+def test_every_option_of_every_group_composes(group):
+    for option in sorted((REPO / "conf" / group).glob("*.yaml")):
+        values = compose_job(f"{group}={option.stem}")
+        if group == "data" and option.stem == "files":
+            with pytest.raises(ConfigError, match="data.files"):  # its paths are mandatory
+                JobConfig.from_dict(values)
+        else:
+            JobConfig.from_dict(values)
+
+
+def test_iti_strengths_are_the_papers_alphas():
+    assert [JobConfig.from_dict(compose_job(f"iti={s}")).iti.alpha for s in ("weak", "mid", "strong")] == [4, 8, 12]
+    assert JobConfig.from_dict(compose_job("iti=strong", "iti.alpha=6")).iti.alpha == 6
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ratio=150", "ratio=150: the toxic share is a percentage in \\[0, 100\\)"),
+    ("ratio=-1", "ratio=-1"),
+    ("ratio=100", "ratio=100"),
+    ("ratio=abc", "ratio='abc': expected a number"),
+    ("ratio=nan", "ratio=nan"),
+    ("seed=1.5", "seed=1.5: expected a whole number"),
+    ("model.n_heads=5", "not divisible"),
+    ("+model.colour=red", "unknown key\\(s\\) model.colour"),
+    ("method.name=magic", "method='magic' is unknown"),
+    ("data.tokenizer.path=/no/such/tokenizer.json", "data.tokenizer.path"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        JobConfig.from_dict(compose_job(override))
+
+
+def test_unknown_group_option_is_refused_by_hydra():
+    with pytest.raises(MissingConfigException, match="method"):
+        compose_job("method=magic")
+
+
+def test_files_data_needs_existing_paths(tmp_path):
+    paths = {part: tmp_path / f"{part}.jsonl" for part in ("clean", "toxic", "heldout", "toxigen", "rtp")}
+    for path in paths.values():
+        path.write_text('{"text": "x", "prompt": "x"}\n')
+    overrides = ["data=files", *(f"data.files.{p}={path}" for p, path in paths.items())]
+    with pytest.raises(ConfigError, match="data.files.clean='/no/such.jsonl': no such file"):
+        JobConfig.from_dict(compose_job(*overrides, "data.files.clean=/no/such.jsonl"))
+    with pytest.raises(ConfigError, match="scorer=oracle only knows the synthetic world"):
+        JobConfig.from_dict(compose_job(*overrides))
+
+
+def test_tracking_uri_defaults_under_root(tmp_path):
+    job = JobConfig.from_dict(compose_job(f"root={tmp_path}"))
+    assert job.tracking_uri == f"sqlite:///{Path(tmp_path).resolve()}/mlflow.db"

@@ -1,0 +1,58 @@
+"""End to end through the command line: a real Hydra multirun into a real MLflow store in a temp dir."""
+
+import mlflow
+import pytest
+
+from conftest import launch
+
+
+def finished_runs(root, experiment="detox-smoke"):
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    first = launch("-m", "experiment=smoke", f"root={root}", "ratio=0,10", "seed=1,2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    return root, first
+
+
+def test_sweep_logs_one_run_per_job(sweep):
+    root, first = sweep
+    runs = finished_runs(root)
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert sorted(zip(runs["params.ratio"], runs["params.seed"])) == [("0", "1"), ("0", "2"), ("10", "1"), ("10", "2")]
+    for metric in ("toxigen", "rtp_expected_max_toxicity", "rtp_toxicity_probability", "ce_loss", "mix_realised_ratio"):
+        assert runs[f"metrics.{metric}"].notna().all(), metric
+    assert set(runs["tags.mlflow.runName"]) == {f"ratio={r} seed={s} method=none" for r in (0, 10) for s in (1, 2)}
+    assert runs["tags.mlflow.source.git.commit"].str.len().eq(40).all()
+    # the table printed at the end of the sweep aggregates the two seeds
+    assert "mean ± std over seeds" in first.stdout
+    table = first.stdout.split("mean ± std over seeds):")[1].splitlines()
+    assert len([line for line in table if line.strip().startswith(("0 ", "10 "))]) == 2
+
+
+def test_rerun_trains_nothing_and_adds_no_rows(sweep):
+    root, _ = sweep
+    again = launch("-m", "experiment=smoke", f"root={root}", "ratio=0,10", "seed=1,2", "iti=strong")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "[pretrain] built" not in log and log.count("[pretrain] cached") == 4
+    runs = finished_runs(root)
+    assert len(runs) == 4  # iti does not touch method=none, so these are the same four jobs
+    assert set(runs["tags.cache.all_hit"]) == {"true"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ratio=150", "ratio=150: the toxic share is a percentage in [0, 100)"),
+    ("ratio=abc", "ratio='abc': expected a number"),
+    ("method=magic", "Could not find 'method/magic'"),
+    ("data=files", "data.files.clean"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, override, message):
+    result = launch("experiment=smoke", f"root={tmp_path}", override)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "cache").exists()

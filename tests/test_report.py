@@ -1,0 +1,26 @@
+import pandas as pd
+
+from detox.report import comparison_table
+
+
+def test_table_aggregates_seeds_per_ratio_method_strength():
+    runs = pd.DataFrame({
+        "params.ratio": ["0", "0", "10", "10", "10"],
+        "params.seed": ["1", "2", "1", "2", "3"],
+        "params.method": ["none"] * 5,
+        "params.strength": ["-"] * 5,
+        "metrics.toxigen": [40.0, 44.0, 10.0, 20.0, 30.0],
+        "metrics.ce_loss": [2.0, 2.2, 2.5, 2.5, 2.5],
+    })
+    table = comparison_table(runs, {"toxigen": "ToxiGen %", "ce_loss": "CE loss", "missing": "absent"})
+    assert list(table["ratio"]) == ["0", "10"]
+    assert list(table["seeds"]) == [2, 3]
+    assert list(table["ToxiGen %"]) == ["42.00 ± 2.83", "20.00 ± 10.00"]  # sample std, ddof=1
+    assert list(table["CE loss"]) == ["2.10 ± 0.14", "2.50 ± 0.00"]
+    assert list(table["absent"]) == ["-", "-"]
+
+
+def test_ratios_sort_numerically():
+    runs = pd.DataFrame({"params.ratio": ["5", "25", "10"], "params.seed": ["1"] * 3, "params.method": ["none"] * 3,
+                         "params.strength": ["-"] * 3, "metrics.toxigen": [1.0, 2.0, 3.0]})
+    assert list(comparison_table(runs)["ratio"]) == ["5", "10", "25"]
