@@ -9,7 +9,6 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from detox import jobs
 from detox.config import JobConfig
 
 log = logging.getLogger("detox")
@@ -18,6 +17,8 @@ log = logging.getLogger("detox")
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     job = JobConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # validates before any work
+    from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
+
     run_id, _ = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
     log.info(f"MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {job.tracking_uri}")
     log.info(f"Comparison table: detox-table --tracking-uri {job.tracking_uri} --experiment {job.mlflow.experiment}")

@@ -8,6 +8,7 @@ export below maps the weights onto the native transformers Olmo by hand.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -23,6 +24,10 @@ from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.config import ModelConfig, TrainerConfig
 from detox.data import EOS, PAD, load_tokenizer
+
+
+# Lightning's start-up banner (accelerator lines, tips) says nothing a detox user needs.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def olmo_config(cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int, seq_len: int) -> OlmoModelConfig:
