@@ -3,12 +3,15 @@
     /work/venv/bin/python benchmarks/toy_curve.py                      # 2 worker processes
     /work/venv/bin/python benchmarks/toy_curve.py minority_overlap=2   # any ToyConfig field=value
 
-Prints the wall time and the summary table; writes outputs/toy_benchmark/toy_curve.png and
-toy_runs.jsonl (one JSON object per trained model). Target: under 10 minutes on 2 CPU cores.
+Prints the wall time, the workers' CPU time (wall time on idle cores ≈ CPU time / workers, a figure
+that other load on the machine does not inflate) and the summary table; writes toy_curve.png and
+toy_runs.jsonl (one JSON object per trained model) to outputs/toy_benchmark/<overrides or default>/.
+Target: under 10 minutes on 2 CPU cores.
 """
 
 import dataclasses
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -23,16 +26,19 @@ from detox.toy import ToyConfig, plot_toy_curve, run_toy_curve, summary_table  #
 def main(argv: list[str]) -> None:
     overrides = {"workers": 2} | {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in argv)}
     cfg = ToyConfig(**overrides)
-    out = Path("outputs/toy_benchmark")
+    out = Path("outputs/toy_benchmark", "_".join(a for a in argv if not a.startswith("workers=")) or "default")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = run_toy_curve(cfg)
     wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if cfg.workers > 1 else resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
     plot_toy_curve(result, out / "toy_curve.png")
     (out / "toy_runs.jsonl").write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in result.rows))
     print(f"config: {overrides}")
     print(f"{len(result.rows)} runs ({cfg.steps} steps each) with {cfg.workers} workers: wall time {wall:.0f} s "
-          f"({wall / 60:.1f} min); mean run {sum(r.seconds for r in result.rows) / len(result.rows):.1f} s")
+          f"({wall / 60:.1f} min); mean run {sum(r.seconds for r in result.rows) / len(result.rows):.1f} s; "
+          f"CPU time {cpu:.0f} s (≈ {cpu / cfg.workers / 60:.1f} min wall on {cfg.workers} idle cores)")
     print(summary_table(result))
     print(f"plot: {out / 'toy_curve.png'}")
 

@@ -28,6 +28,7 @@ from detox.data import EOS, PAD, load_tokenizer
 
 # Lightning's start-up banner (accelerator lines, tips) says nothing a detox user needs.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 
 def olmo_config(cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int, seq_len: int) -> OlmoModelConfig:
@@ -126,6 +127,8 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         enable_model_summary=False, default_root_dir=out, num_sanity_val_steps=0,
     )
     resumed_from = torch.load(resume, weights_only=True, map_location="cpu")["global_step"] if resume.exists() else 0
+    if resumed_from:
+        log.info(f"resuming pre-training from step {resumed_from} of {total_steps} ({resume})")
     trainer.fit(module, loader, ckpt_path=resume if resume.exists() else None, weights_only=True)
     export_hf(module.model, tokenizer_dir, out / "hf")
     shutil.rmtree(checkpoints)  # the exported model is the artifact; checkpoints only served resuming
