@@ -18,7 +18,7 @@ from detox.toy import ToyConfig
 from detox.world import WorldConfig
 
 METHODS = ("none",)  # post-training methods that are implemented; later stages add theirs here
-SCORERS = ("oracle",)
+SCORERS = ("oracle", "classifier")
 
 
 class ConfigError(ValueError):
@@ -94,8 +94,11 @@ class ItiConfig:
 
 @dataclass
 class ScorerConfig:
-    name: str = "oracle"  # oracle: the synthetic world's exact grammar-based scorer
+    name: str = "oracle"  # oracle: the synthetic world's exact scorer | classifier: a transformers model
     threshold: float = 0.5  # a score at or above this counts as toxic
+    model: str = ""  # classifier: a local folder or hub id of a text-classification model
+    toxic_label: str = "toxic"  # classifier: the label whose probability is the toxicity score
+    batch_size: int = 32  # classifier: texts per forward pass
 
 
 @dataclass
@@ -155,6 +158,8 @@ class JobConfig:
                     raise ConfigError(f"data.files.{name}={value!r}: no such file")
             if self.scorer.name == "oracle":
                 raise ConfigError("scorer=oracle only knows the synthetic world; data=files needs another scorer")
+        if self.scorer.name == "classifier" and not self.scorer.model:
+            raise ConfigError("scorer=classifier needs scorer.model: a local folder or hub id of a classifier")
         if self.data.tokenizer.path and not Path(self.data.tokenizer.path).is_file():
             raise ConfigError(f"data.tokenizer.path={self.data.tokenizer.path!r}: no such file")
         if self.model.d_model % self.model.n_heads:
@@ -192,6 +197,8 @@ def _build(cls, values, prefix: str):
 
 
 def _coerce(hint, value, key: str):
+    if value == "???":  # OmegaConf's mark of a mandatory value
+        raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     origin, args = typing.get_origin(hint), typing.get_args(hint)

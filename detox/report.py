@@ -2,7 +2,7 @@
 strength), each metric as mean ± std over seeds, with the number of seeds.
 
     detox-table                                   # the default store outputs/mlflow.db
-    detox-table --tracking-uri sqlite:///path/mlflow.db --experiment detox --csv table.csv
+    detox-table --tracking-uri sqlite:///path/mlflow.db --experiment detox --csv table.csv --plot ratio.png
 """
 
 from __future__ import annotations
@@ -53,23 +53,56 @@ def comparison_table(runs: pd.DataFrame, metrics: dict[str, str] = METRICS) -> p
     return table
 
 
-def print_table(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    table = comparison_table(load_runs(tracking_uri, experiment))
+def plot_against_ratio(runs: pd.DataFrame, path: str) -> None:
+    """Toxicity and CE loss against the toxic share, one line per (method, strength), mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = runs.assign(ratio=runs["params.ratio"].astype(float))
+    panels = [("toxigen", "ToxiGen-like toxicity %"), ("rtp_toxicity_probability", "RTP-like toxicity probability %"),
+              ("ce_loss", "CE loss (held-out clean)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for (method, strength), frame in runs.groupby(["params.method", "params.strength"]):
+        label = method if strength == "-" else f"{method} ({strength})"
+        for ax, (metric, title) in zip(axes, panels):
+            stats = frame.groupby("ratio")[f"metrics.{metric}"].agg(["mean", "std"]).fillna(0)
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=label)
+    if "metrics.implied_toxigen" in runs:
+        implied = runs.groupby("ratio")["metrics.implied_toxigen"].mean()
+        axes[0].plot(implied.index, implied.values, "k--", label="implied by the data")
+    for ax, (_, title) in zip(axes, panels):
+        ax.set(xlabel="toxic share of pre-training tokens (%)", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(tracking_uri: str, experiment: str, plot: str | None = None) -> pd.DataFrame:
+    runs = load_runs(tracking_uri, experiment)
+    table = comparison_table(runs)
     if table.empty:
         print(f"No finished study runs in experiment {experiment!r} at {tracking_uri}")
     else:
         print(f"Experiment {experiment!r} at {tracking_uri} (mean ± std over seeds):")
         print(table.to_string(index=False))
+        if plot:
+            plot_against_ratio(runs, plot)
+            print(f"Plot: {plot}")
     return table
 
 
 class PrintTableOnMultirunEnd(Callback):
-    """Hydra callback: print the comparison table when a sweep ends."""
+    """Hydra callback: print the comparison table (and plot it in the sweep folder) when a sweep ends."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if config.get("task") == "study":
             mlflow_cfg = MlflowConfig(**config.mlflow)
-            print_table(mlflow_cfg.resolve_uri(config.root), mlflow_cfg.experiment)
+            print_table(mlflow_cfg.resolve_uri(config.root), mlflow_cfg.experiment,
+                        plot=f"{config.hydra.sweep.dir}/toxicity_vs_ratio.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
     parser.add_argument("--experiment", default="detox")
     parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.add_argument("--plot", help="also plot toxicity and CE loss against the ratio into this PNG file")
     args = parser.parse_args(argv)
-    table = print_table(args.tracking_uri, args.experiment)
+    table = print_table(args.tracking_uri, args.experiment, args.plot)
     if args.csv and not table.empty:
         table.to_csv(args.csv, index=False)
 

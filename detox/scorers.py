@@ -12,4 +12,23 @@ from detox.world import oracle_toxicity
 def make_scorer(cfg: ScorerConfig) -> Scorer:
     if cfg.name == "oracle":
         return lambda texts: np.array([oracle_toxicity(t) for t in texts], dtype=float)
+    if cfg.name == "classifier":
+        return classifier_scorer(cfg)
     raise ValueError(f"scorer={cfg.name!r} is unknown")  # JobConfig.validate names the implemented ones
+
+
+def classifier_scorer(cfg: ScorerConfig) -> Scorer:
+    """The probability of `cfg.toxic_label` under a transformers text-classification model
+    (e.g. a ToxiGen RoBERTa), loaded from a local folder or the hub, never with remote code."""
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=cfg.model, top_k=None, device=-1, trust_remote_code=False)
+    labels = set(classify.model.config.id2label.values())
+    if cfg.toxic_label not in labels:
+        raise ValueError(f"scorer.toxic_label={cfg.toxic_label!r} is not a label of {cfg.model}: {sorted(labels)}")
+
+    def score(texts: list[str]) -> np.ndarray:
+        results = classify(texts, batch_size=cfg.batch_size, truncation=True)
+        return np.array([next(r["score"] for r in result if r["label"] == cfg.toxic_label) for result in results])
+
+    return score

@@ -17,8 +17,9 @@ def test_default_config_composes_into_a_valid_job():
 def test_every_option_of_every_group_composes(group):
     for option in sorted((REPO / "conf" / group).glob("*.yaml")):
         values = compose_job(f"{group}={option.stem}")
-        if group == "data" and option.stem == "files":
-            with pytest.raises(ConfigError, match="data.files"):  # its paths are mandatory
+        mandatory = {("data", "files"): "data.files.clean is required", ("scorer", "classifier"): "scorer.model"}
+        if (group, option.stem) in mandatory:
+            with pytest.raises(ConfigError, match=mandatory[group, option.stem]):
                 JobConfig.from_dict(values)
         else:
             JobConfig.from_dict(values)
@@ -60,6 +61,8 @@ def test_files_data_needs_existing_paths(tmp_path):
         JobConfig.from_dict(compose_job(*overrides, "data.files.clean=/no/such.jsonl"))
     with pytest.raises(ConfigError, match="scorer=oracle only knows the synthetic world"):
         JobConfig.from_dict(compose_job(*overrides))
+    job = JobConfig.from_dict(compose_job(*overrides, "scorer=classifier", "scorer.model=/some/classifier"))
+    assert job.data.files.toxic == str(paths["toxic"])
 
 
 def test_tracking_uri_defaults_under_root(tmp_path):

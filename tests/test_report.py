@@ -24,3 +24,14 @@ def test_ratios_sort_numerically():
     runs = pd.DataFrame({"params.ratio": ["5", "25", "10"], "params.seed": ["1"] * 3, "params.method": ["none"] * 3,
                          "params.strength": ["-"] * 3, "metrics.toxigen": [1.0, 2.0, 3.0]})
     assert list(comparison_table(runs)["ratio"]) == ["5", "10", "25"]
+
+
+def test_plot_against_ratio_writes_a_png(tmp_path):
+    from detox.report import plot_against_ratio
+
+    runs = pd.DataFrame({"params.ratio": ["0", "0", "10"], "params.seed": ["1", "2", "1"], "params.method": ["none"] * 3,
+                         "params.strength": ["-"] * 3, "metrics.toxigen": [1.0, 2.0, 3.0],
+                         "metrics.rtp_toxicity_probability": [1.0, 2.0, 3.0], "metrics.ce_loss": [1.0, 1.1, 1.2],
+                         "metrics.implied_toxigen": [5.0, 5.0, 9.0]})
+    plot_against_ratio(runs, str(tmp_path / "ratio.png"))
+    assert (tmp_path / "ratio.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,45 @@
+import json
+import shutil
+
+from conftest import compose_job
+from detox.cache import StageCache
+from detox.config import JobConfig
+from detox.pipeline import run_job
+from detox.world import WorldConfig, build_world
+from test_scorers import classifier_dir  # noqa: F401  (a fixture)
+
+
+def test_stages_share_outputs_across_jobs(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    first = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "ratio=10")), cache, log=lambda _: None)
+    assert not any(first.cache_hits.values())
+    other_eval = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "ratio=10", "evaluate.rtp_samples=3")),
+                         cache, log=lambda _: None)
+    assert other_eval.cache_hits == {"sources": True, "tokenizer": True, "mixture": True, "pretrain": True,
+                                     "evaluate": False}
+    other_ratio = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "ratio=5")), cache, log=lambda _: None)
+    assert other_ratio.cache_hits == {"sources": True, "tokenizer": True, "mixture": False, "pretrain": False,
+                                      "evaluate": False}
+    assert other_ratio.metrics["mix_clean_tokens"] == first.metrics["mix_clean_tokens"]
+
+
+def test_local_files_with_a_classifier_run_end_to_end(tmp_path, classifier_dir):  # noqa: F811
+    build_world(WorldConfig(clean_docs=200, toxic_docs=120, heldout_docs=10, toxigen_prompts=6, rtp_prompts=3),
+                tmp_path / "world")
+    (tmp_path / "files").mkdir()
+    for part in ("clean", "toxic", "heldout", "toxigen", "rtp"):  # plain text, no labels, as real data comes
+        field = "prompt" if part in ("toxigen", "rtp") else "text"
+        rows = [json.loads(line)[field] for line in open(tmp_path / "world" / f"{part}.jsonl")]
+        (tmp_path / "files" / f"{part}.jsonl").write_text("".join(json.dumps({field: r}) + "\n" for r in rows))
+    files = [f"data.files.{part}={tmp_path / 'files' / part}.jsonl" for part in ("clean", "toxic", "heldout", "toxigen", "rtp")]
+    job = JobConfig.from_dict(compose_job("experiment=smoke", "data=files", *files, "scorer=classifier",
+                                          f"scorer.model={classifier_dir}", "ratio=20"))
+    result = run_job(job, StageCache(tmp_path / "cache"), log=lambda _: None)
+    m = result.metrics
+    assert 0 <= m["toxigen"] <= 100 and m["ce_loss"] > 0 and abs(m["mix_realised_ratio"] - 20) < 3
+    assert "implied_toxigen" not in m  # only the synthetic world knows what its data implies
+    # the sources are keyed by content: an edited file is a new source, not a stale cache hit
+    shutil.copy(tmp_path / "files" / "heldout.jsonl", tmp_path / "files" / "clean.jsonl")
+    edited = JobConfig.from_dict(compose_job("experiment=smoke", "data=files", *files, "scorer=classifier",
+                                             f"scorer.model={classifier_dir}", "ratio=20", "data.clean_tokens=300"))
+    assert run_job(edited, StageCache(tmp_path / "cache"), log=lambda _: None).cache_hits["sources"] is False
