@@ -2,10 +2,11 @@
 
     /work/venv/bin/python benchmarks/toy_curve.py                      # 2 worker processes
     /work/venv/bin/python benchmarks/toy_curve.py minority_overlap=2   # any ToyConfig field=value
+    /work/venv/bin/python benchmarks/toy_curve.py out=/tmp/toy            # another output folder
 
 Prints the wall time, the workers' CPU time (wall time on idle cores ≈ CPU time / workers, a figure
 that other load on the machine does not inflate) and the summary table; writes toy_curve.png and
-toy_runs.jsonl (one JSON object per trained model) to outputs/toy_benchmark/<overrides or default>/.
+toy_runs.jsonl (one JSON object per trained model) to `out` (default outputs/toy_benchmark/<overrides>).
 Target: under 10 minutes on 2 CPU cores.
 """
 
@@ -25,21 +26,22 @@ from detox.toy import ToyConfig, plot_toy_curve, run_toy_curve, summary_table  #
 
 def main(argv: list[str]) -> None:
     overrides = {"workers": 2} | {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in argv)}
+    name = "_".join(a for a in argv if not a.startswith(("workers=", "out="))) or "default"
+    out = Path(overrides.pop("out", f"outputs/toy_benchmark/{name}"))
     cfg = ToyConfig(**overrides)
-    out = Path("outputs/toy_benchmark", "_".join(a for a in argv if not a.startswith("workers=")) or "default")
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = run_toy_curve(cfg)
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_CHILDREN if cfg.workers > 1 else resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
-    plot_toy_curve(result, out / "toy_curve.png")
-    (out / "toy_runs.jsonl").write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in result.rows))
     print(f"config: {overrides}")
     print(f"{len(result.rows)} runs ({cfg.steps} steps each) with {cfg.workers} workers: wall time {wall:.0f} s "
           f"({wall / 60:.1f} min); mean run {sum(r.seconds for r in result.rows) / len(result.rows):.1f} s; "
           f"CPU time {cpu:.0f} s (≈ {cpu / cfg.workers / 60:.1f} min wall on {cfg.workers} idle cores)")
-    print(summary_table(result))
+    print(summary_table(result), flush=True)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a long run must not lose its table to a cleaned folder
+    plot_toy_curve(result, out / "toy_curve.png")
+    (out / "toy_runs.jsonl").write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in result.rows))
     print(f"plot: {out / 'toy_curve.png'}")
 
 

@@ -18,7 +18,7 @@ def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.
 
 def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome]:
     def work() -> tracking.Outcome:
-        result = pipeline.run_job(job, StageCache(Path(job.root) / "cache"), log)
+        result = pipeline.run_job(job, StageCache(Path(job.root).resolve() / "cache"), log)
         curve = result.artifacts["pretrain"].path / "loss_curve.json"
         return tracking.Outcome(
             metrics=result.metrics, cache_hits=result.cache_hits,
@@ -35,7 +35,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
 
 
 def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome]:
-    out = Path(job.root) / "toy"
+    out = Path(job.root).resolve() / "toy"
     out.mkdir(parents=True, exist_ok=True)
 
     def work() -> tracking.Outcome:

@@ -15,9 +15,6 @@ from detox import data, evaluate, pretrain, scorers
 from detox.cache import Artifact, StageCache
 from detox.config import JobConfig
 
-STAGES = ("sources", "tokenizer", "mixture", "pretrain", "evaluate")
-
-
 @dataclass
 class JobResult:
     metrics: dict[str, float]

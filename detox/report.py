@@ -20,8 +20,9 @@ METRICS = {  # metric -> column title (the paper's Table 1 layout, then the cali
     "toxigen": "ToxiGen %",
     "rtp_expected_max_toxicity": "RTP exp.max %",
     "rtp_toxicity_probability": "RTP prob %",
+    "rtp_sample_toxicity": "RTP sample %",
     "ce_loss": "CE loss",
-    "implied_toxigen": "data-implied ToxiGen %",
+    "implied_toxigen": "implied ToxiGen %",
 }
 
 
@@ -34,14 +35,20 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
 
 
 def comparison_table(runs: pd.DataFrame, metrics: dict[str, str] = METRICS) -> pd.DataFrame:
-    """Aggregate runs over seeds: one row per (ratio, method, strength)."""
+    """Aggregate runs over seeds: one row per (ratio, method, strength).
+
+    Runs whose configs differ in anything else (say model.n_layers) are never pooled: each such
+    setting gets rows of its own, with the differing values as extra columns.
+    """
     keys = [f"params.{k}" for k in GROUP_BY]
     if runs.empty or any(k not in runs for k in keys):
         return pd.DataFrame()
     runs = runs.assign(**{"params.ratio": runs["params.ratio"].astype(float)})
+    config = [c for c in runs if c.startswith("params.cfg.") and c not in ("params.cfg.seed", "params.cfg.ratio")]
+    varying = [c for c in config if runs[c].fillna("<unset>").nunique() > 1]
     rows = []
-    for group, frame in runs.groupby(keys, sort=True):
-        row = dict(zip(GROUP_BY, group))
+    for group, frame in runs.groupby(keys + varying, sort=True, dropna=False):
+        row = {key.removeprefix("params.cfg.").removeprefix("params."): value for key, value in zip(keys + varying, group)}
         row["seeds"] = frame["params.seed"].nunique()
         for metric, title in metrics.items():
             values = frame.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()

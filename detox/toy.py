@@ -48,7 +48,8 @@ class ToyConfig:
     """Preference strength (nats): P(y | x, c) ∝ exp(beta·[y in chain c's group]). DESIGN used 3."""
     minority_overlap: int = 0
     """How many of the minority chain's preferred states it shares with chain 1's group (0 = none,
-    DESIGN's design). > 0 gives the minority a close majority neighbour it could collapse onto."""
+    DESIGN's design). > 0 gives the minority a close majority neighbour it could collapse onto; the
+    states it gives up are then preferred by no chain."""
     seq_len: int = 24
     """Tokens per sequence: long enough to infer the chain from accumulated evidence (DESIGN: 24)."""
     shares: list[float] = field(default_factory=lambda: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1])
@@ -152,7 +153,7 @@ def make_world(cfg: ToyConfig, rng: np.random.Generator) -> World:
 
 def chain_counts(n_seqs: int, share: float, n_chains: int) -> np.ndarray:
     """Exact number of sequences per chain: round(share·n) for chain 0, the rest split equally."""
-    counts = np.full(n_chains, 0)
+    counts = np.zeros(n_chains, dtype=int)
     counts[0] = round(share * n_seqs)
     rest = n_seqs - counts[0]
     counts[1:] = rest // (n_chains - 1)

@@ -54,3 +54,13 @@ def test_bad_input_fails_before_any_work(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "cache").exists()
+
+
+def test_toy_experiment_through_the_launcher(tmp_path):
+    result = launch("experiment=toy", f"root={tmp_path}", "toy.seeds=[0,1]", "toy.shares=[0.02]", "toy.steps=30",
+                    "toy.eval_per_chain=16", "toy.random_trials=200", "toy.workers=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = finished_runs(tmp_path, "detox-toy")
+    assert len(runs) == 1 and runs["metrics.welch_bound"].iloc[0] > 0
+    assert (tmp_path / "toy" / "toy_entanglement.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((tmp_path / "toy" / "toy_runs.jsonl").read_text().splitlines()) == 4  # (0.02 and uniform) x 2 seeds

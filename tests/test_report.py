@@ -35,3 +35,13 @@ def test_plot_against_ratio_writes_a_png(tmp_path):
                          "metrics.implied_toxigen": [5.0, 5.0, 9.0]})
     plot_against_ratio(runs, str(tmp_path / "ratio.png"))
     assert (tmp_path / "ratio.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_of_different_configs_are_never_pooled():
+    runs = pd.DataFrame({"params.ratio": ["0"] * 4, "params.seed": ["1", "2", "1", "2"], "params.method": ["none"] * 4,
+                         "params.strength": ["-"] * 4, "params.cfg.model.n_layers": ["4", "4", "6", "6"],
+                         "params.cfg.seed": ["1", "2", "1", "2"], "metrics.toxigen": [1.0, 3.0, 10.0, 30.0]})
+    table = comparison_table(runs, {"toxigen": "ToxiGen %"})
+    assert list(table["model.n_layers"]) == ["4", "6"]
+    assert list(table["ToxiGen %"]) == ["2.00 ± 1.41", "20.00 ± 14.14"]
+    assert list(table["seeds"]) == [2, 2]
