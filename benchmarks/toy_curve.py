@@ -1,8 +1,8 @@
 """Benchmark: the default toy superposition curve (all default shares × 10 seeds), timed.
 
-    /work/venv/bin/python benchmarks/toy_curve.py                      # 2 worker processes
-    /work/venv/bin/python benchmarks/toy_curve.py minority_overlap=2   # any ToyConfig field=value
-    /work/venv/bin/python benchmarks/toy_curve.py out=/tmp/toy            # another output folder
+    python benchmarks/toy_curve.py                      # 2 worker processes
+    python benchmarks/toy_curve.py minority_overlap=2   # any ToyConfig field=value
+    python benchmarks/toy_curve.py out=/tmp/toy            # another output folder
 
 Prints the wall time, the workers' CPU time (wall time on idle cores ≈ CPU time / workers, a figure
 that other load on the machine does not inflate) and the summary table; writes toy_curve.png and

@@ -44,6 +44,7 @@ def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, track
         toy.plot_toy_curve(result, plot)
         rows = out / "toy_runs.jsonl"
         rows.write_text("".join(json.dumps(asdict(r)) + "\n" for r in result.rows))
+        log("\n" + toy.summary_table(result))
         log(f"toy curve: {plot}")
         return tracking.Outcome(metrics=result.summary, artifacts=[plot, rows])
 
