@@ -5,18 +5,23 @@ detox/jobs.py). Results go to MLflow (`detox-table` prints the comparison table)
 """
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from detox.config import JobConfig
+from detox.config import ConfigError, JobConfig
 
 log = logging.getLogger("detox")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    job = JobConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # validates before any work
+    try:
+        job = JobConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # validates before any work
+    except ConfigError as error:
+        log.error(f"invalid configuration: {error}")
+        sys.exit(2)
     from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
 
     run_id, _ = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
