@@ -26,7 +26,8 @@ def main(cfg: DictConfig) -> None:
 
     run_id, _ = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
     log.info(f"MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {job.tracking_uri}")
-    log.info(f"Comparison table: detox-table --tracking-uri {job.tracking_uri} --experiment {job.mlflow.experiment}")
+    if job.task == "study":
+        log.info(f"Comparison table: detox-table --tracking-uri {job.tracking_uri} --experiment {job.mlflow.experiment}")
     log.info(f"MLflow UI: mlflow ui --backend-store-uri {job.tracking_uri} --host 127.0.0.1 --port 5000")
 
 

@@ -49,7 +49,7 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
 
 
 def open_run(job: JobConfig, spec: dict, run_name: str):
-    """Start (or re-open, for a job that ran before) the MLflow run of this job; True when new."""
+    """Start (or re-open, for a job that ran before) the MLflow run of this job."""
     mlflow.set_tracking_uri(job.tracking_uri)
     experiment = mlflow.set_experiment(job.mlflow.experiment)
     key = stable_key(spec)
@@ -57,7 +57,7 @@ def open_run(job: JobConfig, spec: dict, run_name: str):
                                   output_format="list", max_results=1)
     run = mlflow.start_run(run_id=previous[0].info.run_id) if previous else mlflow.start_run(run_name=run_name)
     mlflow.set_tags({JOB_KEY_TAG: key, **code_version()})
-    return run, not previous
+    return run
 
 
 @dataclass
@@ -77,8 +77,7 @@ def track(job: JobConfig, spec: dict, params: dict[str, str], resolved_config: s
     `params` are the few the comparison table groups by (ratio, seed, method, strength, ...); the
     whole result-determining `spec` is logged flat beside them. A failing job leaves its run FAILED.
     """
-    run, new = open_run(job, spec, run_name)
-    with run:
+    with open_run(job, spec, run_name) as run:
         mlflow.log_params({**flatten(spec, "cfg."), **params})
         mlflow.log_text(resolved_config, "config.yaml")
         outcome = work()
@@ -89,7 +88,9 @@ def track(job: JobConfig, spec: dict, params: dict[str, str], resolved_config: s
         for path in outcome.artifacts:
             mlflow.log_artifact(str(path))
         client = mlflow.tracking.MlflowClient()
-        for name, points in outcome.histories.items() if new else ():  # a re-opened run has them already
+        for name, points in outcome.histories.items():
+            if client.get_metric_history(run.info.run_id, name):
+                continue  # a re-opened run logged it the first time
             history = [Metric(name, value, 0, step) for step, value in points]
             for start in range(0, len(history), 1000):  # log_batch takes at most 1000 metrics
                 client.log_batch(run.info.run_id, metrics=history[start:start + 1000])

@@ -64,3 +64,11 @@ def test_toy_experiment_through_the_launcher(tmp_path):
     assert len(runs) == 1 and runs["metrics.welch_bound"].iloc[0] > 0
     assert (tmp_path / "toy" / "toy_entanglement.png").read_bytes()[:4] == b"\x89PNG"
     assert len((tmp_path / "toy" / "toy_runs.jsonl").read_text().splitlines()) == 4  # (0.02 and uniform) x 2 seeds
+
+
+def test_pretraining_loss_curve_is_logged_once(sweep):
+    root, _ = sweep
+    runs = finished_runs(root)
+    history = mlflow.tracking.MlflowClient().get_metric_history(runs["run_id"].iloc[0], "pretrain_loss")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) > 0  # one point a step, even after the re-run re-opened the run
