@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import Metric
 
 from detox.cache import stable_key
@@ -51,7 +52,13 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
 def open_run(job: JobConfig, spec: dict, run_name: str):
     """Start (or re-open, for a job that ran before) the MLflow run of this job."""
     mlflow.set_tracking_uri(job.tracking_uri)
-    experiment = mlflow.set_experiment(job.mlflow.experiment)
+    if job.tracking_uri.startswith("sqlite:///"):
+        # Parallel jobs (hydra/launcher=processes) must not create one sqlite store or experiment at
+        # the same moment: MLflow's schema migration and experiment creation race otherwise.
+        with FileLock(job.tracking_uri.removeprefix("sqlite:///") + ".lock"):
+            experiment = mlflow.set_experiment(job.mlflow.experiment)
+    else:
+        experiment = mlflow.set_experiment(job.mlflow.experiment)
     key = stable_key(spec)
     previous = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",
                                   output_format="list", max_results=1)

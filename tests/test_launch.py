@@ -72,3 +72,13 @@ def test_pretraining_loss_curve_is_logged_once(sweep):
     history = mlflow.tracking.MlflowClient().get_metric_history(runs["run_id"].iloc[0], "pretrain_loss")
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps)) > 0  # one point a step, even after the re-run re-opened the run
+
+
+def test_parallel_processes_share_one_store_and_cache(tmp_path):
+    """hydra/launcher=processes starts every job at once: the locks must keep store and cache whole."""
+    result = launch("-m", "hydra/launcher=processes", "experiment=smoke", f"root={tmp_path}", "ratio=0,10", "seed=1,2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = finished_runs(tmp_path)
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    sources = [p for p in (tmp_path / "cache" / "sources").iterdir() if p.is_dir()]
+    assert len(sources) == 1  # built by one job, read by all four
