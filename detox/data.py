@@ -23,6 +23,11 @@ EOS, PAD = "<|endoftext|>", "<|padding|>"  # the names OLMo's GPT-NeoX tokenizer
 PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")
 
 
+def text_field(part: str) -> str:
+    """Prompt files carry {"prompt": ...}; document files carry {"text": ...}."""
+    return "prompt" if part in ("toxigen", "rtp") else "text"
+
+
 def read_jsonl(path: Path | str, field: str) -> list[dict]:
     """Read a JSON-lines file whose objects all carry a non-empty string `field`.
 
@@ -55,14 +60,14 @@ def build_sources(cfg: DataConfig, out: Path) -> dict:
         return build_world(cfg.world, out)
     counts = {}
     for part in PARTS:
-        rows = read_jsonl(getattr(cfg.files, part), "prompt" if part in ("toxigen", "rtp") else "text")
+        rows = read_jsonl(getattr(cfg.files, part), text_field(part))
         (out / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         counts[f"source_{part}_docs"] = len(rows)
     return counts
 
 
 def load_part(sources: Path, part: str) -> list[dict]:
-    return read_jsonl(sources / f"{part}.jsonl", "prompt" if part in ("toxigen", "rtp") else "text")
+    return read_jsonl(sources / f"{part}.jsonl", text_field(part))
 
 
 def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:

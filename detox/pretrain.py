@@ -126,7 +126,8 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
                                    every_n_train_steps=trainer_cfg.checkpoint_every), history],
         enable_model_summary=False, default_root_dir=out, num_sanity_val_steps=0,
     )
-    resumed_from = torch.load(resume, weights_only=True, map_location="cpu")["global_step"] if resume.exists() else 0
+    # mmap: only the step is read here; Lightning loads the checkpoint itself in fit().
+    resumed_from = torch.load(resume, weights_only=True, mmap=True)["global_step"] if resume.exists() else 0
     if resumed_from:
         log.info(f"resuming pre-training from step {resumed_from} of {total_steps} ({resume})")
     trainer.fit(module, loader, ckpt_path=resume if resume.exists() else None, weights_only=True)

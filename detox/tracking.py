@@ -7,6 +7,7 @@ the cache as tags. Each run carries its params, every metric, the resolved confi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -52,12 +53,10 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
 def open_run(job: JobConfig, spec: dict, run_name: str):
     """Start (or re-open, for a job that ran before) the MLflow run of this job."""
     mlflow.set_tracking_uri(job.tracking_uri)
-    if job.tracking_uri.startswith("sqlite:///"):
-        # Parallel jobs (hydra/launcher=processes) must not create one sqlite store or experiment at
-        # the same moment: MLflow's schema migration and experiment creation race otherwise.
-        with FileLock(job.tracking_uri.removeprefix("sqlite:///") + ".lock"):
-            experiment = mlflow.set_experiment(job.mlflow.experiment)
-    else:
+    # Parallel jobs (hydra/launcher=processes) must not create one sqlite store or experiment at the
+    # same moment: MLflow's schema migration and experiment creation race otherwise.
+    sqlite = job.tracking_uri.startswith("sqlite:///")
+    with FileLock(job.tracking_uri.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
         experiment = mlflow.set_experiment(job.mlflow.experiment)
     key = stable_key(spec)
     previous = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",

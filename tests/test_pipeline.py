@@ -4,6 +4,7 @@ import shutil
 from conftest import compose_job
 from detox.cache import StageCache
 from detox.config import JobConfig
+from detox.data import text_field
 from detox.pipeline import run_job
 from detox.world import WorldConfig, build_world
 from test_scorers import classifier_dir  # noqa: F401  (a fixture)
@@ -28,7 +29,7 @@ def test_local_files_with_a_classifier_run_end_to_end(tmp_path, classifier_dir):
                 tmp_path / "world")
     (tmp_path / "files").mkdir()
     for part in ("clean", "toxic", "heldout", "toxigen", "rtp"):  # plain text, no labels, as real data comes
-        field = "prompt" if part in ("toxigen", "rtp") else "text"
+        field = text_field(part)
         rows = [json.loads(line)[field] for line in open(tmp_path / "world" / f"{part}.jsonl")]
         (tmp_path / "files" / f"{part}.jsonl").write_text("".join(json.dumps({field: r}) + "\n" for r in rows))
     files = [f"data.files.{part}={tmp_path / 'files' / part}.jsonl" for part in ("clean", "toxic", "heldout", "toxigen", "rtp")]
