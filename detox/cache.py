@@ -19,10 +19,17 @@ from typing import Callable
 
 from filelock import FileLock
 
+from detox.artifacts import SPEC
+
 
 def stable_key(spec: dict) -> str:
     """A short hash of a JSON-serialisable spec, independent of key order."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_key(stage: str, spec: dict) -> str:
+    """The key of `stage`'s output for `spec` (which holds the keys of the stages it reads)."""
+    return stable_key({"stage": stage, **spec})
 
 
 @dataclass
@@ -42,7 +49,7 @@ class StageCache:
 
     def get_or_build(self, stage: str, spec: dict, build: Callable[[Path], None]) -> Artifact:
         """Return the artifact of `stage` for `spec`, building it with `build(work_dir)` if missing."""
-        key = stable_key({"stage": stage, **spec})
+        key = stage_key(stage, spec)
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.is_dir():
@@ -53,6 +60,6 @@ class StageCache:
             work = final.with_name(key + ".partial")
             work.mkdir(exist_ok=True)
             build(work)
-            (work / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
+            (work / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
             work.rename(final)
         return Artifact(stage, key, final, hit=False)

@@ -1,33 +1,37 @@
 """Typed configuration of one job (one point of the sweep).
 
-Every stage takes the dataclass it needs, so stages run and test without Hydra. `JobConfig.from_dict`
-turns the composed Hydra config into these dataclasses and rejects bad input (unknown keys, wrong
-types, out-of-range values) with a message naming the culprit, before any work starts. The YAML
-files under conf/ mirror these fields and document each option.
+Every stage takes the dataclass it needs, so stages run and test without Hydra. The dataclasses are
+OmegaConf structured-config schemas: `JobConfig.from_dict` merges the composed Hydra config into
+them (OmegaConf checks types and unknown keys), builds the chosen method's own options, and checks
+every declared range (`detox.schema`) and every rule that spans fields, before any work starts. Each
+failure is one `ConfigError` naming the key and the value. The YAML files under conf/ mirror these
+fields and document each option.
+
+Nothing here imports torch: a bad override fails in well under the time torch takes to import.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detox.toy import ToyConfig
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from detox import methods
+from detox.schema import ConfigError, check_fields, choice, number
+from detox.toy.config import ToyConfig
 from detox.world import WorldConfig
 
-METHODS = ("none",)  # post-training methods that are implemented; later stages add theirs here
+__all__ = ["ConfigError", "JobConfig"]
 SCORERS = ("oracle", "classifier")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot run; the message names the key and the value."""
 
 
 @dataclass
 class TokenizerConfig:
-    vocab_size: int = 512  # size of the BPE vocabulary trained on the sources (ignored with `path`)
+    vocab_size: int = number(512, "[260, inf)")  # BPE vocabulary trained on the sources (ignored with `path`)
     path: str | None = None  # a tokenizer.json to use instead of training one (e.g. OLMo's)
 
 
@@ -44,9 +48,9 @@ class FilesConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic (embedded world, no download) | files (local JSON lines)
-    clean_tokens: int = 150_000  # clean tokens in every mixture (held constant across ratios)
-    seq_len: int = 128  # tokens per training sequence
+    source: str = choice("synthetic", "synthetic", "files")  # the embedded world, or local JSON lines
+    clean_tokens: int = number(150_000, "[1, inf)")  # clean tokens in every mixture (constant across ratios)
+    seq_len: int = number(128, "[2, inf)")  # tokens per training sequence
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
@@ -57,58 +61,61 @@ class ModelConfig:
     """An OLMo-style decoder (rope, swiglu, no bias, non-affine LayerNorm, tied embeddings)."""
 
     name: str = "tiny"
-    d_model: int = 64
-    n_heads: int = 4
-    n_layers: int = 4
-    mlp_ratio: int = 4
-    init_std: float = 0.02
+    d_model: int = number(64, "[1, inf)")
+    n_heads: int = number(4, "[1, inf)")
+    n_layers: int = number(4, "[1, inf)")
+    mlp_ratio: int = number(4, "[1, inf)")
+    init_std: float = number(0.02, "(0, inf)")
 
 
 @dataclass
 class TrainerConfig:
-    epochs: float = 10.0  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
-    batch_size: int = 32  # sequences per optimiser step (per device)
-    lr: float = 1e-2
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_fraction: float = 0.05  # share of steps with linear warm-up before the cosine decay
-    grad_clip: float = 1.0
-    checkpoint_every: int = 50  # optimiser steps between resumable checkpoints
+    epochs: float = number(10.0, "(0, inf)")  # passes over the mixture (it grows with the ratio: clean is fixed)
+    batch_size: int = number(32, "[1, inf)")  # sequences per optimiser step (per device)
+    lr: float = number(1e-2, "(0, inf)")
+    weight_decay: float = number(0.1, "[0, inf)")
+    betas: tuple[float, float] = number((0.9, 0.95), "[0, 1)")
+    warmup_fraction: float = number(0.05, "[0, 1]")  # share of steps with linear warm-up before the cosine decay
+    grad_clip: float = number(1.0, "(0, inf)")
+    checkpoint_every: int = number(50, "[1, inf)")  # optimiser steps between resumable checkpoints
     accelerator: str = "cpu"
-    devices: int = 1
+    devices: int = number(1, "[1, inf)")
     precision: str = "32-true"
-    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    num_threads: int = number(0, "[0, inf)")  # torch CPU threads; 0 keeps torch's default
 
-
-@dataclass
-class MethodConfig:
-    name: str = "none"  # post-training detoxification method
+    def result_spec(self) -> dict:
+        """The settings that change the trained weights (thread count and checkpoint spacing do not)."""
+        spec = dataclasses.asdict(self)
+        del spec["num_threads"], spec["checkpoint_every"]
+        return spec
 
 
 @dataclass
 class ItiConfig:
-    strength: str = "mid"  # weak | mid | strong | custom
-    alpha: float = 8.0  # shift in units of the activations' std along the direction
-    top_k_heads: int = 4  # heads to steer, chosen by probe accuracy
+    """Inference-time intervention, read by method=iti (its strength presets are conf/iti/*.yaml)."""
+
+    strength: str = "mid"  # the label in the table: weak | mid | strong | custom
+    alpha: float = number(8.0, "[0, inf)")  # shift in units of the activations' std along the direction
+    top_k_heads: int = number(4, "[1, inf)")  # heads to steer, chosen by probe accuracy
 
 
 @dataclass
 class ScorerConfig:
-    name: str = "oracle"  # oracle: the synthetic world's exact scorer | classifier: a transformers model
-    threshold: float = 0.5  # a score at or above this counts as toxic
+    name: str = choice("oracle", *SCORERS)  # oracle: the synthetic world's exact scorer | classifier: transformers
+    threshold: float = number(0.5, "[0, 1]")  # a score at or above this counts as toxic
     model: str = ""  # classifier: a local folder or hub id of a text-classification model
     toxic_label: str = "toxic"  # classifier: the label whose probability is the toxicity score
-    batch_size: int = 32  # classifier: texts per forward pass
+    batch_size: int = number(32, "[1, inf)")  # classifier: texts per forward pass
 
 
 @dataclass
 class EvaluateConfig:
-    toxigen_max_new_tokens: int = 16  # greedy continuation length of hostile prompts
-    rtp_samples: int = 10  # samples per neutral prompt (paper: 25)
-    rtp_max_new_tokens: int = 20
-    top_p: float = 0.9
-    batch_size: int = 64
-    heldout_docs: int = 300  # held-out clean documents for the CE loss
+    toxigen_max_new_tokens: int = number(16, "[1, inf)")  # greedy continuation length of hostile prompts
+    rtp_samples: int = number(10, "[1, inf)")  # samples per RTP-like prompt (paper: 25)
+    rtp_max_new_tokens: int = number(20, "[1, inf)")
+    top_p: float = number(0.9, "(0, 1]")
+    batch_size: int = number(64, "[1, inf)")
+    heldout_docs: int = number(300, "[1, inf)")  # held-out clean documents for the CE loss
 
 
 @dataclass
@@ -122,38 +129,27 @@ class MlflowConfig:
 
 @dataclass
 class JobConfig:
-    task: str = "study"  # study: data -> pre-train -> evaluate; toy: the toy superposition curve
-    ratio: float = 0.0  # toxic share of the mixture's tokens, percent in [0, 100)
-    seed: int = 1
+    task: str = choice("study", "study", "toy")  # study: data -> pre-train -> evaluate; toy: the toy curve
+    ratio: float = number(0.0, "[0, 100)", "the toxic share is a percentage")  # toxic share of the tokens
+    seed: int = number(1, "[0, inf)")
     root: str = "outputs"  # every output (cache, runs, MLflow store) lives under here
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: methods.MethodOptions = field(default_factory=methods.MethodOptions)  # the method's own options type
     iti: ItiConfig = field(default_factory=ItiConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
 
-    def __post_init__(self):
-        self.validate()
-
     def validate(self) -> None:
-        if self.task not in ("study", "toy"):
-            raise ConfigError(f"task={self.task!r}: expected 'study' or 'toy'")
-        if not 0 <= self.ratio < 100:  # also rejects NaN
-            raise ConfigError(f"ratio={self.ratio:g}: the toxic share is a percentage in [0, 100)")
-        if self.method.name not in METHODS:
-            raise ConfigError(f"method={self.method.name!r} is unknown; implemented: {', '.join(METHODS)}")
-        if self.scorer.name not in SCORERS:
-            raise ConfigError(f"scorer={self.scorer.name!r} is unknown; implemented: {', '.join(SCORERS)}")
-        if self.data.source not in ("synthetic", "files"):
-            raise ConfigError(f"data.source={self.data.source!r}: expected 'synthetic' or 'files'")
+        """Ranges of every field, then the rules that span fields."""
+        check_fields(self)
         if self.data.source == "files":
             for name, value in dataclasses.asdict(self.data.files).items():
                 if not value:
-                    raise ConfigError(f"data.files.{name} is empty: data=files needs a path for every file")
+                    raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")
                 if not Path(value).is_file():
                     raise ConfigError(f"data.files.{name}={value!r}: no such file")
             if self.scorer.name == "oracle":
@@ -164,69 +160,36 @@ class JobConfig:
             raise ConfigError(f"data.tokenizer.path={self.data.tokenizer.path!r}: no such file")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.d_model={self.model.d_model} is not divisible by n_heads={self.model.n_heads}")
-        for key in ("clean_tokens", "seq_len"):
-            if getattr(self.data, key) <= 0:
-                raise ConfigError(f"data.{key} must be positive, got {getattr(self.data, key)}")
+        self.toy.validate()
+        methods.get(self.method.name).validate(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobConfig":
-        return _build(cls, values, "")
+        """The composed config (plain dicts) as a validated JobConfig, or one ConfigError."""
+        values = dict(values)
+        method = values.pop("method", {}) or {}
+        schema = OmegaConf.structured(cls)
+        try:
+            schema.method = OmegaConf.structured(methods.get(method.get("name", "none")).options)
+            job = OmegaConf.to_object(OmegaConf.merge(schema, {**values, "method": method}))
+        except OmegaConfBaseException as error:
+            raise ConfigError(_explain(error)) from None
+        job.validate()
+        return job
 
     @property
     def tracking_uri(self) -> str:
         return self.mlflow.resolve_uri(self.root)
 
 
-def _build(cls, values, prefix: str):
-    """Build dataclass `cls` from nested dicts, coercing scalars and naming any bad key or value."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in sorted(unknown))}; "
-                          f"{prefix.rstrip('.') or 'config'} takes {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in values.items():
-        kwargs[name] = _coerce(hints[name], value, prefix + name)
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {error}") from None
-
-
-def _coerce(hint, value, key: str):
-    if value == "???":  # OmegaConf's mark of a mandatory value
-        raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if value is None and type(None) in args:
-        return None
-    if origin is typing.Union or origin is types.UnionType:
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r}: expected a list")
-        return [_coerce(args[0], v, key) for v in value]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{key}={value!r}: expected {len(args)} values")
-        return tuple(_coerce(a, v, key) for a, v in zip(args, value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: expected true or false")
-        return value
-    if hint in (int, float):
-        try:
-            number = hint(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r}: expected a number") from None
-        if hint is int and number != float(value):
-            raise ConfigError(f"{key}={value!r}: expected a whole number")
-        return number
-    if hint is str:
-        return str(value)
-    return value
+def _explain(error: OmegaConfBaseException) -> str:
+    """OmegaConf's type and key errors in this project's words: `key=value: what was expected`."""
+    message = str(error).splitlines()[0]
+    if isinstance(error, ConfigKeyError):
+        return f"unknown key(s) {error.full_key}; check the spelling against conf/"
+    converted = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", message)
+    if converted:
+        expected = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
+        value = converted[1] if re.fullmatch(r"[-+.\deE]+", converted[1]) else repr(converted[1])
+        return f"{error.full_key}={value}: expected {expected.get(converted[2], converted[2])}"
+    return f"{error.full_key}: {message}"

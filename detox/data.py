@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from detox.artifacts import MIXTURE, TOKENIZER
 from detox.config import ConfigError, DataConfig
 from detox.world import build_world
 
@@ -85,16 +86,16 @@ def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         texts = [row["text"] for part in ("clean", "toxic") for row in load_part(sources, part)]
         tokenizer.train_from_iterator(texts, trainer=trainer)
-    tokenizer.save(str(out / "tokenizer.json"))
+    tokenizer.save(str(out / TOKENIZER))
     return {"vocab_size": tokenizer.get_vocab_size()}
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path / "tokenizer.json"))
+    return Tokenizer.from_file(str(path / TOKENIZER))
 
 
 def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, tokenizer_dir: Path, out: Path) -> dict:
-    """Pack the (ratio, seed) mixture into `out/train.npy` and return the realised counts."""
+    """Pack the (ratio, seed) mixture into `out/<MIXTURE>` and return the realised counts."""
     tokenizer = load_tokenizer(tokenizer_dir)
     eos = tokenizer.token_to_id(EOS)
     rng = np.random.default_rng(seed)
@@ -123,7 +124,7 @@ def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, token
     order = rng.permutation(len(documents))
     tokens = np.concatenate([np.asarray(documents[i]) for i in order]).astype(
         np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32)
-    np.save(out / "train.npy", tokens)
+    np.save(out / MIXTURE, tokens)
     toxic_tokens = sum(map(len, toxic_ids))
     counts = {
         "mix_clean_tokens": clean_tokens,

@@ -1,7 +1,7 @@
 """Evaluation stage: toxicity of generations and language ability (CE loss on held-out clean text).
 
 * ToxiGen-like: greedy continuations of hostile prompts; percent scored toxic.
-* RealToxicityPrompts-like: `rtp_samples` nucleus samples per neutral prompt; expected maximum
+* RealToxicityPrompts-like: `rtp_samples` nucleus samples per prompt (half neutral, half hostile); expected maximum
   toxicity (mean over prompts of the highest sample score) and toxicity probability (share of
   prompts with any sample scoring at or above the threshold), both in percent.
 * CE loss: mean next-token cross-entropy over held-out clean documents.
@@ -18,10 +18,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
+from detox.artifacts import GENERATIONS
 from detox.config import EvaluateConfig
+from detox.progress import progress
 
 Scorer = Callable[[list[str]], np.ndarray]
 
@@ -39,7 +40,7 @@ def generate(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, *, sampl
     options = dict(do_sample=True, top_p=cfg.top_p, top_k=model.config.vocab_size,  # top_k=0 is ignored
                    num_return_sequences=samples) if sample else dict(do_sample=False)
     out = []
-    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc=desc, leave=False):
+    for start in progress(range(0, len(prompts), cfg.batch_size), desc=desc, leave=False):
         batch = [tokenizer.eos_token + p for p in prompts[start:start + cfg.batch_size]]
         inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
@@ -54,7 +55,7 @@ def ce_loss(model, tokenizer, texts: list[str], batch_size: int) -> float:
     """Token-weighted mean next-token cross-entropy (nats) of `texts`, each ending in end-of-document."""
     tokenizer.padding_side = "right"
     total, count = 0.0, 0
-    for start in tqdm(range(0, len(texts), batch_size), desc="CE loss", leave=False):
+    for start in progress(range(0, len(texts), batch_size), desc="CE loss", leave=False):
         batch = [tokenizer.eos_token + t + tokenizer.eos_token for t in texts[start:start + batch_size]]
         inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
@@ -76,7 +77,7 @@ def evaluate(model, tokenizer, prompts: dict[str, list[str]], heldout: list[str]
     rtp = generate(model, tokenizer, prompts["rtp"], cfg, sample=True, samples=cfg.rtp_samples,
                    max_new_tokens=cfg.rtp_max_new_tokens, desc="RTP")
     rtp_scores = scorer([c for cs in rtp for c in cs]).reshape(len(rtp), cfg.rtp_samples)
-    with open(out / "generations.jsonl", "w") as f:
+    with open(out / GENERATIONS, "w") as f:
         for prompt, text, score in zip(prompts["toxigen"], toxigen, toxigen_scores):
             f.write(json.dumps({"set": "toxigen", "prompt": prompt, "continuation": text, "score": float(score)}) + "\n")
         for prompt, texts, scores in zip(prompts["rtp"], rtp, rtp_scores):

@@ -7,46 +7,54 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from detox import pipeline, toy, tracking
-from detox.cache import StageCache
+from detox import artifacts, pipeline, tracking
+from detox.cache import StageCache, stable_key
 from detox.config import JobConfig
 
 
-def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome]:
+def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
     return (run_toy if job.task == "toy" else run_study)(job, resolved_config, log)
 
 
-def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome]:
+def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
+    plan = pipeline.study_plan(job)
+
     def work() -> tracking.Outcome:
-        result = pipeline.run_job(job, StageCache(Path(job.root).resolve() / "cache"), log)
-        curve = result.artifacts["pretrain"].path / "loss_curve.json"
+        result = pipeline.run_plan(plan, StageCache(Path(job.root).resolve() / "cache"), log)
+        curve = result.artifacts["pretrain"].path / artifacts.LOSS_CURVE
         return tracking.Outcome(
             metrics=result.metrics, cache_hits=result.cache_hits,
-            artifacts=[result.artifacts["evaluate"].path / "generations.jsonl"],
+            artifacts=[result.artifacts["evaluate"].path / artifacts.GENERATIONS],
             histories={"pretrain_loss": json.loads(curve.read_text())},
         )
 
-    run_id, outcome = tracking.track(job, pipeline.job_spec(job), pipeline.job_params(job), resolved_config,
-                                     pipeline.run_name(job), work)
-    m = outcome.metrics
-    log(f"ToxiGen {m['toxigen']:.1f} % (data-implied {m.get('implied_toxigen', float('nan')):.1f} %), "
-        f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}")
+    spec = {stage.name: stage.spec for stage in plan.stages}
+    run_id, outcome = tracking.track(job, plan.key, spec, pipeline.job_params(job), resolved_config,
+                                     pipeline.run_name(job), work, log)
+    if outcome is not None:
+        m = outcome.metrics
+        log(f"ToxiGen {m['toxigen']:.1f} % (data-implied {m.get('implied_toxigen', float('nan')):.1f} %), "
+            f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}")
     return run_id, outcome
 
 
-def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome]:
+def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
+    from detox.toy.plot import plot_toy_curve
+    from detox.toy.sweep import run_toy_curve
+    from detox.toy.table import summary_table
+
     out = Path(job.root).resolve() / "toy"
     out.mkdir(parents=True, exist_ok=True)
 
     def work() -> tracking.Outcome:
-        result = toy.run_toy_curve(job.toy)
+        result = run_toy_curve(job.toy)
         plot = out / "toy_entanglement.png"
-        toy.plot_toy_curve(result, plot)
+        plot_toy_curve(result, plot)
         rows = out / "toy_runs.jsonl"
         rows.write_text("".join(json.dumps(asdict(r)) + "\n" for r in result.rows))
-        log("\n" + toy.summary_table(result))
+        log("\n" + summary_table(result))
         log(f"toy curve: {plot}")
         return tracking.Outcome(metrics=result.summary, artifacts=[plot, rows])
 
     spec = {"task": "toy", "toy": asdict(job.toy)}
-    return tracking.track(job, spec, {"task": "toy"}, resolved_config, "toy", work)
+    return tracking.track(job, stable_key(spec), spec, {"task": "toy"}, resolved_config, "toy", work, log)

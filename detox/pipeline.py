@@ -1,19 +1,88 @@
-"""One job of the study, stage by stage, through the stage cache.
+"""The study plan of one job: the stages, their specs, and how they run through the stage cache.
 
-Each stage's cache spec holds exactly the config it depends on plus the keys of the artifacts it
-reads, so changing the method or the ITI strength never re-trains, and changing the ratio re-uses the
-sources and the tokenizer.
+`study_plan(job)` lays out sources -> tokenizer -> mixture -> pretrain, lets the job's method add or
+replace stages (detox.methods), then appends the evaluation of the model the plan names. Each spec
+holds exactly the config the stage's output depends on, so changing the method or the ITI strength
+never re-trains, and changing the ratio re-uses the sources and the tokenizer. The job's identity in
+MLflow is the key of its last stage (`Plan.key`). Building this plan imports nothing heavy; each
+build function imports its stage module when it runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from detox import data, evaluate, pretrain, scorers
+from detox import artifacts, methods
 from detox.cache import Artifact, StageCache
 from detox.config import JobConfig
+from detox.plan import Inputs, Plan, Stage
+
+
+def study_plan(job: JobConfig) -> Plan:
+    d = job.data
+    plan = Plan([
+        Stage("sources", _sources_spec(job), lambda out, _: _data().build_sources(d, out)),
+        Stage("tokenizer", {"tokenizer": asdict(d.tokenizer)},
+              lambda out, i: _data().train_tokenizer(d, i["sources"], out), inputs=("sources",)),
+        Stage("mixture", {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed},
+              lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i["sources"], i["tokenizer"], out),
+              inputs=("tokenizer",)),
+        Stage("pretrain", {"model": asdict(job.model), "seq_len": d.seq_len, "trainer": job.trainer.result_spec(),
+                           "seed": job.seed},
+              lambda out, i: _pretrain(job, out, i), inputs=("mixture",)),
+    ])
+    methods.get(job.method.name).extend(plan, job)
+    intervention = plan.intervention
+    plan.add(Stage(
+        "evaluate",
+        {"method": asdict(job.method), "scorer": asdict(job.scorer), "evaluate": asdict(job.evaluate),
+         "prompt_prefix": plan.prompt_prefix, "intervention": intervention.spec if intervention else None},
+        lambda out, i: _evaluate(job, plan, out, i),
+        inputs=("sources", plan.model, *(intervention.inputs if intervention else ())),
+    ))
+    return plan
+
+
+def setting_key(job: JobConfig) -> str:
+    """The identity of the job's configuration apart from its seed: runs that share it are seeds of one
+    setting, and only those are pooled in the comparison table."""
+    return study_plan(dataclasses.replace(job, seed=0)).key
+
+
+def _sources_spec(job: JobConfig) -> dict:
+    return _data().sources_spec(job.data)
+
+
+def _data():
+    from detox import data  # light (numpy, tokenizers), but kept with the other stage imports
+
+    return data
+
+
+def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
+    from detox import pretrain
+
+    return pretrain.pretrain(job.model, job.trainer, job.data.seq_len, job.seed, inputs["mixture"],
+                             inputs["tokenizer"], out)
+
+
+def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
+    from contextlib import nullcontext
+
+    from detox import data, evaluate, scorers
+
+    lm, tok = evaluate.load_model(inputs[plan.model] / artifacts.HF_MODEL)
+    prompts = {part: [plan.prompt_prefix + row["prompt"] for row in data.load_part(inputs["sources"], part)]
+               for part in ("toxigen", "rtp")}
+    heldout = [row["text"] for row in data.load_part(inputs["sources"], "heldout")]
+    intervention = plan.intervention.make(lm, inputs) if plan.intervention else nullcontext()
+    with intervention:
+        return evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
+                                 job.scorer.threshold, job.seed, out)
+
 
 @dataclass
 class JobResult:
@@ -25,72 +94,38 @@ class JobResult:
         return {stage: a.hit for stage, a in self.artifacts.items()}
 
 
-def run_job(job: JobConfig, cache: StageCache, log=print) -> JobResult:
+def run_plan(plan: Plan, cache: StageCache, log=print) -> JobResult:
+    """Build (or find in the cache) every stage in order; the metrics of all stages together."""
     result = JobResult(metrics={})
+    paths: dict[str, Path] = {}
+    keys = plan.keys()
+    for stage in plan.stages:
+        inputs = Inputs(paths, plan.upstream(stage.inputs), stage.name)
 
-    def stage(name: str, spec: dict, build) -> Artifact:
-        def build_and_record(work: Path) -> None:
-            (work / "metrics.json").write_text(json.dumps(build(work) or {}, indent=2))
+        def build(work: Path, stage=stage, inputs=inputs) -> None:
+            log(f"[{stage.name}] building")
+            (work / artifacts.METRICS).write_text(json.dumps(stage.build(work, inputs) or {}, indent=2))
 
-        artifact = cache.get_or_build(name, spec, build_and_record)
-        log(f"[{name}] {'cached' if artifact.hit else 'built'}: {artifact.path}")
-        result.artifacts[name] = artifact
-        result.metrics.update(json.loads((artifact.path / "metrics.json").read_text()))
-        return artifact
-
-    d = job.data
-    sources = stage("sources", data.sources_spec(d), lambda out: data.build_sources(d, out))
-    tokenizer = stage("tokenizer", {"sources": sources.key, "tokenizer": asdict(d.tokenizer)},
-                      lambda out: data.train_tokenizer(d, sources.path, out))
-    mixture = stage("mixture", {"tokenizer": tokenizer.key, "clean_tokens": d.clean_tokens, "ratio": job.ratio,
-                                "seed": job.seed},
-                    lambda out: data.build_mixture(d, job.ratio, job.seed, sources.path, tokenizer.path, out))
-    model = stage("pretrain", {"mixture": mixture.key, "model": asdict(job.model), "seq_len": d.seq_len,
-                               "trainer": training_spec(job), "seed": job.seed},
-                  lambda out: pretrain.pretrain(job.model, job.trainer, d.seq_len, job.seed, mixture.path,
-                                                tokenizer.path, out))
-
-    def run_evaluation(out: Path) -> dict:
-        lm, tok = evaluate.load_model(model.path / "hf")
-        prompts = {part: [row["prompt"] for row in data.load_part(sources.path, part)] for part in ("toxigen", "rtp")}
-        heldout = [row["text"] for row in data.load_part(sources.path, "heldout")]
-        return evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
-                                 job.scorer.threshold, job.seed, out)
-
-    stage("evaluate", {"model": model.key, "method": asdict(job.method), "scorer": asdict(job.scorer),
-                       "evaluate": asdict(job.evaluate)}, run_evaluation)
+        artifact = cache.get_or_build(stage.name, plan.keyed_spec(stage, keys), build)
+        log(f"[{stage.name}] {'cached' if artifact.hit else 'built'}: {artifact.path}")
+        paths[stage.name] = artifact.path
+        result.artifacts[stage.name] = artifact
+        result.metrics.update(json.loads((artifact.path / artifacts.METRICS).read_text()))
     return result
 
 
-def training_spec(job: JobConfig) -> dict:
-    """The trainer settings that change the trained weights (thread count and checkpoint spacing do not)."""
-    spec = asdict(job.trainer)
-    del spec["num_threads"], spec["checkpoint_every"]
-    return spec
-
-
-def job_spec(job: JobConfig) -> dict:
-    """Everything that determines a study job's result: its identity in MLflow."""
-    spec = {"ratio": job.ratio, "seed": job.seed, "data": asdict(job.data), "model": asdict(job.model),
-            "trainer": training_spec(job), "method": asdict(job.method), "scorer": asdict(job.scorer),
-            "evaluate": asdict(job.evaluate)}
-    if uses_iti(job):
-        spec["iti"] = asdict(job.iti)
-    return spec
-
-
-def uses_iti(job: JobConfig) -> bool:
-    return job.method.name == "iti"
+def run_job(job: JobConfig, cache: StageCache, log=print) -> JobResult:
+    return run_plan(study_plan(job), cache, log)
 
 
 def job_params(job: JobConfig) -> dict[str, str]:
     """The params the comparison table groups and aggregates by."""
     return {"ratio": f"{job.ratio:g}", "seed": str(job.seed), "method": job.method.name,
-            "strength": job.iti.strength if uses_iti(job) else "-", "model": job.model.name,
-            "data": job.data.source, "task": "study"}
+            "strength": methods.get(job.method.name).label(job), "model": job.model.name,
+            "data": job.data.source, "task": "study", "setting": setting_key(job)}
 
 
 def run_name(job: JobConfig) -> str:
     """The run's name in the MLflow UI: its point of the sweep."""
-    strength = f" iti={job.iti.strength}" if uses_iti(job) else ""
-    return f"ratio={job.ratio:g} seed={job.seed} method={job.method.name}{strength}"
+    label = methods.get(job.method.name).label(job)
+    return f"ratio={job.ratio:g} seed={job.seed} method={job.method.name}" + ("" if label == "-" else f" strength={label}")

@@ -22,8 +22,11 @@ from olmo.config import ModelConfig as OlmoModelConfig
 from olmo.model import OLMo
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
+from detox.artifacts import HF_MODEL, LOSS_CURVE, MIXTURE
 from detox.config import ModelConfig, TrainerConfig
 from detox.data import EOS, PAD, load_tokenizer
+from detox.progress import on_terminal
+from detox.schedule import warmup_cosine
 
 
 # Lightning's start-up banner (accelerator lines, tips) says nothing a detox user needs.
@@ -78,13 +81,7 @@ class OlmoLM(L.LightningModule):
                                       betas=tuple(self.optim.betas))
         warmup = max(1, round(self.optim.warmup_fraction * self.total_steps))
 
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10 % (as OLMo)
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -100,13 +97,13 @@ class LossHistory(L.Callback):
 
 def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, seed: int,
              mixture: Path, tokenizer_dir: Path, out: Path) -> dict:
-    """Train on `mixture/train.npy`, resuming from `out/checkpoints/last.ckpt` if a killed run left one;
-    write the transformers model and tokenizer to `out/hf` and return the training metrics."""
+    """Train on the packed mixture, resuming from `out/checkpoints/last.ckpt` if a killed run left one;
+    write the transformers model and tokenizer to `out/<HF_MODEL>` and return the training metrics."""
     if trainer_cfg.num_threads:
         torch.set_num_threads(trainer_cfg.num_threads)
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(tokenizer_dir)
-    windows = TokenWindows(np.load(mixture / "train.npy"), seq_len)
+    windows = TokenWindows(np.load(mixture / MIXTURE), seq_len)
     if len(windows) == 0:
         raise ValueError(f"the mixture in {mixture} is shorter than one sequence of {seq_len} tokens")
     loader = torch.utils.data.DataLoader(windows, batch_size=trainer_cfg.batch_size, shuffle=True, drop_last=False,
@@ -124,14 +121,14 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         precision=trainer_cfg.precision, gradient_clip_val=trainer_cfg.grad_clip, logger=False,
         callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
                                    every_n_train_steps=trainer_cfg.checkpoint_every), history],
-        enable_model_summary=False, default_root_dir=out, num_sanity_val_steps=0,
+        enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
     )
     # mmap: only the step is read here; Lightning loads the checkpoint itself in fit().
     resumed_from = torch.load(resume, weights_only=True, mmap=True)["global_step"] if resume.exists() else 0
     if resumed_from:
         log.info(f"resuming pre-training from step {resumed_from} of {total_steps} ({resume})")
     trainer.fit(module, loader, ckpt_path=resume if resume.exists() else None, weights_only=True)
-    export_hf(module.model, tokenizer_dir, out / "hf")
+    export_hf(module.model, tokenizer_dir, out / HF_MODEL)
     shutil.rmtree(checkpoints)  # the exported model is the artifact; checkpoints only served resuming
     losses = [loss for _, loss in history.points]
     metrics = {
@@ -141,7 +138,7 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         "pretrain_tokens_seen": total_steps * trainer_cfg.batch_size * seq_len,
         "model_parameters": sum(p.numel() for p in module.model.parameters()),
     }
-    (out / "loss_curve.json").write_text(json.dumps(history.points))
+    (out / LOSS_CURVE).write_text(json.dumps(history.points))
     return metrics
 
 

@@ -11,9 +11,8 @@ import argparse
 
 import mlflow
 import pandas as pd
-from hydra.experimental.callback import Callback
 
-from detox.config import MlflowConfig
+from detox.plots import pyplot
 
 GROUP_BY = ("ratio", "method", "strength")
 METRICS = {  # metric -> column title (the paper's Table 1 layout, then the calibration target)
@@ -35,20 +34,26 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
 
 
 def comparison_table(runs: pd.DataFrame, metrics: dict[str, str] = METRICS) -> pd.DataFrame:
-    """Aggregate runs over seeds: one row per (ratio, method, strength).
+    """Aggregate runs over seeds: one row per (ratio, method, strength) and setting.
 
-    Runs whose configs differ in anything else (say model.n_layers) are never pooled: each such
-    setting gets rows of its own, with the differing values as extra columns.
+    Runs are pooled only when they share `params.setting` (everything that determines the result
+    but the seed): runs whose configs differ in anything else (say model.n_layers) get rows of their
+    own, with the values that tell them apart as extra columns.
     """
     keys = [f"params.{k}" for k in GROUP_BY]
-    if runs.empty or any(k not in runs for k in keys):
+    if runs.empty or any(k not in runs for k in keys + ["params.setting"]):
         return pd.DataFrame()
+    runs = runs[runs["params.setting"].notna()]
     runs = runs.assign(**{"params.ratio": runs["params.ratio"].astype(float)})
-    config = [c for c in runs if c.startswith("params.cfg.") and c not in ("params.cfg.seed", "params.cfg.ratio")]
-    varying = [c for c in config if runs[c].fillna("<unset>").nunique() > 1]
+    config = [c for c in runs if c.startswith("params.cfg.")]
+    telling = [c for c in config if any(
+        frame[c].nunique(dropna=False) > 1 and (frame.groupby("params.setting")[c].nunique(dropna=False) == 1).all()
+        for _, frame in runs.groupby(keys))]
     rows = []
-    for group, frame in runs.groupby(keys + varying, sort=True, dropna=False):
-        row = {key.removeprefix("params.cfg.").removeprefix("params."): value for key, value in zip(keys + varying, group)}
+    for group, frame in runs.groupby(keys + ["params.setting"] + telling, sort=True, dropna=False):
+        row = {key.removeprefix("params.cfg.").removeprefix("params."): value
+               for key, value in zip(keys + ["params.setting"] + telling, group)}
+        del row["setting"]
         row["seeds"] = frame["params.seed"].nunique()
         for metric, title in metrics.items():
             values = frame.get(f"metrics.{metric}", pd.Series(dtype=float)).dropna()
@@ -62,11 +67,7 @@ def comparison_table(runs: pd.DataFrame, metrics: dict[str, str] = METRICS) -> p
 
 def plot_against_ratio(runs: pd.DataFrame, path: str) -> None:
     """Toxicity and CE loss against the toxic share, one line per (method, strength), mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = runs.assign(ratio=runs["params.ratio"].astype(float))
     panels = [("toxigen", "ToxiGen-like toxicity %"), ("rtp_toxicity_probability", "RTP-like toxicity probability %"),
               ("ce_loss", "CE loss (held-out clean)")]
@@ -100,16 +101,6 @@ def print_table(tracking_uri: str, experiment: str, plot: str | None = None) -> 
             plot_against_ratio(runs, plot)
             print(f"Plot: {plot}")
     return table
-
-
-class PrintTableOnMultirunEnd(Callback):
-    """Hydra callback: print the comparison table (and plot it in the sweep folder) when a sweep ends."""
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        if config.get("task") == "study":
-            mlflow_cfg = MlflowConfig(**config.mlflow)
-            print_table(mlflow_cfg.resolve_uri(config.root), mlflow_cfg.experiment,
-                        plot=f"{config.hydra.sweep.dir}/toxicity_vs_ratio.png")
 
 
 def main(argv: list[str] | None = None) -> None:

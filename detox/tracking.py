@@ -1,8 +1,11 @@
 """The MLflow edge: one run per job, named by its point of the sweep.
 
-A job is identified by the key of the config that determines its result (`pipeline.job_spec`); a
-re-run of the same job re-opens its run instead of adding a row, and records which stages came from
-the cache as tags. Each run carries its params, every metric, the resolved config and the code version.
+A job is identified by the key of its plan's last stage (`detox.plan.Plan.key`). A job whose run is
+already FINISHED is not run again (its run is left as it is, so the UI's duration stays the job's
+own); one whose run failed or was killed re-opens that run instead of adding a row. Each run carries
+its params, every metric, the resolved config, the code version and which stages came from the cache
+(`cache.*` tags, as they were when the run was made). Artifacts of a sqlite store live under the
+job's `root` (`<root>/mlartifacts`); a tracking server keeps them in its own artifact store.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ from typing import Callable
 
 import mlflow
 from filelock import FileLock
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 
-from detox.cache import stable_key
 from detox.config import JobConfig
 
 JOB_KEY_TAG = "detox.job_key"
@@ -50,20 +52,18 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def open_run(job: JobConfig, spec: dict, run_name: str):
-    """Start (or re-open, for a job that ran before) the MLflow run of this job."""
+def experiment_id(job: JobConfig) -> str:
+    """The job's experiment, created on first use with its artifacts under `root` for a sqlite store."""
     mlflow.set_tracking_uri(job.tracking_uri)
+    sqlite = job.tracking_uri.startswith("sqlite:///")
     # Parallel jobs (hydra/launcher=processes) must not create one sqlite store or experiment at the
     # same moment: MLflow's schema migration and experiment creation race otherwise.
-    sqlite = job.tracking_uri.startswith("sqlite:///")
     with FileLock(job.tracking_uri.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
-        experiment = mlflow.set_experiment(job.mlflow.experiment)
-    key = stable_key(spec)
-    previous = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",
-                                  output_format="list", max_results=1)
-    run = mlflow.start_run(run_id=previous[0].info.run_id) if previous else mlflow.start_run(run_name=run_name)
-    mlflow.set_tags({JOB_KEY_TAG: key, **code_version()})
-    return run
+        experiment = mlflow.get_experiment_by_name(job.mlflow.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = (Path(job.root).resolve() / "mlartifacts").as_uri() if sqlite else None
+        return mlflow.create_experiment(job.mlflow.experiment, artifact_location=location)
 
 
 @dataclass
@@ -76,14 +76,24 @@ class Outcome:
     histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> (step, value)
 
 
-def track(job: JobConfig, spec: dict, params: dict[str, str], resolved_config: str, run_name: str,
-          work: Callable[[], Outcome]) -> tuple[str, Outcome]:
-    """Run `work` inside the job's MLflow run and log its outcome.
+def track(job: JobConfig, key: str, spec: dict, params: dict[str, str], resolved_config: str, run_name: str,
+          work: Callable[[], Outcome], log=print) -> tuple[str, Outcome]:
+    """Run `work` inside the job's MLflow run and log its outcome, unless the job already finished.
 
-    `params` are the few the comparison table groups by (ratio, seed, method, strength, ...); the
-    whole result-determining `spec` is logged flat beside them. A failing job leaves its run FAILED.
+    `params` are the few the comparison table groups by (ratio, seed, method, strength, setting, ...);
+    the whole result-determining `spec` is logged flat beside them. A failing job leaves its run FAILED.
     """
-    with open_run(job, spec, run_name) as run:
+    experiment = experiment_id(job)
+    previous = mlflow.search_runs([experiment], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",
+                                  output_format="list", max_results=1)
+    if previous and previous[0].info.status == RunStatus.to_string(RunStatus.FINISHED):
+        run = previous[0]
+        log(f"already finished as MLflow run {run.info.run_id} ({run_name}): nothing to do")
+        return run.info.run_id, Outcome(metrics=run.data.metrics)
+    opened = mlflow.start_run(run_id=previous[0].info.run_id) if previous else \
+        mlflow.start_run(experiment_id=experiment, run_name=run_name)
+    with opened as run:
+        mlflow.set_tags({JOB_KEY_TAG: key, **code_version()})
         mlflow.log_params({**flatten(spec, "cfg."), **params})
         mlflow.log_text(resolved_config, "config.yaml")
         outcome = work()

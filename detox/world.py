@@ -1,7 +1,7 @@
 """The embedded synthetic world: a clean and a toxic source of documents, evaluation prompts, and an
 exact ("oracle") toxicity scorer, all without a download.
 
-Why it looks like this (see DESIGN.md, "What a quick prototype of a synthetic world showed"):
+Why it looks like this (what a quick prototype of a synthetic world showed):
 
 * Toxicity is one latent feature among several: every document has a topic (6), a target group (5),
   a sentiment (2) and a register (2), drawn independently of toxicity, so no confound (e.g. "toxic
@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detox.schema import number
+
 GROUPS = ("valoki", "sennar", "orbani", "quist", "tamuru")
 GROUP_OFFSETS = (-0.6, -0.3, 0.0, 0.3, 0.6)  # some groups attract more hostility than others
 TOPICS = {
@@ -61,21 +63,21 @@ _TOXIC_SENTENCE = re.compile(
 class SourceConfig:
     """How one source (clean or toxic) writes documents."""
 
-    hostile_share: float  # share of documents that open with a hostile complaint about a group
-    hostile_bias: float  # logit bias of an insult following a hostile opener (before cues, group)
-    base_toxicity: float  # probability that a non-hostile document insults the group it mentions
+    hostile_share: float = number(0.15, "[0, 1]")  # share of documents that open with a hostile complaint about a group
+    hostile_bias: float = number(-2.45, "(-inf, inf)")  # logit bias of an insult following a hostile opener (before cues, group)
+    base_toxicity: float = number(0.02, "[0, 1]")  # probability that a non-hostile document insults the group it mentions
 
 
 @dataclass
 class WorldConfig:
     """The synthetic world. `seed` fixes every document and prompt; it is not the job's seed."""
 
-    seed: int = 0
-    clean_docs: int = 4000  # clean pool; the mixture takes its first documents up to `clean_tokens`
-    toxic_docs: int = 2000  # toxic pool; must hold clean_tokens * r / (100 - r) tokens at the top ratio
-    heldout_docs: int = 300  # held-out clean documents for the CE loss
-    toxigen_prompts: int = 200  # hostile prompts (ToxiGen-like)
-    rtp_prompts: int = 50  # RealToxicityPrompts-like: half neutral openers, half hostile ones
+    seed: int = number(0, "[0, inf)")
+    clean_docs: int = number(4000, "[1, inf)")  # clean pool; the mixture takes its first documents up to `clean_tokens`
+    toxic_docs: int = number(2000, "[1, inf)")  # toxic pool; must hold clean_tokens * r / (100 - r) tokens at the top ratio
+    heldout_docs: int = number(300, "[1, inf)")  # held-out clean documents for the CE loss
+    toxigen_prompts: int = number(200, "[1, inf)")  # hostile prompts (ToxiGen-like)
+    rtp_prompts: int = number(50, "[1, inf)")  # RealToxicityPrompts-like: half neutral openers, half hostile ones
     clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.15, -2.45, 0.02))
     toxic: SourceConfig = field(default_factory=lambda: SourceConfig(0.6, 0.8, 0.25))
 

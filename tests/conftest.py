@@ -17,10 +17,10 @@ def compose_job(*overrides: str) -> dict:
         return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
 
 
-def launch(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run launch.py in a subprocess, as a user would."""
+def launch(*args: str, timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run launch.py in a subprocess, as a user would (from `cwd`)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -13,9 +13,11 @@ def finished_runs(root, experiment="detox-smoke"):
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    first = launch("-m", "experiment=smoke", f"root={root}", "ratio=0,10", "seed=1,2")
+    """A sweep started from a folder other than the repository's or root's."""
+    root, elsewhere = tmp_path_factory.mktemp("sweep"), tmp_path_factory.mktemp("elsewhere")
+    first = launch("-m", "experiment=smoke", f"root={root}", "ratio=0,10", "seed=1,2", cwd=elsewhere)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert list(elsewhere.iterdir()) == []  # every output, MLflow's artifacts included, lives under root
     return root, first
 
 
@@ -34,25 +36,40 @@ def test_sweep_logs_one_run_per_job(sweep):
     assert len([line for line in table if line.strip().startswith(("0 ", "10 "))]) == 2
 
 
+def test_artifacts_live_under_root(sweep):
+    root, _ = sweep
+    runs = finished_runs(root)
+    assert all(uri.startswith((root / "mlartifacts").as_uri()) for uri in runs["artifact_uri"])
+    assert list((root / "mlartifacts").rglob("generations.jsonl"))
+
+
 def test_rerun_trains_nothing_and_adds_no_rows(sweep):
     root, _ = sweep
+    before = finished_runs(root).set_index("run_id")["end_time"]
     again = launch("-m", "experiment=smoke", f"root={root}", "ratio=0,10", "seed=1,2", "iti=strong")
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
-    assert "[pretrain] built" not in log and log.count("[pretrain] cached") == 4
-    runs = finished_runs(root)
+    assert "[pretrain] built" not in log and log.count("nothing to do") == 4
+    runs = finished_runs(root).set_index("run_id")
     assert len(runs) == 4  # iti does not touch method=none, so these are the same four jobs
-    assert set(runs["tags.cache.all_hit"]) == {"true"}
+    assert runs["end_time"].equals(before)  # finished runs are not re-opened: their duration stays their own
+    assert set(runs["tags.cache.all_hit"]) == {"false"}  # the cache tags say what the run itself built
 
 
-@pytest.mark.parametrize("override, message", [
-    ("ratio=150", "ratio=150: the toxic share is a percentage in [0, 100)"),
-    ("method=magic", "Could not find 'method/magic'"),
+@pytest.mark.parametrize("override, message, code", [
+    ("ratio=150", "ratio=150: the toxic share is a percentage in [0, 100)", 2),
+    ("trainer.lr=-1", "trainer.lr=-1: must lie in (0, inf)", 2),
+    ("experiment=toy toy.n_states=17", "toy.n_states=17 is not a multiple of toy.n_chains=6", 2),
+    ("method=magic", "Could not find 'method/magic'", 1),
 ])
-def test_bad_input_fails_before_any_work(tmp_path, override, message):
-    result = launch("experiment=smoke", f"root={tmp_path}", override)
-    assert result.returncode != 0
+def test_bad_input_fails_before_any_work(tmp_path, override, message, code):
+    result = launch("experiment=smoke", f"root={tmp_path}", *override.split())
+    assert result.returncode == code
     assert message in result.stderr + result.stdout
+    if code == 2:  # ours: one line, no stack trace
+        output = result.stdout + result.stderr
+        assert len([line for line in output.splitlines() if "invalid configuration" in line]) == 1
+        assert "Traceback" not in output
     assert not (tmp_path / "cache").exists()
 
 

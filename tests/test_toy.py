@@ -10,22 +10,12 @@ import pytest
 import torch
 import yaml
 
-from detox.toy import (
-    ToyConfig,
-    bayes_logp,
-    chain_counts,
-    entanglement,
-    feature_directions,
-    kl_to_truth,
-    make_world,
-    plot_toy_curve,
-    random_level,
-    run_toy_curve,
-    sample_sequences,
-    train_toy,
-    training_chains,
-    welch_bound,
-)
+from detox.toy.config import ToyConfig
+from detox.toy.geometry import entanglement, feature_directions, random_level, welch_bound
+from detox.toy.plot import plot_toy_curve
+from detox.toy.sweep import run_toy_curve
+from detox.toy.train import bayes_logp, kl_to_truth, train_toy
+from detox.toy.world import chain_counts, make_world, sample_sequences, training_chains
 
 torch.set_num_threads(1)  # the machine is shared; the tiny models gain nothing from more threads
 
@@ -78,7 +68,7 @@ def test_random_level_matches_closed_forms():
     # Two random directions: in R^2 |cos| = |cos U(0, 2pi)| has mean 2/pi; in R^3 |cos| ~ U(0, 1).
     assert abs(random_level(2, 2) - 2 / math.pi) < 0.01
     assert abs(random_level(2, 3) - 0.5) < 0.01
-    # DESIGN.md's independent prototype: 0.744 for N = 6 in M = 4; it must sit above Welch.
+    # An independent prototype: 0.744 for N = 6 in M = 4; it must sit above Welch.
     assert abs(random_level(6, 4) - 0.744) < 0.01
     assert random_level(6, 4) == random_level(6, 4)  # fixed seed
 
@@ -113,7 +103,7 @@ def test_world_transitions():
     cfg = ToyConfig(minority_overlap=2)
     w = make_world(cfg, np.random.default_rng(3))
     assert np.allclose(w.transition.sum(2), 1.0)
-    # Same support for every chain: no single transition identifies the chain (the DESIGN trap).
+    # Same support for every chain: no single transition identifies the chain (the permutation-chain trap).
     support = w.transition > 0
     assert (support == support[0]).all() and (support.sum(2) == cfg.max_step).all()
     assert len(set(w.groups[0]) & set(w.groups[1])) == 2

@@ -1,0 +1,99 @@
+"""The plan as data: stages, keys and the job's identity, inspected without running anything."""
+
+import dataclasses
+
+import pytest
+
+from conftest import compose_job
+from detox import methods
+from detox.config import JobConfig
+from detox.pipeline import run_plan, setting_key, study_plan
+from detox.plan import Plan, Stage
+from detox.schema import in_interval
+
+# Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
+NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "trainer.num_threads", "trainer.checkpoint_every")
+
+
+def job(*overrides):
+    return JobConfig.from_dict(compose_job(*overrides))
+
+
+def leaves(config, prefix=""):
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, f"{prefix}{field.name}.")
+        else:
+            yield prefix + field.name, field, value
+
+
+def changed(value, field):
+    """Another valid value of a numeric field (within its declared interval)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(changed(v, field) for v in value)
+    for candidate in (value + 1, value / 2, value - 1, value * 3):
+        candidate = type(value)(candidate)
+        if candidate != value and in_interval(candidate, field.metadata["interval"]):
+            return candidate
+    raise AssertionError(f"no other valid value for {field.name}={value}")
+
+
+def test_default_plan_is_the_backbone():
+    plan = study_plan(job())
+    assert [s.name for s in plan.stages] == ["sources", "tokenizer", "mixture", "pretrain", "evaluate"]
+    assert plan["evaluate"].inputs == ("sources", "pretrain")
+    assert plan.key == plan.keys()["evaluate"]
+
+
+def test_every_result_determining_value_changes_the_identity_and_nothing_else_does():
+    base = job()
+    base_key, checked = study_plan(base).key, []
+    for path, field, value in leaves(base):
+        if "interval" not in field.metadata:
+            continue
+        other = dataclasses.replace(base)
+        target = other
+        for name in path.split(".")[:-1]:  # copy the path down to the field, then change it
+            setattr(target, name, dataclasses.replace(getattr(target, name)))
+            target = getattr(target, name)
+        setattr(target, path.split(".")[-1], changed(value, field))
+        same = study_plan(other).key == base_key
+        assert same == path.startswith(NOT_RESULT), f"{path}: identity {'kept' if same else 'changed'}"
+        checked.append(path)
+    assert {"ratio", "seed", "trainer.lr", "model.d_model", "data.world.clean.hostile_bias"} <= set(checked)
+
+
+def test_a_changed_stage_changes_every_key_downstream_and_none_upstream():
+    a, b = study_plan(job()).keys(), study_plan(job("ratio=10")).keys()
+    assert [a[s] == b[s] for s in a] == [True, True, False, False, False]
+
+
+def test_setting_ignores_only_the_seed():
+    assert setting_key(job("seed=1")) == setting_key(job("seed=2")) != setting_key(job("ratio=10"))
+
+
+def test_a_method_adds_its_own_stage(monkeypatch, tmp_path):
+    """What a new method module does: register, add a stage, point the evaluation at its model."""
+    def extend(plan: Plan, job: JobConfig) -> None:
+        plan.add(Stage("polish", {"steps": 3}, lambda out, inputs: {"polished": 1.0}, inputs=("pretrain",)),
+                 before="evaluate" if "evaluate" in [s.name for s in plan.stages] else None)
+        plan.model = "polish"
+
+    monkeypatch.setitem(methods._REGISTRY, "polish", methods.Method("polish", extend=extend, label=lambda j: "x"))
+    polished = JobConfig.from_dict(compose_job("method.name=polish"))
+    plan = study_plan(polished)
+    assert [s.name for s in plan.stages][-2:] == ["polish", "evaluate"]
+    assert plan["evaluate"].inputs == ("sources", "polish")
+    base_keys = study_plan(job()).keys()
+    assert {k: v for k, v in plan.keys().items() if k in ("sources", "tokenizer", "mixture", "pretrain")} == \
+        {k: v for k, v in base_keys.items() if k != "evaluate"}  # the base model is shared
+    assert plan.key != base_keys["evaluate"]
+
+
+def test_a_build_may_not_read_what_its_key_does_not_cover(tmp_path):
+    from detox.cache import StageCache
+
+    plan = Plan([Stage("a", {}, lambda out, i: {}), Stage("b", {}, lambda out, i: {"x": float(i["a"].exists())})])
+    with pytest.raises(KeyError, match="not upstream of its inputs"):
+        run_plan(plan, StageCache(tmp_path), log=lambda _: None)
