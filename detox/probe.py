@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,8 @@ def fit_probes_batched(acts, labels, seed: int, val_fraction: float = 0.2, heads
     gradient per train text, 10x tighter by default than scikit-learn's stopping rule.
     """
     acts, labels = checked_inputs(acts, labels)
+    if heads_per_chunk < 1 or max_steps < 1:
+        raise ConfigError(f"heads_per_chunk={heads_per_chunk} and max_steps={max_steps} must be at least 1")
     train, val = stratified_split(labels, seed, val_fraction)
     n_layers, n_heads, head_dim = acts.shape[1:]
     heads = torch.from_numpy(acts).flatten(1, 2)  # (n, layers*heads, dim), a view
@@ -251,9 +254,13 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
     history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, gradient change, 1/curvature)
     current, g = loss(z, theta), gradient(z, theta)
     stalled = torch.zeros(n_heads, dtype=torch.bool, device=x.device)  # heads no step length improves: converged to rounding
-    for _ in range(max_steps):
+    for step_count in range(max_steps + 1):
         active = (g.abs().amax(1) / n > tol) & ~stalled
         if not active.any():
+            break
+        if step_count == max_steps:
+            warnings.warn(f"lbfgs_logistic: {int(active.sum())} heads not converged in {max_steps} steps "
+                          f"(largest gradient per text {float(g.abs().amax() / n):.2e} > tol={tol})")
             break
         step = descent_direction(g) * active.unsqueeze(-1)
         z_step = (x @ step.float().unsqueeze(-1)).squeeze(-1).double()

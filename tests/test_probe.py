@@ -205,3 +205,11 @@ def test_accuracy_heatmap_writes_a_png(tmp_path):
     assert (tmp_path / "heat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="n_layers, n_heads"):
         accuracy_heatmap(np.zeros(3), tmp_path / "bad.png", "bad")
+
+
+def test_batched_probes_warn_when_the_step_budget_runs_out():
+    acts, labels = planted(100, 1, 2, 6, seed=6)
+    with pytest.warns(UserWarning, match="not converged in 1 steps"):
+        fit_probes_batched(acts, labels, seed=0, max_steps=1, tol=1e-12)
+    with pytest.raises(ConfigError, match="heads_per_chunk=0"):
+        fit_probes_batched(acts, labels, seed=0, heads_per_chunk=0)
