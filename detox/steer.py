@@ -1,0 +1,172 @@
+"""Inference-time intervention (ITI; Li et al. 2023, likenneth/honest_llama) on an OlmoForCausalLM.
+
+ITI adds a fixed vector to the output of a few attention heads, the ones whose probes separate toxic
+from clean text best: for head (layer, h) the shift is -alpha * sigma * u on that head's slice of the
+`o_proj` input, u a unit direction towards toxicity and sigma the spread of the activations along u,
+so alpha counts standard deviations. The minus pushes AWAY from toxicity (honest_llama pushes towards
+truthfulness). The shift applies at every position, prompt and generated tokens alike.
+
+`steering` applies the shifts with forward pre-hooks; `bake_into_bias` folds them into `o_proj` biases
+of a copy (o_proj(x + s) = W x + W s), so the steered model runs, and can be handed on, without hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from detox.config import ConfigError
+from detox.probe import ProbeResult, unit
+
+DIRECTIONS = ("mass_mean", "probe", "random")
+RANDOM_SCALINGS = ("sigma", "matched_norm")
+
+
+def select_heads(accuracy, k: int) -> list[tuple[int, int]]:
+    """The k (layer, head) pairs of highest validation accuracy; equal accuracies go in (layer, head) order."""
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    if accuracy.ndim != 2 or not np.isfinite(accuracy).all():
+        raise ConfigError(f"select_heads: accuracy must be a finite (n_layers, n_heads) array, got {accuracy.shape}")
+    n_layers, n_heads = accuracy.shape
+    if not 1 <= k <= n_layers * n_heads:
+        raise ConfigError(f"top_k_heads={k} must be between 1 and n_layers * n_heads = {n_layers * n_heads}")
+    order = np.argsort(-accuracy.ravel(), kind="stable")[:k]  # stable: ties keep the flat (layer, head) order
+    return [(int(i // n_heads), int(i % n_heads)) for i in order]
+
+
+def iti_shifts(probes: ProbeResult, heads: list[tuple[int, int]], alpha: float, direction: str = "mass_mean",
+               random_scaling: str = "sigma", seed: int = 0, acts=None) -> torch.Tensor:
+    """The ITI shift of every layer's `o_proj` input: (n_layers, n_heads * head_dim), zero off the chosen heads.
+
+    direction: mass_mean (probes.mass_mean, step probes.sigma) | probe (the unit probe weights, sigma
+    measured along them on the train activations, so `acts` is needed) | random (a control: a random
+    unit direction per head drawn with `seed`, scaled by the train activations' sigma along it
+    ('sigma', needs `acts`) or to the norm of that head's mass-mean shift ('matched_norm')).
+    acts: the (n_texts, n_layers, n_heads, head_dim) activations the probes were fitted on.
+    """
+    n_layers, n_heads, head_dim = probes.mass_mean.shape
+    if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha < 0:
+        raise ConfigError(f"iti alpha={alpha} must be a number >= 0")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"iti direction={direction!r} is not one of {', '.join(DIRECTIONS)}")
+    if direction == "random" and random_scaling not in RANDOM_SCALINGS:
+        raise ConfigError(f"iti random_scaling={random_scaling!r} is not one of {', '.join(RANDOM_SCALINGS)}")
+    if not 1 <= len(heads) <= n_layers * n_heads:
+        raise ConfigError(f"iti: {len(heads)} heads chosen, need between 1 and {n_layers * n_heads}")
+    for layer, head in heads:
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise ConfigError(f"iti: head ({layer}, {head}) lies outside {n_layers} layers x {n_heads} heads")
+    if len(set(heads)) != len(heads):
+        raise ConfigError(f"iti: heads repeat in {heads}")
+    needs_acts = direction == "probe" or (direction == "random" and random_scaling == "sigma")
+    if needs_acts:
+        if acts is None:
+            raise ConfigError(f"iti direction={direction!r} measures sigma along its direction: pass `acts`")
+        acts = acts.detach().cpu().numpy() if isinstance(acts, torch.Tensor) else np.asarray(acts)
+        if acts.shape[1:] != probes.mass_mean.shape or len(acts) <= probes.train_idx.max():
+            raise ConfigError(f"iti: acts of shape {acts.shape} are not the activations the probes were fitted on")
+
+    if direction == "mass_mean":
+        directions = probes.mass_mean
+    elif direction == "probe":
+        directions = probes.probe_direction
+    else:
+        directions = unit(np.random.default_rng(seed).standard_normal((n_layers, n_heads, head_dim)))
+    shifts = torch.zeros(n_layers, n_heads, head_dim)
+    for layer, head in heads:
+        u = directions[layer, head].astype(np.float64)
+        if direction == "mass_mean" or random_scaling == "matched_norm":
+            scale = probes.sigma[layer, head]  # the mass-mean step; a random u of this norm matches it
+        else:
+            scale = (acts[probes.train_idx, layer, head].astype(np.float64) @ u).std()
+        shifts[layer, head] = torch.from_numpy(-alpha * scale * u)
+    return shifts.reshape(n_layers, n_heads * head_dim)
+
+
+def check_shifts(model, shifts: torch.Tensor) -> None:
+    layers = model.model.layers
+    expected = (len(layers), layers[0].self_attn.o_proj.in_features)
+    if tuple(shifts.shape) != expected:
+        raise ConfigError(f"ITI shifts of shape {tuple(shifts.shape)} do not fit the model: expected {expected}")
+
+
+@contextmanager
+def steering(model, shifts: torch.Tensor) -> Iterator:
+    """Within the block, every layer's `o_proj` input gets its row of `shifts` added at every position.
+
+    Works under the KV cache of `model.generate`: each new token's head outputs are shifted as it passes.
+    Layers whose shift is zero get no hook (adding zero changes nothing).
+    """
+    check_shifts(model, shifts)
+    handles = []
+
+    def add(shift: torch.Tensor):
+        def hook(module, args):
+            return (args[0] + shift, *args[1:])
+        return hook
+
+    try:
+        for layer, shift in zip(model.model.layers, shifts):
+            if shift.any():
+                o_proj = layer.self_attn.o_proj
+                shift = shift.to(dtype=o_proj.weight.dtype, device=o_proj.weight.device)
+                handles.append(o_proj.register_forward_pre_hook(add(shift)))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def bake_into_bias(model, shifts: torch.Tensor):
+    """A deep copy of `model` with the shifts folded into `o_proj` biases (bias += W shift), hook-free.
+
+    OLMo's o_proj has no bias, so one is added; `OlmoConfig.attention_bias` stays False, hence save the
+    copy with torch (state dict) rather than `save_pretrained`, whose reload would drop the biases.
+    """
+    check_shifts(model, shifts)
+    baked = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, shift in zip(baked.model.layers, shifts):
+            o_proj = layer.self_attn.o_proj
+            bias = o_proj.weight @ shift.to(o_proj.weight)
+            if o_proj.bias is not None:
+                bias += o_proj.bias
+            o_proj.bias = torch.nn.Parameter(bias, requires_grad=o_proj.weight.requires_grad)
+    return baked
+
+
+def entanglement(direction, others) -> float:
+    """The largest |cosine| between `direction` (dim,) and the rows of `others` (n_others, dim)."""
+    direction = np.asarray(direction, dtype=np.float64)
+    others = np.atleast_2d(np.asarray(others, dtype=np.float64))
+    if direction.ndim != 1 or others.shape[1] != direction.size or len(others) == 0:
+        raise ConfigError(f"entanglement: a (dim,) direction and (n_others, dim) others needed, got "
+                          f"{direction.shape} and {others.shape}")
+    if not np.linalg.norm(direction) > 0 or not (np.linalg.norm(others, axis=1) > 0).all():
+        raise ConfigError("entanglement: zero vectors have no direction")
+    return float(np.abs(unit(others) @ unit(direction)).max())
+
+
+def random_entanglement_level(dim: int, n_others: int, trials: int = 1000, seed: int = 0) -> float:
+    """Expected max |cosine| of a random unit vector with `n_others` random unit vectors in `dim` dimensions.
+
+    The chance level of `entanglement`: a direction is entangled with others only if it beats this.
+    Monte Carlo over `trials` draws of isotropic Gaussian vectors.
+    """
+    if dim < 1 or n_others < 1 or trials < 1:
+        raise ConfigError(f"random_entanglement_level: dim={dim}, n_others={n_others}, trials={trials} "
+                          "must all be at least 1")
+    rng = np.random.default_rng(seed)
+    levels = np.empty(trials)
+    chunk = max(1, 2 ** 22 // (n_others * dim))  # trials per draw: bounds the memory of `others`
+    for start in range(0, trials, chunk):
+        size = min(chunk, trials - start)
+        direction = unit(rng.standard_normal((size, 1, dim)))
+        others = unit(rng.standard_normal((size, n_others, dim)))
+        levels[start:start + size] = np.abs((others * direction).sum(-1)).max(1)
+    return float(levels.mean())
