@@ -24,6 +24,25 @@ def launch(*args: str, timeout: int = 600, cwd: Path = REPO) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def world_data(tmp_path_factory):
+    """A small synthetic world's sources and tokenizer, built once for every test that needs them.
+
+    Returns (DataConfig, folder with `sources/` and `tokenizer/`)."""
+    from detox.config import DataConfig
+    from detox.data import build_sources, train_tokenizer
+    from detox.world import WorldConfig
+
+    root = tmp_path_factory.mktemp("world_data")
+    cfg = DataConfig(clean_tokens=5000, seq_len=32, world=WorldConfig(
+        clean_docs=300, toxic_docs=300, heldout_docs=10, toxigen_prompts=20, rtp_prompts=5))
+    for part in ("sources", "tokenizer"):
+        (root / part).mkdir()
+    build_sources(cfg, root / "sources")
+    train_tokenizer(cfg, root / "sources", root / "tokenizer")
+    return cfg, root
+
+
 @pytest.fixture
 def smoke_job(tmp_path):
     from detox.config import JobConfig

@@ -1,21 +1,13 @@
 import numpy as np
 import pytest
 
-from detox.config import ConfigError, DataConfig
-from detox.data import EOS, build_mixture, build_sources, load_tokenizer, read_jsonl, train_tokenizer
-from detox.world import WorldConfig
+from detox.config import ConfigError
+from detox.data import EOS, build_mixture, load_tokenizer, read_jsonl
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    cfg = DataConfig(clean_tokens=5000, world=WorldConfig(clean_docs=300, toxic_docs=300, heldout_docs=10,
-                                                          toxigen_prompts=20, rtp_prompts=5))
-    (root / "sources").mkdir()
-    (root / "tokenizer").mkdir()
-    build_sources(cfg, root / "sources")
-    train_tokenizer(cfg, root / "sources", root / "tokenizer")
-    return cfg, root
+@pytest.fixture
+def prepared(world_data):
+    return world_data
 
 
 def mixture(prepared, ratio, seed, tmp_path):

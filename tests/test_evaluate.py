@@ -3,22 +3,14 @@ import pytest
 import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
-from detox.config import DataConfig, EvaluateConfig
-from detox.data import build_sources, train_tokenizer
+from detox.config import EvaluateConfig
 from detox.evaluate import ce_loss, evaluate
 from detox.pretrain import hf_tokenizer
-from detox.world import WorldConfig
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate")
-    cfg = DataConfig(world=WorldConfig(clean_docs=50, toxic_docs=50, heldout_docs=5, toxigen_prompts=5, rtp_prompts=5))
-    (root / "sources").mkdir()
-    (root / "tokenizer").mkdir()
-    build_sources(cfg, root / "sources")
-    train_tokenizer(cfg, root / "sources", root / "tokenizer")
-    tokenizer = hf_tokenizer(root / "tokenizer")
+def model_and_tokenizer(world_data):
+    tokenizer = hf_tokenizer(world_data[1] / "tokenizer")
     torch.manual_seed(0)
     model = OlmoForCausalLM(OlmoConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
                                        num_hidden_layers=1, num_attention_heads=2,

@@ -1,26 +1,25 @@
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from detox.config import DataConfig, ModelConfig, TrainerConfig
-from detox.data import build_mixture, build_sources, train_tokenizer
+from detox.config import ModelConfig, TrainerConfig
+from detox.data import build_mixture
 from detox.pretrain import OlmoLM, export_hf, olmo_config, pretrain
-from detox.world import WorldConfig
 from olmo.model import OLMo
 
 
 @pytest.fixture(scope="module")
-def mixture(tmp_path_factory):
+def mixture(world_data, tmp_path_factory):
+    """A folder with the world's `tokenizer/` and a ratio-10 `mixture/` of 3000 clean tokens."""
+    cfg, world = world_data
     root = tmp_path_factory.mktemp("pretrain")
-    cfg = DataConfig(clean_tokens=3000, seq_len=32, world=WorldConfig(clean_docs=100, toxic_docs=60, heldout_docs=5,
-                                                                      toxigen_prompts=5, rtp_prompts=5))
-    for d in ("sources", "tokenizer", "mixture"):
-        (root / d).mkdir()
-    build_sources(cfg, root / "sources")
-    train_tokenizer(cfg, root / "sources", root / "tokenizer")
-    build_mixture(cfg, 10, 1, root / "sources", root / "tokenizer", root / "mixture")
+    (root / "mixture").mkdir()
+    (root / "tokenizer").symlink_to(world / "tokenizer")
+    build_mixture(dataclasses.replace(cfg, clean_tokens=3000), 10, 1, world / "sources", world / "tokenizer",
+                  root / "mixture")
     return root
 
 

@@ -3,22 +3,16 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from detox.config import DataConfig, ScorerConfig
-from detox.data import build_sources, train_tokenizer
+from detox.config import ScorerConfig
 from detox.pretrain import hf_tokenizer
 from detox.scorers import make_scorer
-from detox.world import WorldConfig
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory):
+def classifier_dir(world_data, tmp_path_factory):
     """A tiny, randomly initialised toxicity classifier saved locally, as a real one would be."""
     root = tmp_path_factory.mktemp("classifier")
-    cfg = DataConfig(world=WorldConfig(clean_docs=50, toxic_docs=50, heldout_docs=1, toxigen_prompts=1, rtp_prompts=1))
-    for d in ("sources", "tokenizer"):
-        (root / d).mkdir()
-    build_sources(cfg, root / "sources")
-    train_tokenizer(cfg, root / "sources", root / "tokenizer")
+    (root / "tokenizer").symlink_to(world_data[1] / "tokenizer")
     tokenizer = hf_tokenizer(root / "tokenizer")
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(
