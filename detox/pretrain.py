@@ -74,18 +74,30 @@ class OlmoLM(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay,
-                                      betas=tuple(self.optim.betas))
-        warmup = max(1, round(self.optim.warmup_fraction * self.total_steps))
+        return adamw_warmup_cosine(self.parameters(), self.optim.lr, self.optim.weight_decay, tuple(self.optim.betas),
+                                   self.optim.warmup_fraction, self.total_steps)
 
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10 % (as OLMo)
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+def warmup_cosine(warmup_fraction: float, total_steps: int):
+    """The learning-rate factor at each step: linear warm-up, then cosine decay to 10 % (as OLMo)."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+def adamw_warmup_cosine(parameters, lr: float, weight_decay: float, betas: tuple[float, float],
+                        warmup_fraction: float, total_steps: int) -> dict:
+    """AdamW with the `warmup_cosine` schedule, stepped per optimiser step, in Lightning's
+    `configure_optimizers` form (shared by pre-training and post-training)."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_fraction, total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class LossHistory(L.Callback):
