@@ -77,12 +77,19 @@ class OlmoLM(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay,
-                                      betas=tuple(self.optim.betas))
-        warmup = max(1, round(self.optim.warmup_fraction * self.total_steps))
+        return adamw_warmup_cosine(self.parameters(), self.optim.lr, self.optim.weight_decay, tuple(self.optim.betas),
+                                   self.optim.warmup_fraction, self.total_steps)
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+def adamw_warmup_cosine(parameters, lr: float, weight_decay: float, betas: tuple[float, float],
+                        warmup_fraction: float, total_steps: int) -> dict:
+    """AdamW with linear warm-up over `warmup_fraction` of the steps, then cosine decay to 10 % (as
+    OLMo), stepped per optimiser step, in Lightning's `configure_optimizers` form (shared by
+    pre-training and post-training)."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas)
+    warmup = max(1, round(warmup_fraction * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class LossHistory(L.Callback):
