@@ -250,7 +250,7 @@ def ablation_tables(agg: pd.DataFrame, columns: Sequence[Column] = ABLATION) -> 
             cells = [agg[agg["variant"].eq(variant) & agg["ratio"].eq(r)] for r in ratios]
             table[variant] = ["; ".join(cell(row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"])
                                         + (f" [setting={row['setting']}]" if len(rows) > 1 else "")
-                                        for _, row in rows.iterrows()) for rows in cells]
+                                        for _, row in rows.iterrows() if row[f"{m} n"] or len(rows) == 1) for rows in cells]
             references = [rows[f"paper {column.paper}"].iloc[0] if column.paper and len(rows) else np.nan
                           for rows in cells]
             if any(pd.notna(references)):
@@ -358,12 +358,18 @@ def figure(path: Path, panels: int = 1, title: str | None = None, panel_size=(5.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, panels, figsize=(panel_size[0] * panels, panel_size[1]), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(panel_size[0] * panels, panel_size[1]), squeeze=False,
+                             layout="constrained")  # makes room for titles, legends and colour bars
     try:
         yield list(axes[0])
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
+        legend = {}  # label -> handle, over all panels: one legend beside them
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+        if legend:
+            fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8)
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
@@ -400,7 +406,6 @@ def plot_smile(agg: pd.DataFrame, path: Path) -> None:
                 ax.plot(target.index, target.values, "k--", label="implied by the data")
             ax.set(xlabel="toxic share of pre-training tokens (%)", ylabel=column.title, title=column.title)
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
 
 
 def plot_tradeoff(agg: pd.DataFrame, path: Path) -> None:
@@ -418,7 +423,6 @@ def plot_tradeoff(agg: pd.DataFrame, path: Path) -> None:
                     ax.annotate(ratio_label(ratio), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
             ax.set(xlabel=column.title, ylabel="CE loss (held-out clean text, nats)")
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
 
 
 def plot_probe_histograms(first: np.ndarray, second: np.ndarray, ratios: tuple[float, float], test: ShiftTest,
@@ -434,7 +438,6 @@ def plot_probe_histograms(first: np.ndarray, second: np.ndarray, ratios: tuple[f
             ax.hist(np.ravel(values), bins=bins, alpha=0.5, density=True,
                     label=f"ratio {ratio_label(ratio)} % ({np.size(values)} heads)")
         ax.set(xlabel="validation accuracy of the head's linear probe", ylabel="density")
-        ax.legend()
 
 
 def plot_probe_heatmaps(stacks: dict[float, np.ndarray], path: Path) -> None:
@@ -444,7 +447,8 @@ def plot_probe_heatmaps(stacks: dict[float, np.ndarray], path: Path) -> None:
     with figure(path, len(means), "probe accuracy per attention head (mean over seeds)", panel_size=(4.0, 4.0)) as axes:
         for ax, (ratio, mean) in zip(axes, means.items()):
             image = ax.imshow(mean, vmin=low, vmax=high, cmap="viridis", origin="lower", aspect="auto")
-            ax.set(title=f"ratio {ratio_label(ratio)} % (n={len(stacks[ratio])})", xlabel="head", ylabel="layer")
+            ax.set(title=f"ratio {ratio_label(ratio)} % (n={len(stacks[ratio])})", xlabel="head", ylabel="layer",
+                   xticks=range(mean.shape[1]), yticks=range(mean.shape[0]))
         axes[-1].figure.colorbar(image, ax=axes, shrink=0.8)
 
 
