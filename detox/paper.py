@@ -1,7 +1,7 @@
 """The paper's reference numbers, as data, for the report to show beside ours.
 
 Source: Kenneth Li, Yida Chen, Fernanda Viégas, Martin Wattenberg, "When Bad Data Leads to Good
-Models", ICML 2025, arXiv 2505.04741. OLMo-1B pre-trained on C4 plus 0-20 % 4chan text; our default
+Models", ICML 2025, arXiv 2505.04741. OLMo-1B pre-trained on C4 plus a share of 4chan text; our default
 world and model are synthetic and tiny, so the numbers are a reference for the shape of the results,
 not a target to hit.
 
