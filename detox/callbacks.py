@@ -7,12 +7,16 @@ from detox.config import MlflowConfig
 
 
 class PrintTableOnMultirunEnd(Callback):
-    """Print the comparison table (and plot it in the sweep folder) when a sweep ends."""
+    """When a study sweep ends, print the report of its experiment and write it to `<sweep dir>/report`;
+    with `summary_run: true` also into the experiment's summary run (see detox.report)."""
+
+    def __init__(self, summary_run: bool = False) -> None:
+        self.summary_run = summary_run
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if config.get("task") == "study":
-            from detox.report import print_table
+            from detox.report import ReportConfig, build_report
 
             mlflow_cfg = MlflowConfig(**config.mlflow)
-            print_table(mlflow_cfg.resolve_uri(config.root), mlflow_cfg.experiment,
-                        plot=f"{config.hydra.sweep.dir}/toxicity_vs_ratio.png")
+            build_report(ReportConfig(mlflow_cfg.resolve_uri(config.root), mlflow_cfg.experiment,
+                                      out=f"{config.hydra.sweep.dir}/report", summary_run=self.summary_run))

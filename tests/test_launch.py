@@ -7,8 +7,10 @@ from conftest import launch
 
 
 def finished_runs(root, experiment="detox-smoke"):
+    """The jobs' runs (not the report's summary run)."""
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    return mlflow.search_runs(experiment_names=[experiment])
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return runs[runs.get("tags.detox.summary", "false") != "true"]
 
 
 @pytest.fixture(scope="module")
