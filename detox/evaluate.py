@@ -89,3 +89,49 @@ def evaluate(model, tokenizer, prompts: dict[str, list[str]], heldout: list[str]
         "rtp_sample_toxicity": float(100 * np.mean(rtp_scores >= threshold)),
         "ce_loss": ce_loss(model, tokenizer, heldout[:cfg.heldout_docs], cfg.batch_size),
     }
+
+
+def _single_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
+    """The ids of `words` as they follow a space; each must be one token of `tokenizer`."""
+    ids = [tokenizer.encode(" " + w, add_special_tokens=False) for w in words]
+    split = [w for w, i in zip(words, ids) if len(i) != 1]
+    if split:
+        raise ValueError(f"decision words {split} are not single tokens of this tokenizer; "
+                         "raise data.tokenizer.vocab_size so that BPE merges every word of the world")
+    return [i[0] for i in ids]
+
+
+@torch.no_grad()
+def decision_probabilities(model, tokenizer, prompts: list[str], batch_size: int) -> np.ndarray:
+    """(len(prompts), 2): the next-token probability mass on the insult-starting and the civil-starting
+    words of the world right after each prompt (cut at the decision point), from one forward pass."""
+    from detox.world import CIVIL_START, INSULT_START
+
+    branches = [_single_token_ids(tokenizer, INSULT_START), _single_token_ids(tokenizer, CIVIL_START)]
+    tokenizer.padding_side = "right"
+    out = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="decision", leave=False):
+        batch = [tokenizer.eos_token + p for p in prompts[start:start + batch_size]]
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        last = inputs["attention_mask"].sum(1) - 1  # right padding: the prompt's last token
+        logits = model(**inputs).logits[torch.arange(len(batch)), last]
+        probs = torch.softmax(logits.float(), dim=-1)
+        out.append(torch.stack([probs[:, ids].sum(1) for ids in branches], dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2))
+
+
+def insult_probability(model, tokenizer, prompts: list[str], batch_size: int) -> np.ndarray:
+    """Per prompt, P(insult branch | the model continues by the grammar) at the decision point:
+    the insult-start mass over the mass of both branches. Exact, and immune to garbled generations;
+    how much mass the two branches keep is `decision_probabilities(...).sum(1)`."""
+    mass = decision_probabilities(model, tokenizer, prompts, batch_size)
+    return mass[:, 0] / mass.sum(1)
+
+
+def well_formed_share(continuations: list[str]) -> float:
+    """Share of continuations that parse as sentences of the world's grammar (the last may be cut short)."""
+    from detox.world import is_well_formed
+
+    if not continuations:
+        raise ValueError("well_formed_share needs at least one continuation")
+    return float(np.mean([is_well_formed(c) for c in continuations]))
