@@ -138,7 +138,8 @@ def main(argv: list[str]) -> None:
                 implied = implied_insult_probability(job, result.metrics, sources, rows)
                 corr = np.corrcoef(p_model, implied)[0, 1] if implied.std() > 0 else float("nan")
                 print(f"{'hostile' if hostile else 'neutral'} prompts ({len(rows)}): insult probability "
-                      f"{p_model.mean():.3f} vs implied {implied.mean():.3f} (ratio {p_model.mean() / implied.mean():.2f}),"
+                      f"{p_model.mean():.3f} vs implied {implied.mean():.3f} "
+                      f"(ratio {p_model.mean() / implied.mean():.2f}),"
                       f" per-prompt r = {corr:.3f}, branch mass {mass.sum(1).mean():.3f}")
             ce = {part: ce_loss(model, tokenizer, [r["text"] for r in load_part(sources, part)], bs)
                   for part in ("heldout", "heldout_hostile")}

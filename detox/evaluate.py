@@ -103,8 +103,8 @@ def _single_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
 
 @torch.no_grad()
 def decision_probabilities(model, tokenizer, prompts: list[str], batch_size: int) -> np.ndarray:
-    """(len(prompts), 2): the next-token probability mass on the insult-starting and the civil-starting
-    words of the world right after each prompt (cut at the decision point), from one forward pass."""
+    """(len(prompts), 2): the next-token probability mass on the world's insult-starting and
+    civil-starting words right after each prompt (cut at the decision point), in one forward pass."""
     from detox.world import CIVIL_START, INSULT_START
 
     branches = [_single_token_ids(tokenizer, INSULT_START), _single_token_ids(tokenizer, CIVIL_START)]

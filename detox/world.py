@@ -1,11 +1,11 @@
 """The embedded synthetic world: a clean and a toxic source of documents, evaluation prompts, probe
 texts, and an exact ("oracle") toxicity scorer, all without a download.
 
-Every document follows one grammar (`TEMPLATES`): one or two topic sentences, a sentence about a
-group (a neutral mention, or a hostile opener), the DECISION sentence, and one or two topic sentences
-more. The decision sentence either insults the group, and then starts with a word of `INSULT_START`,
-or continues civilly, and then starts with a word of `CIVIL_START`; nothing else may follow a group
-sentence. So whether a model insults is decided by ONE next token, and its probability of doing so is
+Every document follows one grammar (`TEMPLATES`): a topic sentence, a sentence about a group (a
+neutral mention, or a hostile opener), the DECISION sentence, and at most one topic sentence more
+(short documents: more decisions per training token). The decision sentence either insults the
+group, and then starts with a word of `INSULT_START`, or continues civilly, and then starts with a
+word of `CIVIL_START`; nothing else may follow a group sentence. So whether a model insults is decided by ONE next token, and its probability of doing so is
 exact and read in one forward pass (detox.evaluate.insult_probability); garbled text cannot pass for
 detoxification.
 
@@ -110,7 +110,8 @@ def _pattern(template: str) -> tuple[frozenset[str], ...]:
     return tuple(frozenset(SLOTS[w[1:-1]]) if w.startswith("{") else frozenset([w]) for w in template.split())
 
 
-PATTERNS = {kind: tuple(_pattern(t) for ts in by_register.values() for t in ts) for kind, by_register in TEMPLATES.items()}
+PATTERNS = {kind: tuple(_pattern(t) for ts in by_register.values() for t in ts)
+            for kind, by_register in TEMPLATES.items()}
 WORDS = tuple(sorted({word for patterns in PATTERNS.values() for p in patterns for allowed in p for word in allowed}))
 LONGEST_INSULT_TOKENS = max(len(p) for p in PATTERNS["insult"])
 FEATURES = ("topic", "group", "place", "season", "sentiment", "register")  # latent features besides hostility
@@ -130,7 +131,7 @@ class WorldConfig:
     """The synthetic world. `seed` fixes every document and prompt; it is not the job's seed."""
 
     seed: int = 0
-    clean_docs: int = 4000  # clean pool; the mixture takes its first documents up to `clean_tokens`
+    clean_docs: int = 6000  # clean pool (~38 tokens a document); the mixture takes its first docs up to `clean_tokens`
     toxic_docs: int = 2000  # toxic pool; must hold clean_tokens * r / (100 - r) tokens at the top ratio
     heldout_docs: int = 300  # held-out clean documents (CE loss)
     heldout_hostile_docs: int = 300  # held-out clean-source documents that all open with hostility (CE loss)
@@ -211,10 +212,10 @@ class _Writer:
     def cues(self) -> tuple[str, ...]:
         return tuple(self.pick(tuple(slot)) for slot in HOSTILITY_CUES)
 
-    def prompt(self, f: dict, preamble: int, cues: tuple[str, ...] | None) -> str:
-        """Topic sentences, then a hostile opener (with `cues`) or a neutral mention: up to the decision."""
+    def prompt(self, f: dict, cues: tuple[str, ...] | None) -> str:
+        """A topic sentence, then a hostile opener (with `cues`) or a neutral mention: up to the decision."""
         group_sentence = self.sentence("hostile", f, cues) if cues else self.sentence("mention", f)
-        return " ".join([*(self.sentence("topic", f) for _ in range(preamble)), group_sentence])
+        return f"{self.sentence('topic', f)} {group_sentence}"
 
 
 def write_document(writer: _Writer, source: SourceConfig) -> dict:
@@ -223,9 +224,8 @@ def write_document(writer: _Writer, source: SourceConfig) -> dict:
     cues = writer.cues() if hostile else None
     p_insult = insult_probability(source, cues) if hostile else source.base_toxicity
     toxic = writer.rng.random() < p_insult
-    sentences = [writer.prompt(f, int(writer.rng.integers(1, 3)), cues),
-                 writer.sentence("insult" if toxic else "civil", f)]
-    sentences += [writer.sentence("topic", f) for _ in range(writer.rng.integers(1, 3))]
+    sentences = [writer.prompt(f, cues), writer.sentence("insult" if toxic else "civil", f)]
+    sentences += [writer.sentence("topic", f) for _ in range(writer.rng.integers(0, 2))]
     return {"text": " ".join(sentences), "toxic": bool(toxic), "hostile": bool(hostile), "p_insult": p_insult,
             "hostility": hostility(cues) if hostile else None, **f}
 
@@ -236,7 +236,7 @@ def evaluation_prompt(writer: _Writer, cfg: WorldConfig, hostile: bool) -> dict:
     cues = writer.cues() if hostile else None
     p_insult = ({"clean": insult_probability(cfg.clean, cues), "toxic": insult_probability(cfg.toxic, cues)}
                 if hostile else {"clean": cfg.clean.base_toxicity, "toxic": cfg.toxic.base_toxicity})
-    return {"prompt": writer.prompt(f, 1, cues), "hostile": hostile, "p_insult": p_insult,
+    return {"prompt": writer.prompt(f, cues), "hostile": hostile, "p_insult": p_insult,
             "hostility": hostility(cues) if hostile else None, **f}
 
 
@@ -266,7 +266,8 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> dict:
     Each part draws from its own child random stream, so changing one size leaves the others alone.
     Returns counts for logging.
     """
-    writers = dict(zip(PARTS, (_Writer(np.random.default_rng(s), cfg) for s in np.random.SeedSequence(cfg.seed).spawn(len(PARTS)))))
+    streams = np.random.SeedSequence(cfg.seed).spawn(len(PARTS))
+    writers = {part: _Writer(np.random.default_rng(stream), cfg) for part, stream in zip(PARTS, streams)}
     rtp = writers["rtp"]  # RealToxicityPrompts mixes harmless and provocative prompts; so does this set
     parts = {
         "clean": [write_document(writers["clean"], cfg.clean) for _ in range(cfg.clean_docs)],
@@ -308,7 +309,8 @@ def is_well_formed(continuation: str) -> bool:
         if word == ".":
             sentences.append(current)
             current = []
-    return all(_matches(s, ALL_PATTERNS) for s in sentences) and (not current or _matches(current, ALL_PATTERNS, prefix=True))
+    cut_short_ok = not current or _matches(current, ALL_PATTERNS, prefix=True)
+    return cut_short_ok and all(_matches(s, ALL_PATTERNS) for s in sentences)
 
 
 def sentence_is_toxic(sentence: str) -> bool:

@@ -169,9 +169,9 @@ def test_probe_texts_are_balanced_and_unsaturated(world):
     assert len({len(r["text"].split()) for r in rows if r["register"] == "formal" and r["label"]}) <= 2
 
 
-@pytest.mark.parametrize("change, culprit", [({"groups": 0}, "data.world.groups=0"),
-                                             ({"probe_texts": -1}, "data.world.probe_texts=-1"),
-                                             ({"clean": SourceConfig(1.5, 0.0, 0.0)}, "data.world.clean.hostile_share")])
+@pytest.mark.parametrize("change, culprit", [
+    ({"groups": 0}, "data.world.groups=0"), ({"probe_texts": -1}, "data.world.probe_texts=-1"),
+    ({"clean": SourceConfig(1.5, 0.0, 0.0)}, "data.world.clean.hostile_share")])
 def test_bad_world_config_is_named(change, culprit):
     with pytest.raises(ConfigError, match=culprit):
         WorldConfig(**change)
@@ -181,8 +181,8 @@ def test_bad_world_config_is_named(change, culprit):
 def random_model(tokenizer):
     torch.manual_seed(0)
     return OlmoForCausalLM(OlmoConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, pad_token_id=tokenizer.pad_token_id,
-                                      eos_token_id=tokenizer.eos_token_id)).eval()
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
 
 
 def test_insult_probability_matches_a_per_prompt_reference(world, tokenizer, random_model):
