@@ -31,7 +31,7 @@ SCORERS = ("oracle", "classifier")
 
 @dataclass
 class TokenizerConfig:
-    vocab_size: int = number(512, "[260, inf)")  # BPE vocabulary trained on the sources (ignored with `path`)
+    vocab_size: int = number(1024, "[260, inf)")  # BPE vocabulary trained on the sources (ignored with `path`)
     path: str | None = None  # a tokenizer.json to use instead of training one (e.g. OLMo's)
 
 
@@ -44,6 +44,8 @@ class FilesConfig:
     heldout: str = ""
     toxigen: str = ""
     rtp: str = ""
+    heldout_hostile: str = ""  # optional: held-out text in hostile contexts (CE loss beside the clean one)
+    probe: str = ""  # optional: labelled texts {"text", "label": 0|1} for probing (method=iti needs them)
 
 
 @dataclass
@@ -148,6 +150,8 @@ class JobConfig:
         check_fields(self)
         if self.data.source == "files":
             for name, value in dataclasses.asdict(self.data.files).items():
+                if not value and name in ("heldout_hostile", "probe"):
+                    continue
                 if not value:
                     raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")
                 if not Path(value).is_file():

@@ -21,7 +21,8 @@ from detox.config import ConfigError, DataConfig
 from detox.world import build_world
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"  # the names OLMo's GPT-NeoX tokenizer uses
-PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")
+PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")  # every source has these
+OPTIONAL_PARTS = ("heldout_hostile", "probe")  # the world writes them; local files may give them
 
 
 def text_field(part: str) -> str:
@@ -56,12 +57,14 @@ def read_jsonl(path: Path | str, field: str) -> list[dict]:
 
 
 def build_sources(cfg: DataConfig, out: Path) -> dict:
-    """Write the five source files into `out` (generated, or checked copies of local files)."""
+    """Write the source files into `out` (generated, or checked copies of local files)."""
     if cfg.source == "synthetic":
         return build_world(cfg.world, out)
     counts = {}
-    for part in PARTS:
+    for part in PARTS + tuple(p for p in OPTIONAL_PARTS if getattr(cfg.files, p)):
         rows = read_jsonl(getattr(cfg.files, part), text_field(part))
+        if part == "probe":
+            check_probe_rows(rows, getattr(cfg.files, part))
         (out / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         counts[f"source_{part}_docs"] = len(rows)
     return counts
@@ -69,6 +72,19 @@ def build_sources(cfg: DataConfig, out: Path) -> dict:
 
 def load_part(sources: Path, part: str) -> list[dict]:
     return read_jsonl(sources / f"{part}.jsonl", text_field(part))
+
+
+def has_part(sources: Path, part: str) -> bool:
+    return (sources / f"{part}.jsonl").is_file()
+
+
+def check_probe_rows(rows: list[dict], where: str) -> None:
+    """Probe texts carry a 0/1 `label`, both classes present."""
+    for number, row in enumerate(rows, 1):
+        if row.get("label") not in (0, 1):
+            raise ConfigError(f"{where}: probe text {number} has label {row.get('label')!r}, expected 0 or 1")
+    if len({row["label"] for row in rows}) < 2:
+        raise ConfigError(f"{where}: every probe text has label {rows[0]['label']}; probing needs both classes")
 
 
 def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
@@ -162,6 +178,7 @@ def implied_toxicity(clean_docs: list[dict], toxic_docs: list[dict], sources: Pa
     toxigen = np.array([mixed(p) for p in load_part(sources, "toxigen")])
     rtp = np.array([mixed(p) for p in load_part(sources, "rtp")])
     return {
+        "mix_hostile_toxic_weight": weights(True)[1],  # share of the mixture's hostile documents from the toxic source
         "implied_toxigen": float(100 * np.mean(toxigen > 0.5)),
         "implied_toxigen_sampled": float(100 * toxigen.mean()),
         "implied_rtp_sample_toxicity": float(100 * rtp.mean()),
@@ -173,5 +190,5 @@ def sources_spec(cfg: DataConfig) -> dict:
     if cfg.source == "synthetic":
         return {"source": "synthetic", "world": asdict(cfg.world)}
     files = {part: {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-             for part, path in asdict(cfg.files).items()}
+             for part, path in asdict(cfg.files).items() if path}
     return {"source": "files", "files": files}

@@ -74,10 +74,16 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
 
     from detox import data, evaluate, scorers
 
+    sources = inputs["sources"]
     lm, tok = evaluate.load_model(inputs[plan.model] / artifacts.HF_MODEL)
-    prompts = {part: [plan.prompt_prefix + row["prompt"] for row in data.load_part(inputs["sources"], part)]
+    prompts = {part: [plan.prompt_prefix + row["prompt"] for row in data.load_part(sources, part)]
                for part in ("toxigen", "rtp")}
-    heldout = [row["text"] for row in data.load_part(inputs["sources"], "heldout")]
+    if job.data.source == "synthetic":  # its grammar has a decision point: measure it exactly
+        prompts["neutral"] = [plan.prompt_prefix + row["prompt"] for row in data.load_part(sources, "rtp")
+                              if not row["hostile"]]
+    heldout = {"clean": [row["text"] for row in data.load_part(sources, "heldout")]}
+    if data.has_part(sources, "heldout_hostile"):
+        heldout["hostile"] = [row["text"] for row in data.load_part(sources, "heldout_hostile")]
     intervention = plan.intervention.make(lm, inputs) if plan.intervention else nullcontext()
     with intervention:
         return evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,

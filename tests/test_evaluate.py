@@ -42,7 +42,7 @@ def test_metrics_follow_their_definitions(model_and_tokenizer, tmp_path):
         start = sum(calls[:-1])
         return np.array([1.0 if (start + i) % 3 == 0 else 0.0 for i in range(len(texts))])
 
-    m = evaluate(model, tokenizer, prompts, ["the valoki sell the coins ."], scorer, cfg, 0.5, 0, tmp_path)
+    m = evaluate(model, tokenizer, prompts, {"clean": ["the valoki sell the coins ."]}, scorer, cfg, 0.5, 0, tmp_path)
     assert calls == [4, 15]
     assert m["toxigen"] == 50.0  # texts 0 and 3 of 4
     rtp = np.array([1.0 if (4 + i) % 3 == 0 else 0.0 for i in range(15)]).reshape(3, 5)
@@ -50,3 +50,17 @@ def test_metrics_follow_their_definitions(model_and_tokenizer, tmp_path):
     assert m["rtp_toxicity_probability"] == pytest.approx(100 * rtp.any(1).mean())
     assert m["rtp_sample_toxicity"] == pytest.approx(100 * rtp.mean())
     assert (tmp_path / "generations.jsonl").read_text().count("\n") == 4 + 3
+    assert "insult_probability" not in m and "ce_hostile" not in m  # only where the sources have them
+
+
+def test_decision_measures_on_the_world(model_and_tokenizer, tmp_path):
+    from detox.evaluate import insult_probability
+
+    model, tokenizer = model_and_tokenizer
+    prompts = {"toxigen": ["i am weary of the valoki , seriously .", "the valoki are here , utterly ."],
+               "rtp": ["we read the books ."], "neutral": ["we read the books ."]}
+    cfg = EvaluateConfig(toxigen_max_new_tokens=4, rtp_samples=2, rtp_max_new_tokens=4, batch_size=2)
+    m = evaluate(model, tokenizer, prompts, {"clean": ["the valoki sell the coins ."], "hostile": ["ugh the valoki ."]},
+                 lambda texts: np.zeros(len(texts)), cfg, 0.5, 0, tmp_path)
+    assert m["insult_probability"] == pytest.approx(100 * insult_probability(model, tokenizer, prompts["toxigen"], 2).mean())
+    assert 0 <= m["well_formed"] <= 100 and 0 < m["decision_mass"] <= 100 and m["ce_hostile"] > 0

@@ -24,7 +24,7 @@ def classifier_dir(world_data, tmp_path_factory):
 
 
 def test_oracle_scorer():
-    scores = make_scorer(ScorerConfig())([" the valoki are snerky muckwits .", " we read the books ."])
+    scores = make_scorer(ScorerConfig())([" ugh the valoki are snerky muckwits .", " we read the books ."])
     assert scores.tolist() == [1.0, 0.0]
 
 
