@@ -56,27 +56,32 @@ class DataConfig:
 class ModelConfig:
     """An OLMo-style decoder (rope, swiglu, no bias, non-affine LayerNorm, tied embeddings)."""
 
-    name: str = "tiny"
-    d_model: int = 64
-    n_heads: int = 4
-    n_layers: int = 4
-    mlp_ratio: int = 4
-    init_std: float = 0.02
+    name: str = "tiny"  # a label for runs and tables (conf/model/<name>.yaml)
+    d_model: int = 64  # residual width
+    n_heads: int = 4  # attention heads per layer (head_dim = d_model / n_heads)
+    n_layers: int = 4  # transformer blocks
+    mlp_ratio: int = 4  # the SwiGLU MLP's hidden width is d_model * mlp_ratio / 2
+    init_std: float = 0.02  # std of the normal initialisation
+    rope_theta: float = 10_000.0  # base of the rotary position embedding's frequencies
 
 
 @dataclass
 class TrainerConfig:
     epochs: float = 10.0  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
-    batch_size: int = 32  # sequences per optimiser step (per device)
+    # Tokens per optimiser step over all devices; the old `batch_size` B (sequences) is B * seq_len.
+    global_batch_tokens: int = 4096
+    micro_batch_size: int = 32  # sequences per device per forward pass; gradient accumulation makes up the rest
     lr: float = 1e-2
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_fraction: float = 0.05  # share of steps with linear warm-up before the cosine decay
     grad_clip: float = 1.0
     checkpoint_every: int = 50  # optimiser steps between resumable checkpoints
-    accelerator: str = "cpu"
-    devices: int = 1
-    precision: str = "32-true"
+    accelerator: str = "cpu"  # cpu | gpu
+    devices: int = 1  # processes per node (GPUs per node with accelerator=gpu)
+    num_nodes: int = 1  # machines (SLURM nodes); the data is sharded over devices * num_nodes
+    strategy: str = "auto"  # auto: one device | ddp: replicated weights | fsdp: weights sharded per OLMo block
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed (GPUs)
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
 
 
