@@ -218,3 +218,20 @@ def test_a_mixture_smaller_than_one_global_batch_is_refused(tmp_path, mixture):
 def test_nan_loss_stops_with_a_clear_error(tmp_path, mixture):
     with pytest.raises(FloatingPointError, match="pre-training loss is nan"):
         run(mixture, tmp_path / "x", lr=float("inf"))
+
+
+@pytest.mark.parametrize("name, nominal", [("olmo20m", 20e6), ("olmo60m", 60e6), ("olmo150m", 150e6),
+                                           ("olmo300m", 300e6), ("olmo750m", 750e6), ("olmo1b", 1.2e9)])
+def test_size_sweep_models_have_their_nominal_size(name, nominal):
+    from tests.conftest import compose_job
+    from detox.config import JobConfig
+
+    cfg = JobConfig.from_dict(compose_job(f"model={name}")).model
+    assert cfg.name == name
+    config = olmo_config(cfg, vocab_size=50280, eos_id=0, pad_id=1, seq_len=2048)
+    config.init_device = "meta"  # shapes only, no memory
+    olmo = OLMo(config)
+    n = sum(p.numel() for p in olmo.parameters())
+    d, layers = cfg.d_model, cfg.n_layers  # independent count: 4 d^2 attention + 12 d^2 SwiGLU MLP per layer
+    assert n == layers * 16 * d * d + 50304 * d
+    assert 0.8 < n / nominal < 1.15
