@@ -12,6 +12,7 @@ from detox.config import ConfigError, DataConfig, ModelConfig, TrainerConfig
 from detox.data import build_mixture, build_sources, train_tokenizer
 from detox.pretrain import (HISTORIES_FILE, LOSS_CURVE_FILE, BatchLayout, ResumableBatchSampler, check_trainer,
                             export_hf, flops_per_token, olmo_config, peak_flops, pretrain)
+from detox.world import WorldConfig
 from olmo.model import OLMo
 
 SEQ_LEN = 32
@@ -29,9 +30,6 @@ def mixture(tmp_path_factory):
     train_tokenizer(cfg, root / "sources", root / "tokenizer")
     build_mixture(cfg, 10, 1, root / "sources", root / "tokenizer", root / "mixture")
     return root
-
-
-from detox.world import WorldConfig  # noqa: E402  (used by the fixture above)
 
 TINY = ModelConfig(d_model=16, n_heads=2, n_layers=2)
 
