@@ -62,28 +62,47 @@ class DataConfig:
 class ModelConfig:
     """An OLMo-style decoder (rope, swiglu, no bias, non-affine LayerNorm, tied embeddings)."""
 
-    name: str = "tiny"
-    d_model: int = number(64, "[1, inf)")
-    n_heads: int = number(4, "[1, inf)")
-    n_layers: int = number(4, "[1, inf)")
-    mlp_ratio: int = number(4, "[1, inf)")
-    init_std: float = number(0.02, "(0, inf)")
+    name: str = "tiny"  # a label for runs and tables (conf/model/<name>.yaml)
+    d_model: int = number(64, "[1, inf)")  # residual width
+    n_heads: int = number(4, "[1, inf)")  # attention heads per layer (head_dim = d_model / n_heads)
+    n_layers: int = number(4, "[1, inf)")  # transformer blocks
+    mlp_ratio: int = number(4, "[1, inf)")  # the SwiGLU MLP's hidden width is d_model * mlp_ratio / 2
+    init_std: float = number(0.02, "(0, inf)")  # std of the normal initialisation
+    rope_theta: float = number(10_000.0, "(0, inf)")  # base of the rotary position embedding's frequencies
 
 
 @dataclass
 class TrainerConfig:
-    epochs: float = number(10.0, "(0, inf)")  # passes over the mixture (it grows with the ratio: clean is fixed)
-    batch_size: int = number(32, "[1, inf)")  # sequences per optimiser step (per device)
+    epochs: float = number(10.0, "(0, inf)")  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
+    # Tokens per optimiser step over all devices; the old `batch_size` B (sequences) is B * seq_len.
+    global_batch_tokens: int = number(4096, "[1, inf)")
+    micro_batch_size: int = number(32, "[1, inf)")  # sequences per device per forward pass; accumulation makes up the rest
     lr: float = number(1e-2, "(0, inf)")
     weight_decay: float = number(0.1, "[0, inf)")
     betas: tuple[float, float] = number((0.9, 0.95), "[0, 1)")
     warmup_fraction: float = number(0.05, "[0, 1]")  # share of steps with linear warm-up before the cosine decay
     grad_clip: float = number(1.0, "(0, inf)")
     checkpoint_every: int = number(50, "[1, inf)")  # optimiser steps between resumable checkpoints
-    accelerator: str = "cpu"
-    devices: int = number(1, "[1, inf)")
-    precision: str = "32-true"
+    accelerator: str = choice("cpu", "cpu", "gpu")
+    devices: int = number(1, "[1, inf)")  # processes per node (GPUs per node with accelerator=gpu)
+    num_nodes: int = number(1, "[1, inf)")  # machines (SLURM nodes); the data is sharded over devices * num_nodes
+    strategy: str = choice("auto", "auto", "ddp", "fsdp")  # auto: one device | ddp: replicated | fsdp: sharded per block
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed (GPUs)
     num_threads: int = number(0, "[0, inf)")  # torch CPU threads; 0 keeps torch's default
+
+    def check(self, seq_len: int) -> None:
+        """The rules that span trainer fields (and the sequence length)."""
+        ranks = self.devices * self.num_nodes
+        if self.strategy == "fsdp" and ranks == 1:
+            raise ConfigError("trainer.strategy=fsdp shards over devices but trainer.devices * num_nodes = 1; "
+                              "use trainer=cpu or trainer=gpu for one device")
+        if self.strategy == "auto" and ranks > 1:
+            raise ConfigError(f"trainer.devices * num_nodes = {ranks} needs trainer.strategy=ddp or fsdp")
+        per_pass = self.micro_batch_size * ranks * seq_len
+        if self.global_batch_tokens % per_pass:
+            raise ConfigError(f"trainer.global_batch_tokens={self.global_batch_tokens} is not a multiple of "
+                              f"micro_batch_size x devices x num_nodes x seq_len = {self.micro_batch_size} x "
+                              f"{self.devices} x {self.num_nodes} x {seq_len} = {per_pass}")
 
     def result_spec(self) -> dict:
         """The settings that change the trained weights (thread count and checkpoint spacing do not)."""
@@ -164,6 +183,7 @@ class JobConfig:
             raise ConfigError(f"data.tokenizer.path={self.data.tokenizer.path!r}: no such file")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.d_model={self.model.d_model} is not divisible by n_heads={self.model.n_heads}")
+        self.trainer.check(self.data.seq_len)
         self.toy.validate()
         methods.get(self.method.name).validate(self)
 

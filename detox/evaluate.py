@@ -32,8 +32,14 @@ from detox.progress import progress
 Scorer = Callable[[list[str]], np.ndarray]
 
 
-def load_model(model_dir: Path) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
-    model = OlmoForCausalLM.from_pretrained(model_dir).eval()
+def inference_device() -> torch.device:
+    """The first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
+    """The exported model in eval mode on `device` (default: `inference_device()`) and its tokenizer."""
+    model = OlmoForCausalLM.from_pretrained(model_dir).eval().to(device or inference_device())
     return model, PreTrainedTokenizerFast.from_pretrained(model_dir)
 
 
@@ -47,7 +53,7 @@ def generate(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, *, sampl
     out = []
     for start in progress(range(0, len(prompts), cfg.batch_size), desc=desc, leave=False):
         batch = [tokenizer.eos_token + p for p in prompts[start:start + cfg.batch_size]]
-        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                                 pad_token_id=tokenizer.pad_token_id, **options)
         texts = tokenizer.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -62,7 +68,7 @@ def ce_loss(model, tokenizer, texts: list[str], batch_size: int) -> float:
     total, count = 0.0, 0
     for start in progress(range(0, len(texts), batch_size), desc="CE loss", leave=False):
         batch = [tokenizer.eos_token + t + tokenizer.eos_token for t in texts[start:start + batch_size]]
-        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
         logits = model(**inputs).logits[:, :-1]
         target = labels[:, 1:]

@@ -20,12 +20,13 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
     plan = pipeline.study_plan(job)
 
     def work() -> tracking.Outcome:
+        from detox.pretrain import load_histories
+
         result = pipeline.run_plan(plan, StageCache(Path(job.root).resolve() / "cache"), log)
-        curve = result.artifacts["pretrain"].path / artifacts.LOSS_CURVE
         return tracking.Outcome(
             metrics=result.metrics, cache_hits=result.cache_hits,
             artifacts=[result.artifacts["evaluate"].path / artifacts.GENERATIONS],
-            histories={"pretrain_loss": json.loads(curve.read_text())},
+            histories=load_histories(result.artifacts["pretrain"].path),
         )
 
     spec = {stage.name: stage.spec for stage in plan.stages}

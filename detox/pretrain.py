@@ -1,5 +1,18 @@
-"""Pre-training stage: ai2-olmo's `OLMo` inside a LightningModule, resumable, exported to
-transformers' `OlmoForCausalLM` (identical logits) for the stages after it.
+"""Pre-training stage: ai2-olmo's `OLMo` inside a LightningModule, exported to transformers'
+`OlmoForCausalLM` (identical logits) for the stages after it.
+
+One code path from a CPU to many GPU nodes:
+
+* `trainer.strategy`: `auto` (one device), `ddp` (replicated weights) or `fsdp` (Lightning's
+  `ModelParallelStrategy` with `fully_shard` on every OLMo block and the root; gloo on CPUs, NCCL on GPUs).
+* The batch is set in tokens (`trainer.global_batch_tokens`); gradient accumulation makes up what
+  `micro_batch_size` sequences on each of `devices * num_nodes` devices do not, and every epoch is one
+  seeded permutation of the windows cut into global batches, so a run is the same optimisation on 1 or
+  16 devices (up to float rounding).
+* A killed run resumes exactly: the checkpoint (a file, or a distributed-checkpoint folder when
+  sharded) holds the data position, and the sampler continues from it mid-epoch.
+* Per optimiser step it records the loss, the learning rate, tokens/s and, on GPUs, the model FLOPs
+  utilisation (`HISTORIES`, step -> value).
 
 ai2-olmo's own `hf_olmo` converter writes a format that transformers 5 no longer loads, so the
 export below maps the weights onto the native transformers Olmo by hand.
@@ -10,7 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -18,12 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from olmo.config import ModelConfig as OlmoModelConfig
 from olmo.model import OLMo
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.artifacts import HF_MODEL, LOSS_CURVE, MIXTURE
-from detox.config import ModelConfig, TrainerConfig
+from detox.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE, MIXTURE
+from detox.config import ConfigError, ModelConfig, TrainerConfig
 from detox.data import EOS, PAD, load_tokenizer
 from detox.progress import on_terminal
 from detox.schedule import warmup_cosine
@@ -33,17 +51,54 @@ from detox.schedule import warmup_cosine
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
 
+CHECKPOINT_DIR = "checkpoints"  # in the stage's output; removed once the model is exported
+LAST_CHECKPOINT = "last.ckpt"  # a file (one process, ddp) or a distributed-checkpoint folder (fsdp)
+# Dense (no sparsity) bf16 peak FLOP/s of one GPU, matched in order against torch.cuda.get_device_name().
+PEAK_BF16_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
+                   ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12))
+
 
 def olmo_config(cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int, seq_len: int) -> OlmoModelConfig:
     # ai2-olmo's defaults are GPT-2-like: set the OLMo-1B architecture choices explicitly.
     return OlmoModelConfig(
         d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers, mlp_ratio=cfg.mlp_ratio,
-        activation_type="swiglu", rope=True, include_bias=False, layer_norm_type="default",
-        layer_norm_with_affine=False, attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0,
-        max_sequence_length=seq_len, vocab_size=vocab_size, embedding_size=128 * math.ceil(vocab_size / 128),
-        weight_tying=True, eos_token_id=eos_id, pad_token_id=pad_id, init_device="cpu", init_std=cfg.init_std,
-        flash_attention=False,
+        activation_type="swiglu", rope=True, rope_theta=cfg.rope_theta, include_bias=False,
+        layer_norm_type="default", layer_norm_with_affine=False, attention_dropout=0.0, residual_dropout=0.0,
+        embedding_dropout=0.0, max_sequence_length=seq_len, vocab_size=vocab_size,
+        embedding_size=128 * math.ceil(vocab_size / 128), weight_tying=True, eos_token_id=eos_id, pad_token_id=pad_id,
+        init_device="cpu", init_std=cfg.init_std, flash_attention=False,
     )
+
+
+@dataclass
+class BatchLayout:
+    """How one optimiser step's global batch is cut up across devices and forward passes."""
+
+    seq_len: int  # tokens per sequence
+    global_sequences: int  # sequences per optimiser step over all devices
+    micro_batch_size: int  # sequences per device per forward pass
+    ranks: int  # devices over all nodes
+
+    @classmethod
+    def of(cls, cfg: TrainerConfig, seq_len: int) -> "BatchLayout":
+        return cls(seq_len, cfg.global_batch_tokens // seq_len, cfg.micro_batch_size, cfg.devices * cfg.num_nodes)
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_sequences // (self.micro_batch_size * self.ranks)
+
+
+def check_trainer(trainer_cfg: TrainerConfig, model_cfg: ModelConfig, seq_len: int) -> None:
+    """Raise ConfigError (one line naming the key) for trainer settings that cannot run on this machine:
+    the devices this machine has (which needs torch, so it waits for the job to start), then the
+    checks of the config itself (`TrainerConfig.check`, also run when a job's config is validated)."""
+    available = torch.cuda.device_count() if trainer_cfg.accelerator == "gpu" else os.cpu_count() or 1
+    if trainer_cfg.devices > available:
+        unit = "GPU(s)" if trainer_cfg.accelerator == "gpu" else "CPU core(s)"
+        raise ConfigError(f"trainer.devices={trainer_cfg.devices}: this machine has {available} {unit}")
+    trainer_cfg.check(seq_len)
+    if model_cfg.d_model % model_cfg.n_heads:
+        raise ConfigError(f"model.d_model={model_cfg.d_model} is not divisible by n_heads={model_cfg.n_heads}")
 
 
 class TokenWindows(torch.utils.data.Dataset):
@@ -60,12 +115,99 @@ class TokenWindows(torch.utils.data.Dataset):
         return torch.from_numpy(self.tokens[start:start + self.seq_len + 1].astype(np.int64))
 
 
+class ResumableBatchSampler(torch.utils.data.Sampler):
+    """One rank's micro-batches (lists of window indices).
+
+    Every epoch is a permutation of the windows seeded by (seed, epoch), cut into global batches (the
+    incomplete last one dropped); rank r takes the r-th slice of each, in micro-batches. The order thus
+    depends on neither the number of devices nor a resume. `state_dict` is the position in trained
+    micro-batches (kept current by `DataPosition`, since Lightning's fetcher reads one batch ahead).
+    """
+
+    def __init__(self, n_windows: int, layout: BatchLayout, rank: int, seed: int):
+        self.n_windows, self.layout, self.rank, self.seed = n_windows, layout, rank, seed
+        self.steps_per_epoch = n_windows // layout.global_sequences
+        self.epoch, self.skip = 0, 0  # skip: micro-batches of `epoch` already trained (set on resume)
+        self.trained = (0, 0)  # (epoch, micro-batches of it trained on)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.layout.accumulation
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_windows)
+        per_rank, size = self.layout.global_sequences // self.layout.ranks, self.layout.micro_batch_size
+        for i in range(skip, len(self)):
+            step, micro = divmod(i, self.layout.accumulation)
+            first = step * self.layout.global_sequences + self.rank * per_rank + micro * size
+            yield order[first:first + size].tolist()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.trained[0], "trained": self.trained[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.skip = state["epoch"], state["trained"]
+        if self.skip == len(self):  # saved at the end of an epoch: continue with the next one
+            self.epoch, self.skip = self.epoch + 1, 0
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader that Lightning stores in checkpoints and restores (its resumable-loader protocol)."""
+
+    def state_dict(self) -> dict:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
+
+
+class WindowData(L.LightningDataModule):
+    """Builds the loader once the trainer knows this process's rank."""
+
+    def __init__(self, windows: TokenWindows, layout: BatchLayout, seed: int):
+        super().__init__()
+        self.windows, self.layout, self.seed = windows, layout, seed
+        self.sampler: ResumableBatchSampler | None = None
+
+    def train_dataloader(self) -> ResumableLoader:
+        if self.trainer.world_size != self.layout.ranks:
+            raise RuntimeError(f"{self.trainer.world_size} processes run, but trainer.devices * num_nodes = "
+                               f"{self.layout.ranks}")
+        self.sampler = ResumableBatchSampler(len(self.windows), self.layout, self.trainer.global_rank, self.seed)
+        return ResumableLoader(self.windows, batch_sampler=self.sampler)
+
+
+class DataPosition(L.Callback):
+    """Tells the sampler the epoch (Lightning sets it only on plain samplers) and how many micro-batches
+    of it have been trained on."""
+
+    def on_train_epoch_start(self, trainer, module):  # runs before the epoch's iterator is created
+        trainer.datamodule.sampler.set_epoch(trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        trainer.datamodule.sampler.trained = (trainer.current_epoch, batch_idx + 1)
+
+
 class OlmoLM(L.LightningModule):
     def __init__(self, olmo: dict, trainer: dict, total_steps: int):
         super().__init__()
         self.save_hyperparameters()
         self.model = OLMo(OlmoModelConfig(**olmo))
         self.optim, self.total_steps = TrainerConfig(**trainer), total_steps
+        self.step_losses: list[torch.Tensor] = []  # this rank's micro-batch losses of the current step
+
+    def configure_model(self) -> None:
+        if not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        for block in self.model.transformer.blocks:  # one all-gather per block keeps peak memory at one block
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)  # the rest: embeddings (tied to the output) and the final norm
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         logits = self.model(batch[:, :-1]).logits
@@ -73,7 +215,7 @@ class OlmoLM(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pre-training loss is {loss.item()} at step {self.global_step}; "
                                      "lower trainer.lr or check the data")
-        self.log("train_loss", loss, prog_bar=True)
+        self.step_losses.append(loss.detach())
         return loss
 
     def configure_optimizers(self):
@@ -92,65 +234,148 @@ def adamw_warmup_cosine(parameters, lr: float, weight_decay: float, betas: tuple
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class LossHistory(L.Callback):
-    """Keeps (step, loss) pairs so the curve can be logged to MLflow after training."""
+def flops_per_token(n_params: int, model_cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 per parameter (forward and backward) plus attention's score and
+    value products, 12 * layers * width * context (PaLM, appendix B)."""
+    return 6 * n_params + 12 * model_cfg.n_layers * model_cfg.d_model * seq_len
 
-    def __init__(self):
-        self.points: list[tuple[int, float]] = []
+
+def peak_flops(device_name: str) -> float | None:
+    """The bf16 peak of a GPU by name, or None for one not in PEAK_BF16_FLOPS."""
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in device_name), None)
+
+
+class TrainingHistory(L.Callback):
+    """Per optimiser step: the loss averaged over the global batch (all ranks, all micro-batches), the
+    learning rate used, tokens/s, and the model FLOPs utilisation when the GPU's peak is known."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops_total: float | None):
+        self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak_flops_total
+        self.loss: list[tuple[int, float]] = []
+        self.histories: dict[str, list[tuple[int, float]]] = {"pretrain_lr": [], "pretrain_tokens_per_s": []}
+        if peak_flops_total:
+            self.histories["pretrain_mfu"] = []
+        self.last_step, self.clock, self.step_lr = 0, 0.0, 0.0
+
+    def on_train_start(self, trainer, module):
+        self.last_step, self.clock = trainer.global_step, time.perf_counter()
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):  # the scheduler moves on before batch end
+        self.step_lr = optimizer.param_groups[0]["lr"]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.points.append((trainer.global_step, float(outputs["loss"])))
+        step = trainer.global_step
+        if step == self.last_step:  # still accumulating gradients
+            return
+        loss = trainer.strategy.reduce(torch.stack(module.step_losses).mean(), reduce_op="mean")  # a collective
+        module.step_losses.clear()
+        now = time.perf_counter()
+        tokens_per_s = self.tokens_per_step * (step - self.last_step) / (now - self.clock)
+        self.last_step, self.clock = step, now
+        self.loss.append((step, float(loss)))
+        self.histories["pretrain_lr"].append((step, self.step_lr))
+        self.histories["pretrain_tokens_per_s"].append((step, tokens_per_s))
+        if self.peak:
+            self.histories["pretrain_mfu"].append((step, self.flops_per_token * tokens_per_s / self.peak))
+
+
+def lightning_strategy(cfg: TrainerConfig):
+    if cfg.strategy == "fsdp":
+        return ModelParallelStrategy(data_parallel_size=cfg.devices * cfg.num_nodes, tensor_parallel_size=1)
+    if cfg.strategy == "ddp":
+        return DDPStrategy()  # gloo on CPUs, NCCL on GPUs
+    return "auto"
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimiser step a checkpoint was saved at, from a file or a distributed-checkpoint folder."""
+    meta = checkpoint / "meta.pt" if checkpoint.is_dir() else checkpoint
+    # mmap: only the step is read here; Lightning loads the checkpoint itself in fit().
+    return torch.load(meta, weights_only=True, mmap=True)["global_step"]
 
 
 def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, seed: int,
-             mixture: Path, tokenizer_dir: Path, out: Path) -> dict:
-    """Train on the packed mixture, resuming from `out/checkpoints/last.ckpt` if a killed run left one;
-    write the transformers model and tokenizer to `out/<HF_MODEL>` and return the training metrics."""
+             mixture: Path, tokenizer_dir: Path, out: Path, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """Train on the packed mixture (`mixture/<MIXTURE>`), resuming from `out/checkpoints/last.ckpt` if a killed run left one;
+    write the transformers model and tokenizer to `out/hf`, the loss curve and the other histories to
+    `out` and return the training metrics. Every process of a multi-device run calls this (Lightning
+    starts them); only rank 0 writes. `callbacks` go to the Lightning trainer (tests, profiling)."""
+    check_trainer(trainer_cfg, model_cfg, seq_len)
     if trainer_cfg.num_threads:
         torch.set_num_threads(trainer_cfg.num_threads)
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(tokenizer_dir)
-    windows = TokenWindows(np.load(mixture / MIXTURE), seq_len)
-    if len(windows) == 0:
-        raise ValueError(f"the mixture in {mixture} is shorter than one sequence of {seq_len} tokens")
-    loader = torch.utils.data.DataLoader(windows, batch_size=trainer_cfg.batch_size, shuffle=True, drop_last=False,
-                                         generator=torch.Generator().manual_seed(seed))
-    total_steps = math.ceil(trainer_cfg.epochs * len(loader))
+    windows = TokenWindows(np.load(mixture / MIXTURE, mmap_mode="r"), seq_len)
+    layout = BatchLayout.of(trainer_cfg, seq_len)
+    steps_per_epoch = len(windows) // layout.global_sequences
+    if steps_per_epoch == 0:
+        raise ValueError(f"the mixture in {mixture} holds {len(windows)} sequences of {seq_len} tokens, fewer than "
+                         f"one global batch of {layout.global_sequences} (trainer.global_batch_tokens="
+                         f"{trainer_cfg.global_batch_tokens})")
+    total_steps = math.ceil(trainer_cfg.epochs * steps_per_epoch)
     config = olmo_config(model_cfg, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS),
                          tokenizer.token_to_id(PAD), seq_len)
     # Plain JSON values in the checkpoint's hparams, so that it loads with torch.load(weights_only=True).
     module = OlmoLM(json.loads(json.dumps(config.asdict())), json.loads(json.dumps(vars(trainer_cfg))), total_steps)
-    checkpoints = out / "checkpoints"
-    resume = checkpoints / "last.ckpt"
-    history = LossHistory()
+    n_params = sum(p.numel() for p in module.model.parameters())  # counted before sharding
+    on_gpu = trainer_cfg.accelerator == "gpu" and torch.cuda.is_available()
+    peak = peak_flops(torch.cuda.get_device_name()) if on_gpu else None
+    history = TrainingHistory(trainer_cfg.global_batch_tokens, flops_per_token(n_params, model_cfg, seq_len),
+                              peak * layout.ranks if peak else None)
+    checkpoints = out / CHECKPOINT_DIR
+    resume = checkpoints / LAST_CHECKPOINT
     trainer = L.Trainer(
         max_steps=total_steps, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
-        precision=trainer_cfg.precision, gradient_clip_val=trainer_cfg.grad_clip, logger=False,
+        num_nodes=trainer_cfg.num_nodes, strategy=lightning_strategy(trainer_cfg), precision=trainer_cfg.precision,
+        gradient_clip_val=trainer_cfg.grad_clip, accumulate_grad_batches=layout.accumulation,
+        use_distributed_sampler=False,  # ResumableBatchSampler shards the data itself, in a fixed order
+        logger=False, enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
         callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
-                                   every_n_train_steps=trainer_cfg.checkpoint_every), history],
-        enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
+                                   every_n_train_steps=trainer_cfg.checkpoint_every),
+                   DataPosition(), history, *callbacks],
     )
-    # mmap: only the step is read here; Lightning loads the checkpoint itself in fit().
-    resumed_from = torch.load(resume, weights_only=True, mmap=True)["global_step"] if resume.exists() else 0
+    resumed_from = checkpoint_step(resume) if resume.exists() else 0
     if resumed_from:
         log.info(f"resuming pre-training from step {resumed_from} of {total_steps} ({resume})")
-    trainer.fit(module, loader, ckpt_path=resume if resume.exists() else None, weights_only=True)
-    export_hf(module.model, tokenizer_dir, out / HF_MODEL)
-    shutil.rmtree(checkpoints)  # the exported model is the artifact; checkpoints only served resuming
-    losses = [loss for _, loss in history.points]
-    metrics = {
+    trainer.fit(module, datamodule=WindowData(windows, layout, seed), ckpt_path=resume if resume.exists() else None,
+                weights_only=True)
+    state = full_state_dict(module.model, trainer)
+    if trainer.is_global_zero:
+        export_hf(module.model, tokenizer_dir, out / HF_MODEL, state)
+        (out / LOSS_CURVE).write_text(json.dumps(history.loss))
+        (out / HISTORIES).write_text(json.dumps(history.histories))
+        shutil.rmtree(checkpoints)  # the exported model is the artifact; checkpoints only served resuming
+    trainer.strategy.barrier()  # no rank returns before the artifact is whole
+    losses = [loss for _, loss in history.loss]
+    return {
         "pretrain_steps": total_steps,
         "pretrain_resumed_from_step": resumed_from,
         "pretrain_final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
-        "pretrain_tokens_seen": total_steps * trainer_cfg.batch_size * seq_len,
-        "model_parameters": sum(p.numel() for p in module.model.parameters()),
+        "pretrain_tokens_seen": total_steps * trainer_cfg.global_batch_tokens,
+        "pretrain_gradient_accumulation": layout.accumulation,
+        "model_parameters": n_params,
     }
-    (out / LOSS_CURVE).write_text(json.dumps(history.points))
-    return metrics
 
 
-def export_hf(model: OLMo, tokenizer_dir: Path, out: Path) -> OlmoForCausalLM:
-    """Write `model` as a transformers `OlmoForCausalLM` (same logits) with its tokenizer to `out`."""
+def full_state_dict(model: torch.nn.Module, trainer: L.Trainer) -> dict[str, torch.Tensor]:
+    """The unsharded weights on CPU. With fsdp this is a collective every rank must join; rank 0 gets them."""
+    if not isinstance(trainer.strategy, ModelParallelStrategy):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_histories(artifact: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every per-step history of a pre-training artifact (for MLflow): the loss and the throughput ones."""
+    return {"pretrain_loss": json.loads((artifact / LOSS_CURVE).read_text()),
+            **json.loads((artifact / HISTORIES).read_text())}
+
+
+def export_hf(model: OLMo, tokenizer_dir: Path, out: Path, state: dict[str, torch.Tensor] | None = None
+              ) -> OlmoForCausalLM:
+    """Write `model` (or `state`, its unsharded weights, when `model` is sharded) as a transformers
+    `OlmoForCausalLM` (same logits) with its tokenizer to `out`."""
     c = model.config
     hf = OlmoForCausalLM(OlmoConfig(
         vocab_size=c.embedding_size, hidden_size=c.d_model, intermediate_size=c.d_model * c.mlp_ratio // 2,
@@ -159,7 +384,7 @@ def export_hf(model: OLMo, tokenizer_dir: Path, out: Path) -> OlmoForCausalLM:
         clip_qkv=c.clip_qkv, pad_token_id=c.pad_token_id, eos_token_id=c.eos_token_id, bos_token_id=None,
         tie_word_embeddings=True,
     ))
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     weights = {"model.embed_tokens.weight": state["transformer.wte.weight"],
                "lm_head.weight": state["transformer.wte.weight"]}
     for i in range(c.n_layers):

@@ -20,9 +20,11 @@ def make_scorer(cfg: ScorerConfig) -> Scorer:
 def classifier_scorer(cfg: ScorerConfig) -> Scorer:
     """The probability of `cfg.toxic_label` under a transformers text-classification model
     (e.g. a ToxiGen RoBERTa), loaded from a local folder or the hub, never with remote code."""
+    import torch
     from transformers import pipeline
 
-    classify = pipeline("text-classification", model=cfg.model, top_k=None, device=-1, trust_remote_code=False)
+    device = 0 if torch.cuda.is_available() else -1  # the first GPU when there is one; texts go in batches
+    classify = pipeline("text-classification", model=cfg.model, top_k=None, device=device, trust_remote_code=False)
     labels = set(classify.model.config.id2label.values())
     if cfg.toxic_label not in labels:
         raise ValueError(f"scorer.toxic_label={cfg.toxic_label!r} is not a label of {cfg.model}: {sorted(labels)}")

@@ -41,6 +41,10 @@ def test_iti_strengths_are_the_papers_alphas():
     ("+model.colour=red", "unknown key\\(s\\) model.colour"),
     ("method.name=magic", "method='magic' is unknown"),
     ("data.tokenizer.path=/no/such/tokenizer.json", "data.tokenizer.path"),
+    ("trainer.lr=-1", "trainer.lr=-1: must lie in \\(0, inf\\)"),
+    ("trainer.strategy=zero3", "trainer.strategy='zero3': expected one of auto, ddp, fsdp"),
+    ("trainer.global_batch_tokens=100", "trainer.global_batch_tokens=100 is not a multiple"),
+    ("trainer.devices=2", "needs trainer.strategy=ddp or fsdp"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
