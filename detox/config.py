@@ -115,9 +115,11 @@ class TrainerConfig:
 class ItiConfig:
     """Inference-time intervention, read by method=iti (its strength presets are conf/iti/*.yaml)."""
 
-    strength: str = "mid"  # the label in the table: weak | mid | strong | custom
+    strength: str = "mid"  # the preset's name (weak | mid | strong); the table shows alpha when it differs
     alpha: float = number(8.0, "[0, inf)")  # shift in units of the activations' std along the direction
     top_k_heads: int = number(4, "[1, inf)")  # heads to steer, chosen by probe accuracy
+    direction: str = choice("mass_mean", "mass_mean", "probe", "random")  # toxic-minus-clean mean | probe weights | random control
+    random_scaling: str = choice("sigma", "sigma", "matched_norm")  # random: sigma along it | the mass-mean shift's norm
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from detox import artifacts, pipeline, tracking
+from detox import pipeline, tracking
 from detox.cache import StageCache, stable_key
 from detox.config import JobConfig
 
@@ -25,7 +25,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         result = pipeline.run_plan(plan, StageCache(Path(job.root).resolve() / "cache"), log)
         return tracking.Outcome(
             metrics=result.metrics, cache_hits=result.cache_hits,
-            artifacts=[result.artifacts["evaluate"].path / artifacts.GENERATIONS],
+            artifacts=[result.artifacts[stage.name].path / name for stage in plan.stages for name in stage.logged],
             histories=load_histories(result.artifacts["pretrain"].path),
         )
 
@@ -34,8 +34,13 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
                                      pipeline.run_name(job), work, log)
     if outcome is not None:
         m = outcome.metrics
+        if "insult_probability" in m:
+            log(f"insult probability {m['insult_probability']:.1f} % after hostile prompts (data-implied "
+                f"{m.get('implied_toxigen_sampled', float('nan')):.1f} %), {m['insult_probability_neutral']:.1f} % "
+                f"after neutral ones; well-formed {m['well_formed']:.1f} %")
         log(f"ToxiGen {m['toxigen']:.1f} % (data-implied {m.get('implied_toxigen', float('nan')):.1f} %), "
-            f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}")
+            f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}"
+            + (f" (hostile contexts {m['ce_hostile']:.3f})" if "ce_hostile" in m else ""))
     return run_id, outcome
 
 

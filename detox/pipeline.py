@@ -42,6 +42,7 @@ def study_plan(job: JobConfig) -> Plan:
          "prompt_prefix": plan.prompt_prefix, "intervention": intervention.spec if intervention else None},
         lambda out, i: _evaluate(job, plan, out, i),
         inputs=("sources", plan.model, *(intervention.inputs if intervention else ())),
+        logged=(artifacts.GENERATIONS,),
     ))
     return plan
 

@@ -39,7 +39,7 @@ class Stage:
     spec: dict[str, Any]  # the config values that determine the output (JSON-serialisable)
     build: Build  # writes the artifact into the given folder, returns metrics to log
     inputs: tuple[str, ...] = ()  # earlier stages whose keys enter this key (and whose artifacts it reads)
-    distributed: bool = False  # its build runs on every rank of a multi-process trainer
+    logged: tuple[str, ...] = ()  # files of its artifact to attach to the job's MLflow run
 
 
 @dataclass

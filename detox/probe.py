@@ -25,7 +25,7 @@ import torch
 from scipy.stats import mannwhitneyu
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from tqdm.auto import tqdm
+from detox.progress import progress as tqdm
 
 from detox.config import ConfigError
 
@@ -350,3 +350,67 @@ def accuracy_heatmap(accuracy, path: Path | str, title: str) -> None:
     fig.colorbar(image, ax=ax, label="validation accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+ACCURACY_FILE = "probe_accuracy.json"  # per-head validation accuracies, read by detox-report's histograms
+HEATMAP_FILE = "probe_accuracy.png"
+ACTIVATIONS_FILE = "activations.npy"  # float16 (n_texts, n_layers, n_heads, head_dim): sigma along other directions
+ENTANGLEMENT_FILE = "entanglement.json"
+# Probe-text fields that are not latent features of the text (the synthetic world writes the rest).
+NOT_FEATURES = {"text", "label", "label_p", "p_insult", "hostility", "hostile", "toxic", "cues"}
+
+
+def feature_directions(acts: np.ndarray, rows: list[dict]) -> dict[str, np.ndarray]:
+    """One-vs-rest mass-mean direction of every value of every latent feature the rows carry
+    (e.g. topic=harbor): (n_layers, n_heads, head_dim) each, unit length."""
+    directions, mean = {}, acts.mean(0, dtype=np.float64)
+    for feature in sorted({k for row in rows for k in row} - NOT_FEATURES):
+        values = np.array([str(row.get(feature)) for row in rows])
+        for value in np.unique(values):
+            if 0 < (values == value).sum() < len(rows):
+                directions[f"{feature}={value}"] = unit(acts[values == value].mean(0, dtype=np.float64) - mean)
+    return directions
+
+
+def entanglement_map(probes: ProbeResult, directions: dict[str, np.ndarray]) -> np.ndarray:
+    """(n_layers, n_heads): at each head, the largest |cos| between the toxicity (mass-mean) direction
+    and any other feature's direction."""
+    others = np.stack(list(directions.values()), axis=2)  # (layers, heads, n_others, dim)
+    return np.abs(np.einsum("lhod,lhd->lho", others, probes.mass_mean.astype(np.float64))).max(-1)
+
+
+def probe_stage(model, tokenizer, rows: list[dict], seed: int, val_fraction: float, solver: str,
+                batch_size: int, out: Path) -> dict:
+    """The probe stage: activations of the labelled texts, per-head probes, directions and sigma,
+    the accuracy heat map, and, where the texts carry their other latent features, the entanglement
+    of the toxicity direction with them (beside the level of random directions in as many dimensions).
+
+    solver: sklearn (a loop of scikit-learn probes, the reference) | batched (all heads at once in
+    torch, for large models) | auto (batched from 64 heads on)."""
+    labels = np.array([row["label"] for row in rows])
+    acts = head_activations(model, tokenizer, [row["text"] for row in rows], batch_size).numpy()
+    n_layers, n_heads, head_dim = acts.shape[1:]
+    batched = solver == "batched" or (solver == "auto" and n_layers * n_heads >= 64)
+    probes = (fit_probes_batched if batched else fit_probes)(acts, labels, seed, val_fraction)
+    probes.save(out)
+    np.save(out / ACTIVATIONS_FILE, acts.astype(np.float16))
+    (out / ACCURACY_FILE).write_text(json.dumps(probes.accuracy.tolist()))
+    accuracy_heatmap(probes.accuracy, out / HEATMAP_FILE, f"probe accuracy, {len(rows)} texts")
+    best = np.unravel_index(probes.accuracy.argmax(), probes.accuracy.shape)
+    metrics = {"probe_best_accuracy": float(100 * probes.accuracy.max()),
+               "probe_mean_accuracy": float(100 * probes.accuracy.mean()),
+               "probe_best_layer": int(best[0]), "probe_best_head": int(best[1]), "probe_texts": len(rows)}
+    if "label_p" in rows[0]:  # sampled labels: no reader of the text can beat this
+        label_p = np.array([row["label_p"] for row in rows])[probes.val_idx]
+        metrics["probe_label_ceiling"] = float(100 * np.maximum(label_p, 1 - label_p).mean())
+    directions = feature_directions(acts, rows)
+    if directions:
+        from detox.steer import random_entanglement_level
+
+        entangled = entanglement_map(probes, directions)
+        (out / ENTANGLEMENT_FILE).write_text(json.dumps({"features": sorted(directions),
+                                                         "max_abs_cos": entangled.tolist()}))
+        metrics.update({"entanglement_best_head": float(entangled[best]),
+                        "entanglement_mean": float(entangled.mean()),
+                        "entanglement_random_level": random_entanglement_level(head_dim, len(directions))})
+    return metrics

@@ -5,6 +5,11 @@ import sys
 
 from tqdm.auto import tqdm
 
+if not sys.stderr.isatty():  # transformers' own bars (loading and writing weights) too
+    from transformers.utils import logging as _transformers_logging
+
+    _transformers_logging.disable_progress_bar()
+
 
 def progress(iterable=None, **kwargs):
     """tqdm, shown only when standard error is a terminal."""

@@ -13,8 +13,10 @@ of a copy (o_proj(x + s) = W x + W s), so the steered model runs, and can be han
 from __future__ import annotations
 
 import copy
+import json
 import math
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -170,3 +172,32 @@ def random_entanglement_level(dim: int, n_others: int, trials: int = 1000, seed:
         others = unit(rng.standard_normal((size, n_others, dim)))
         levels[start:start + size] = np.abs((others * direction).sum(-1)).max(1)
     return float(levels.mean())
+
+
+SHIFTS_FILE = "shifts.npy"  # (n_layers, n_heads * head_dim) float32: what the steering hooks add
+HEADS_FILE = "heads.json"
+
+
+def steer_stage(probe_dir: Path, heads_k: int, alpha: float, direction: str, random_scaling: str, seed: int,
+                out: Path) -> dict:
+    """The steer stage: the ITI shifts of one (probes, strength, direction) and what they touch."""
+    from detox.probe import ACTIVATIONS_FILE, ENTANGLEMENT_FILE
+
+    probes = ProbeResult.load(probe_dir)
+    heads = select_heads(probes.accuracy, heads_k)
+    needs_acts = direction == "probe" or (direction == "random" and random_scaling == "sigma")
+    acts = np.load(probe_dir / ACTIVATIONS_FILE).astype(np.float32) if needs_acts else None
+    shifts = iti_shifts(probes, heads, alpha, direction, random_scaling, seed, acts)
+    np.save(out / SHIFTS_FILE, shifts.numpy())
+    (out / HEADS_FILE).write_text(json.dumps(heads))
+    rows, cols = zip(*heads)
+    metrics = {"iti_heads": len(heads), "iti_heads_mean_accuracy": float(100 * probes.accuracy[rows, cols].mean()),
+               "iti_shift_norm": float(shifts.norm(dim=1).square().sum().sqrt())}
+    if (probe_dir / ENTANGLEMENT_FILE).exists():
+        entangled = np.array(json.loads((probe_dir / ENTANGLEMENT_FILE).read_text())["max_abs_cos"])
+        metrics["iti_heads_entanglement"] = float(entangled[rows, cols].mean())
+    return metrics
+
+
+def load_shifts(steer_dir: Path) -> torch.Tensor:
+    return torch.from_numpy(np.load(steer_dir / SHIFTS_FILE))

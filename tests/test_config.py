@@ -45,10 +45,15 @@ def test_iti_strengths_are_the_papers_alphas():
     ("trainer.strategy=zero3", "trainer.strategy='zero3': expected one of auto, ddp, fsdp"),
     ("trainer.global_batch_tokens=100", "trainer.global_batch_tokens=100 is not a multiple"),
     ("trainer.devices=2", "needs trainer.strategy=ddp or fsdp"),
+    ("method=iti iti.alpha=-1", "iti.alpha=-1: must lie in"),
+    ("method=iti iti.alpha=nan", "iti.alpha=nan: must lie in"),
+    ("method=iti iti.top_k_heads=0", "iti.top_k_heads=0: must lie in"),
+    ("method=iti iti.top_k_heads=17", "iti.top_k_heads=17 exceeds the model's 16 heads"),
+    ("method=iti iti.direction=sideways", "iti.direction='sideways': expected one of mass_mean, probe, random"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
-        JobConfig.from_dict(compose_job(override))
+        JobConfig.from_dict(compose_job(*override.split()))
 
 
 def test_unknown_group_option_is_refused_by_hydra():

@@ -10,7 +10,7 @@ def finished_runs(root, experiment="detox-smoke"):
     """The jobs' runs (not the report's summary run)."""
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=[experiment])
-    return runs[runs.get("tags.detox.summary", "false") != "true"]
+    return runs[runs["tags.detox.summary"] != "true"] if "tags.detox.summary" in runs else runs
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,21 @@ def test_parallel_processes_share_one_store_and_cache(tmp_path):
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
     sources = [p for p in (tmp_path / "cache" / "sources").iterdir() if p.is_dir()]
     assert len(sources) == 1  # built by one job, read by all four
+
+
+def test_iti_sweep_reuses_the_base_model_and_logs_its_probes(sweep):
+    """Runs last: it adds rows to the sweep's store."""
+    root, _ = sweep
+    result = launch("-m", "experiment=smoke", f"root={root}", "method=iti", "iti=weak,strong", "ratio=0", "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "[pretrain] built" not in log and log.count("[pretrain] cached") == 2
+    assert log.count("[probe] built") == 1 and log.count("[probe] cached") == 1  # every strength shares the probes
+    runs = finished_runs(root)
+    iti = runs[runs["params.method"] == "iti"]
+    assert sorted(iti["params.strength"]) == ["strong", "weak"]
+    for metric in ("insult_probability", "well_formed", "ce_hostile", "probe_best_accuracy", "iti_heads"):
+        assert iti[f"metrics.{metric}"].notna().all(), metric
+    client = mlflow.tracking.MlflowClient()
+    assert {"probe_accuracy.json", "probe_accuracy.png", "generations.jsonl"} <= \
+        {a.path for a in client.list_artifacts(iti["run_id"].iloc[0])}

@@ -97,3 +97,24 @@ def test_a_build_may_not_read_what_its_key_does_not_cover(tmp_path):
     plan = Plan([Stage("a", {}, lambda out, i: {}), Stage("b", {}, lambda out, i: {"x": float(i["a"].exists())})])
     with pytest.raises(KeyError, match="not upstream of its inputs"):
         run_plan(plan, StageCache(tmp_path), log=lambda _: None)
+
+
+def test_iti_adds_probe_and_steer_and_shares_the_base_model():
+    base, iti = study_plan(job()), study_plan(job("method=iti"))
+    assert [s.name for s in iti.stages] == ["sources", "tokenizer", "mixture", "pretrain", "probe", "steer", "evaluate"]
+    assert iti.keys()["pretrain"] == base.keys()["pretrain"]
+    assert iti["evaluate"].inputs == ("sources", "pretrain", "steer")
+    weak, strong = study_plan(job("method=iti", "iti=weak")).keys(), study_plan(job("method=iti", "iti=strong")).keys()
+    assert weak["probe"] == strong["probe"] and weak["steer"] != strong["steer"] != weak["evaluate"]
+    random = study_plan(job("method=iti", "iti.direction=random")).keys()
+    assert random["probe"] == weak["probe"] and random["steer"] not in (weak["steer"], strong["steer"])
+
+
+def test_iti_labels_name_the_strength_the_alpha_and_the_direction():
+    from detox.methods.iti import PRESETS, label
+
+    assert [label(job("method=iti", f"iti={s}")) for s in ("weak", "mid", "strong")] == ["weak", "mid", "strong"]
+    assert {s: job("method=iti", f"iti={s}").iti.alpha for s in PRESETS} == PRESETS  # conf/iti agrees
+    assert label(job("method=iti", "iti=mid", "iti.alpha=2")) == "alpha=2"
+    assert label(job("method=iti", "iti.direction=random", "iti.random_scaling=matched_norm")) == \
+        "mid random(matched_norm)"
