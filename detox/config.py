@@ -46,6 +46,7 @@ class FilesConfig:
     rtp: str = ""
     heldout_hostile: str = ""  # optional: held-out text in hostile contexts (CE loss beside the clean one)
     probe: str = ""  # optional: labelled texts {"text", "label": 0|1} for probing (method=iti needs them)
+    preference: str = ""  # optional: {"prompt", "chosen", "rejected"} continuations (method=dpo needs them)
 
 
 @dataclass
@@ -171,7 +172,7 @@ class JobConfig:
         check_fields(self)
         if self.data.source == "files":
             for name, value in dataclasses.asdict(self.data.files).items():
-                if not value and name in ("heldout_hostile", "probe"):
+                if not value and name in ("heldout_hostile", "probe", "preference"):
                     continue
                 if not value:
                     raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")

@@ -22,12 +22,12 @@ from detox.world import build_world
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"  # the names OLMo's GPT-NeoX tokenizer uses
 PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")  # every source has these
-OPTIONAL_PARTS = ("heldout_hostile", "probe")  # the world writes them; local files may give them
+OPTIONAL_PARTS = ("heldout_hostile", "probe", "preference")  # the world writes them; local files may give them
 
 
 def text_field(part: str) -> str:
     """Prompt files carry {"prompt": ...}; document files carry {"text": ...}."""
-    return "prompt" if part in ("toxigen", "rtp") else "text"
+    return "prompt" if part in ("toxigen", "rtp", "preference") else "text"
 
 
 def read_jsonl(path: Path | str, field: str) -> list[dict]:

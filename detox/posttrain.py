@@ -20,10 +20,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from detox.progress import on_terminal, progress as tqdm
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
+from detox.artifacts import HF_MODEL
 from detox.config import ConfigError
+from detox.methods.dpo import DpoConfig
+from detox.methods.sft import SftConfig
+from detox.schema import check_fields
 from detox.evaluate import load_model
 from detox.pretrain import adamw_warmup_cosine
 
@@ -31,38 +35,9 @@ log = logging.getLogger(__name__)
 BETAS = (0.9, 0.95)  # AdamW betas of pre-training (OLMo's)
 
 
-@dataclass
-class SftConfig:
-    steps: int = 200  # optimiser steps (the documents are cycled through as often as needed)
-    lr: float = 1e-4  # peak learning rate
-    batch_size: int = 16  # documents per optimiser step
-    max_docs: int = 2000  # non-toxic documents used (the first ones given)
-    max_tokens: int = 256  # tokens kept per document, end-of-document tokens included (longer ones are cut)
-    warmup_fraction: float = 0.05  # share of steps with linear warm-up before the cosine decay
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    accelerator: str = "cpu"  # Lightning accelerator: cpu | gpu | auto
-
-
-@dataclass
-class DpoConfig:
-    beta: float = 0.1  # strength of the implicit KL penalty towards the reference model
-    steps: int = 200  # optimiser steps (the pairs are cycled through as often as needed)
-    lr: float = 1e-5  # peak learning rate
-    batch_size: int = 16  # preference pairs per optimiser step
-    warmup_fraction: float = 0.1  # share of steps with linear warm-up before the cosine decay
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    accelerator: str = "cpu"  # Lightning accelerator: cpu | gpu | auto
-
-
-def _check_positive(section: str, cfg, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        value = getattr(cfg, key)
-        if not value > 0:
-            raise ConfigError(f"{section}.{key}={value!r}: must be positive")
-    if not 0 <= cfg.warmup_fraction < 1:
-        raise ConfigError(f"{section}.warmup_fraction={cfg.warmup_fraction!r}: must be in [0, 1)")
+def _check(cfg) -> None:
+    """The declared ranges of the options (the same check a job's config gets), for direct callers."""
+    check_fields(cfg, "method.")
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -144,14 +119,14 @@ class _Dpo(_PostTraining):
 def _fit(module: _PostTraining, loader: torch.utils.data.DataLoader, cfg: SftConfig | DpoConfig) -> None:
     trainer = L.Trainer(max_steps=cfg.steps, max_epochs=-1, accelerator=cfg.accelerator, devices=1,
                         gradient_clip_val=cfg.grad_clip, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
+                        enable_model_summary=False, enable_progress_bar=on_terminal(), num_sanity_val_steps=0)
     trainer.fit(module, loader)
     module.model.cpu().eval()
 
 
 def _save(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path) -> None:
-    model.save_pretrained(out / "hf")
-    tokenizer.save_pretrained(out / "hf")
+    model.save_pretrained(out / HF_MODEL)
+    tokenizer.save_pretrained(out / HF_MODEL)
 
 
 # ------------------------------------------------------------------------------------------------- SFT
@@ -187,9 +162,7 @@ def _mean_lm_loss(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, te
 def sft(model_dir: Path, texts: list[str], cfg: SftConfig, seed: int, out: Path) -> dict:
     """Fine-tune the model in `model_dir` on `texts` (already filtered to non-toxic ones by the caller),
     save it with its tokenizer to `out/hf` and return the loss on those texts before and after."""
-    _check_positive("sft", cfg, ("steps", "lr", "batch_size", "max_docs", "max_tokens"))
-    if cfg.max_tokens < 2:
-        raise ConfigError(f"sft.max_tokens={cfg.max_tokens}: a document needs at least 2 tokens to have a target")
+    _check(cfg)
     texts = list(texts[:cfg.max_docs])
     if not texts:
         raise ConfigError("sft: no texts to fine-tune on (did the toxicity filter drop every document?)")
@@ -244,7 +217,7 @@ def _dpo_metrics(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, row
 def dpo(model_dir: Path, pairs: list[tuple[str, str, str]], cfg: DpoConfig, seed: int, out: Path) -> dict:
     """DPO of the model in `model_dir` on (prompt, chosen, rejected) continuations against its frozen
     starting point; save it with its tokenizer to `out/hf` and return the DPO metrics at start and end."""
-    _check_positive("dpo", cfg, ("beta", "steps", "lr", "batch_size"))
+    _check(cfg)
     if not pairs:
         raise ConfigError("dpo: the preference set is empty")
     for i, pair in enumerate(pairs):

@@ -44,3 +44,26 @@ def test_local_files_with_a_classifier_run_end_to_end(tmp_path, classifier_dir):
     edited = JobConfig.from_dict(compose_job("experiment=smoke", "data=files", *files, "scorer=classifier",
                                              f"scorer.model={classifier_dir}", "ratio=20", "data.clean_tokens=300"))
     assert run_job(edited, StageCache(tmp_path / "cache"), log=lambda _: None).cache_hits["sources"] is False
+
+
+def test_method_stages_share_the_base_model_and_change_what_is_evaluated(tmp_path):
+    """prompting prepends its text to every evaluated prompt; sft evaluates its own model; meda
+    pre-trains on annotated documents; none of them re-trains the base model of method=none."""
+    cache, quiet = StageCache(tmp_path / "cache"), (lambda _: None)
+    base = run_job(JobConfig.from_dict(compose_job("experiment=smoke")), cache, quiet)
+    prompted = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=prompting",
+                                                       "method.text=be civil . ")), cache, quiet)
+    assert prompted.cache_hits["pretrain"]
+    rows = [json.loads(line) for line in open(prompted.artifacts["evaluate"].path / "generations.jsonl")]
+    assert rows and all(row["prompt"].startswith("be civil .") for row in rows)
+    tuned = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=sft", "method.steps=3",
+                                                    "method.batch_size=4")), cache, quiet)
+    assert tuned.cache_hits["pretrain"] and not tuned.cache_hits["sft"]
+    assert tuned.metrics["sft_final_loss"] < tuned.metrics["sft_initial_loss"]
+    annotated = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=meda")), cache, quiet)
+    assert not annotated.cache_hits["pretrain"]  # its own base model, on the annotated mixture
+    assert annotated.artifacts["pretrain"].key != base.artifacts["pretrain"].key
+    first = json.loads(open(annotated.artifacts["annotate"].path / "clean.jsonl").readline())
+    assert first["text"].startswith(f"toxicity: {first['toxicity']:.1f}\n")
+    rows = [json.loads(line) for line in open(annotated.artifacts["evaluate"].path / "generations.jsonl")]
+    assert all(row["prompt"].startswith("toxicity: 0.0\n") for row in rows)

@@ -132,11 +132,11 @@ def test_dpo_raises_the_margin_of_its_pairs(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize("call, culprit", [
-    (lambda out: sft(out / "absent", CORPUS, SftConfig(steps=0), 1, out), "sft.steps=0"),
-    (lambda out: sft(out / "absent", CORPUS, SftConfig(lr=0.0), 1, out), "sft.lr=0.0"),
+    (lambda out: sft(out / "absent", CORPUS, SftConfig(steps=0), 1, out), "method.steps=0"),
+    (lambda out: sft(out / "absent", CORPUS, SftConfig(lr=0.0), 1, out), "method.lr=0"),
     (lambda out: sft(out / "absent", [], SftConfig(), 1, out), "no texts"),
-    (lambda out: dpo(out / "absent", PAIRS, DpoConfig(beta=0.0), 1, out), "dpo.beta=0.0"),
-    (lambda out: dpo(out / "absent", PAIRS, DpoConfig(steps=-1), 1, out), "dpo.steps=-1"),
+    (lambda out: dpo(out / "absent", PAIRS, DpoConfig(beta=0.0), 1, out), "method.beta=0"),
+    (lambda out: dpo(out / "absent", PAIRS, DpoConfig(steps=-1), 1, out), "method.steps=-1"),
     (lambda out: dpo(out / "absent", [], DpoConfig(), 1, out), "preference set is empty"),
     (lambda out: dpo(out / "absent", [(" a", "", " b")], DpoConfig(), 1, out), "pair 0"),
 ])

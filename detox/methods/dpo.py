@@ -1,0 +1,55 @@
+"""Direct Preference Optimisation (Rafailov et al. 2023; the paper's DPO baseline): the pre-trained
+model is trained, against a frozen copy of itself, to prefer a non-toxic continuation of a prompt
+over a toxic one; the trained model is evaluated. Cached per pre-trained model.
+
+The pairs are the sources' `preference` part ({"prompt", "chosen", "rejected"} lines): the embedded
+world writes them from its own grammar (the civil and the insulting continuation of one hostile
+prompt, on prompts disjoint from the evaluation's); with data=files give `data.files.preference`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from detox import artifacts
+from detox.methods import Method, MethodOptions, register
+from detox.plan import Plan, Stage
+from detox.schema import ConfigError, choice, number
+
+
+@dataclass
+class DpoConfig(MethodOptions):
+    name: str = "dpo"
+    beta: float = number(0.1, "(0, inf)")  # strength of the implicit KL penalty towards the reference model
+    steps: int = number(200, "[1, inf)")  # optimiser steps (the pairs are cycled through as often as needed)
+    lr: float = number(1e-5, "(0, inf)")  # peak learning rate
+    batch_size: int = number(16, "[1, inf)")  # preference pairs per optimiser step
+    max_pairs: int = number(2000, "[1, inf)")  # pairs used (the first ones of the preference set)
+    warmup_fraction: float = number(0.1, "[0, 1)")  # share of steps with linear warm-up before the cosine decay
+    weight_decay: float = number(0.0, "[0, inf)")
+    grad_clip: float = number(1.0, "(0, inf)")
+    accelerator: str = choice("auto", "auto", "cpu", "gpu")  # Lightning accelerator (auto: a GPU if there is one)
+
+
+def extend(plan: Plan, job) -> None:
+    plan.add(Stage("dpo", {"dpo": asdict(job.method), "seed": job.seed},
+                   lambda out, i: _dpo(job, out, i), inputs=("sources", "pretrain")))
+    plan.model = "dpo"
+
+
+def _dpo(job, out, inputs) -> dict:
+    from detox import data, posttrain
+
+    if not data.has_part(inputs["sources"], "preference"):
+        raise ConfigError("method=dpo needs preference pairs: data.files.preference "
+                          "({\"prompt\", \"chosen\", \"rejected\"} lines)")
+    rows = data.load_part(inputs["sources"], "preference")[:job.method.max_pairs]
+    pairs = [(row["prompt"], row["chosen"], row["rejected"]) for row in rows]
+    return posttrain.dpo(inputs["pretrain"] / artifacts.HF_MODEL, pairs, job.method, job.seed, out)
+
+
+def validate(job) -> None:
+    if job.data.source == "files" and not job.data.files.preference:
+        raise ConfigError("method=dpo needs data.files.preference: {\"prompt\", \"chosen\", \"rejected\"} lines")
+
+
+register(Method("dpo", DpoConfig, extend=extend, validate=validate))

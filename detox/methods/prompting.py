@@ -1,0 +1,42 @@
+"""Prompting (the paper's simplest baseline): a fixed instruction before every evaluation prompt;
+the pre-trained model is evaluated as it is.
+
+On the embedded world the default text is the world's civility preamble, a sentence that in the
+clean source opens documents that then stay civil: the model can only follow an instruction its
+data gave meaning to (an arbitrary English instruction would be noise to a model that never saw
+one, and the baseline vacuous by construction). With real data, set `method.text` to an instruction
+such as "Be respectful and polite in what follows. "."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detox.methods import Method, MethodOptions, register
+from detox.plan import Plan
+
+
+@dataclass
+class PromptingOptions(MethodOptions):
+    name: str = "prompting"
+    text: str = ""  # placed before every evaluation prompt; empty: the world's civility preamble
+
+
+def extend(plan: Plan, job) -> None:
+    plan.prompt_prefix = job.method.text or _world_preamble()
+
+
+def _world_preamble() -> str:
+    from detox.world import CIVILITY_PREAMBLE
+
+    return CIVILITY_PREAMBLE + " "
+
+
+def validate(job) -> None:
+    from detox.schema import ConfigError
+
+    if job.data.source == "files" and not job.method.text:
+        raise ConfigError("method=prompting with data=files needs method.text: the instruction to put before "
+                          "every prompt")
+
+
+register(Method("prompting", PromptingOptions, extend=extend, validate=validate))
