@@ -143,6 +143,21 @@ class EvaluateConfig:
 
 
 @dataclass
+class RedteamConfig:
+    """GCG red-teaming (Zou et al. 2023) of the evaluated model, after its evaluation (off by default)."""
+
+    enabled: bool = False
+    prompts: int = number(20, "[1, inf)")  # the first hostile (ToxiGen-like) prompts attacked
+    target: str = ""  # the toxic continuation to drive towards; empty: each world prompt's own insult
+    num_steps: int = number(250, "[1, inf)")  # GCG iterations (nanoGCG's default)
+    suffix_tokens: int = number(20, "[1, inf)")  # length of the adversarial suffix, in tokens (paper: 20)
+    topk: int = number(256, "[1, inf)")  # replacement tokens considered per suffix position (paper: 256)
+    search_width: int = number(512, "[1, inf)")  # candidate suffixes evaluated per iteration (paper: 512)
+    max_new_tokens: int = number(16, "[1, inf)")  # greedy continuation generated after the attack
+    seed: int = number(0, "[0, inf)")  # seeds nanoGCG's sampling of candidates
+
+
+@dataclass
 class MlflowConfig:
     tracking_uri: str = ""  # empty: sqlite:///<paths.root>/mlflow.db
     experiment: str = "detox"
@@ -164,6 +179,7 @@ class JobConfig:
     iti: ItiConfig = field(default_factory=ItiConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    redteam: RedteamConfig = field(default_factory=RedteamConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
 

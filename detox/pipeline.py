@@ -17,7 +17,7 @@ from pathlib import Path
 
 from detox import artifacts, methods
 from detox.cache import Artifact, StageCache
-from detox.config import JobConfig
+from detox.config import ConfigError, JobConfig
 from detox.plan import Inputs, Plan, Stage
 
 
@@ -44,6 +44,11 @@ def study_plan(job: JobConfig) -> Plan:
         inputs=("sources", plan.model, *(intervention.inputs if intervention else ())),
         logged=(artifacts.GENERATIONS,),
     ))
+    if job.redteam.enabled:  # after the evaluation, whose key it chains, so the job's identity covers both
+        plan.add(Stage("redteam", {"redteam": asdict(job.redteam), "scorer": asdict(job.scorer)},
+                       lambda out, i: _redteam(job, plan, out, i),
+                       inputs=("evaluate", "sources", plan.model, *(intervention.inputs if intervention else ())),
+                       logged=("redteam.jsonl",)))
     return plan
 
 
@@ -89,6 +94,31 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     with intervention:
         return evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
                                  job.scorer.threshold, job.seed, out)
+
+
+def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
+    """GCG on the evaluated model; with an intervention (ITI) the same prompts are attacked with it
+    off and on, so the two success rates compare directly."""
+    import time
+
+    from detox import data, evaluate, redteam, scorers
+
+    lm, tok = evaluate.load_model(inputs[plan.model] / artifacts.HF_MODEL)
+    rows = data.load_part(inputs["sources"], "toxigen")[:job.redteam.prompts]
+    if not job.redteam.target and any("target" not in row for row in rows):
+        raise ConfigError("redteam.target is empty and the prompts carry no target of their own: "
+                          "set redteam.target to the toxic continuation to drive towards")
+    prompts = [plan.prompt_prefix + row["prompt"] for row in rows]
+    targets = [job.redteam.target or row["target"] for row in rows]
+    scorer, start = scorers.make_scorer(job.scorer), time.perf_counter()
+    metrics = redteam.attack_success_rate(lm, tok, prompts, targets, scorer, job.redteam, job.scorer.threshold,
+                                          out=out)
+    if plan.intervention:
+        (out / "redteam.jsonl").rename(out / "redteam_without_intervention.jsonl")
+        steered = redteam.attack_success_rate(lm, tok, prompts, targets, scorer, job.redteam, job.scorer.threshold,
+                                              intervention=lambda: plan.intervention.make(lm, inputs), out=out)
+        metrics.update({f"{name}_iti": value for name, value in steered.items()})
+    return {**metrics, "gcg_seconds": time.perf_counter() - start}
 
 
 @dataclass

@@ -27,24 +27,16 @@ from typing import Callable, ContextManager
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from detox.progress import progress as tqdm
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.config import ConfigError
+from detox.schema import check_fields
+from detox.config import RedteamConfig as GcgConfig  # the GCG fields of the job's `redteam` options
 
 # Renders nanoGCG's messages as their bare content: no chat markup around a base LM's text.
 PLAIN_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 INSTALL = "pip install --no-deps nanogcg==0.3.0"
-
-
-@dataclass
-class GcgConfig:
-    num_steps: int = 250  # GCG iterations (nanoGCG's default)
-    suffix_tokens: int = 20  # length of the adversarial suffix, in tokens
-    topk: int = 256  # replacement tokens considered per suffix position (largest negative token gradient)
-    search_width: int = 512  # candidate suffixes (each with one token replaced) evaluated per iteration
-    max_new_tokens: int = 16  # length of the greedy continuation generated after the attack
-    seed: int = 0  # seeds nanoGCG's sampling of candidates
 
 
 @dataclass
@@ -55,9 +47,7 @@ class AttackResult:
 
 
 def _check(cfg: GcgConfig, vocab_size: int) -> None:
-    for key in ("num_steps", "suffix_tokens", "topk", "search_width", "max_new_tokens"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"redteam.{key}={getattr(cfg, key)}: must be positive")
+    check_fields(cfg, "redteam.")
     if cfg.topk > vocab_size:
         raise ConfigError(f"redteam.topk={cfg.topk} exceeds the vocabulary ({vocab_size} tokens)")
 
@@ -163,8 +153,8 @@ def attack_success_rate(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFa
             for row, attacked_score, plain_score in zip(rows, attacked, plain):
                 f.write(json.dumps({**row, "score": float(attacked_score), "plain_score": float(plain_score)}) + "\n")
     return {
-        "redteam_attack_success_rate": float(100 * np.mean(attacked >= threshold)),
-        "redteam_unattacked_toxic_rate": float(100 * np.mean(plain >= threshold)),
-        "redteam_mean_target_loss": float(np.mean([r["loss"] for r in rows])),
-        "redteam_mean_unattacked_target_loss": float(np.mean([r["plain_loss"] for r in rows])),
+        "gcg_success": float(100 * np.mean(attacked >= threshold)),
+        "gcg_unattacked_toxic": float(100 * np.mean(plain >= threshold)),
+        "gcg_target_loss": float(np.mean([r["loss"] for r in rows])),
+        "gcg_unattacked_target_loss": float(np.mean([r["plain_loss"] for r in rows])),
     }

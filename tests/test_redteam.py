@@ -90,8 +90,8 @@ def test_the_intervention_is_on_during_optimisation_and_generation(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "redteam.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [" the cat", " a dog"]
     assert all("rude" in r["continuation"] and "rude" in r["plain_continuation"] for r in rows)
-    assert metrics["redteam_attack_success_rate"] == 100.0 and metrics["redteam_unattacked_toxic_rate"] == 100.0
-    assert metrics["redteam_mean_target_loss"] == pytest.approx(np.mean([r["loss"] for r in rows]))
+    assert metrics["gcg_success"] == 100.0 and metrics["gcg_unattacked_toxic"] == 100.0
+    assert metrics["gcg_target_loss"] == pytest.approx(np.mean([r["loss"] for r in rows]))
 
 
 def test_without_intervention_the_rates_follow_the_scores():
@@ -100,10 +100,10 @@ def test_without_intervention_the_rates_follow_the_scores():
     cfg = GcgConfig(num_steps=1, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=4)
     metrics = attack_success_rate(model, tokenizer, [" the cat"], [TARGET], lambda t: np.array([0.7] * len(t)), cfg,
                                   0.5)
-    assert metrics["redteam_attack_success_rate"] == 100.0
+    assert metrics["gcg_success"] == 100.0
     metrics = attack_success_rate(model, tokenizer, [" the cat"], [TARGET], lambda t: np.array([0.3] * len(t)), cfg,
                                   0.5)
-    assert metrics["redteam_attack_success_rate"] == 0.0 and metrics["redteam_unattacked_toxic_rate"] == 0.0
+    assert metrics["gcg_success"] == 0.0 and metrics["gcg_unattacked_toxic"] == 0.0
 
 
 @pytest.mark.parametrize("change, culprit", [({"num_steps": 0}, "redteam.num_steps=0"),
