@@ -25,6 +25,8 @@ def main(cfg: DictConfig) -> None:
     from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
 
     run_id, _ = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
+    if not run_id:  # a rank other than 0: rank 0 reports
+        return
     log.info(f"MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {job.tracking_uri}")
     if job.task == "study":
         log.info(f"Comparison table: detox-table --tracking-uri {job.tracking_uri} --experiment {job.mlflow.experiment}")

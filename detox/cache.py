@@ -47,6 +47,10 @@ class StageCache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
+    def work_path(self, stage: str, key: str) -> Path:
+        """Where the artifact is built (and a killed build's partial work stays)."""
+        return self.path(stage, key).with_name(key + ".partial")
+
     def get_or_build(self, stage: str, spec: dict, build: Callable[[Path], None]) -> Artifact:
         """Return the artifact of `stage` for `spec`, building it with `build(work_dir)` if missing."""
         key = stage_key(stage, spec)
@@ -57,7 +61,7 @@ class StageCache:
         with FileLock(str(final) + ".lock"):
             if final.is_dir():  # another job built it while we waited for the lock
                 return Artifact(stage, key, final, hit=True)
-            work = final.with_name(key + ".partial")
+            work = self.work_path(stage, key)
             work.mkdir(exist_ok=True)
             build(work)
             (work / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))

@@ -10,6 +10,7 @@ from pathlib import Path
 from detox import pipeline, tracking
 from detox.cache import StageCache, stable_key
 from detox.config import JobConfig
+from detox.ranks import process_rank
 
 
 def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
@@ -18,6 +19,9 @@ def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.
 
 def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
     plan = pipeline.study_plan(job)
+    if process_rank() != 0:  # another rank of a multi-process job: it trains, rank 0 records
+        pipeline.run_plan(plan, StageCache(Path(job.root).resolve() / "cache"), log)
+        return "", None
 
     def work() -> tracking.Outcome:
         from detox.pretrain import load_histories

@@ -19,6 +19,7 @@ from detox import artifacts, methods
 from detox.cache import Artifact, StageCache
 from detox.config import ConfigError, JobConfig
 from detox.plan import Inputs, Plan, Stage
+from detox.ranks import process_rank
 
 
 def study_plan(job: JobConfig) -> Plan:
@@ -32,7 +33,7 @@ def study_plan(job: JobConfig) -> Plan:
               inputs=("tokenizer",)),
         Stage("pretrain", {"model": asdict(job.model), "seq_len": d.seq_len, "trainer": job.trainer.result_spec(),
                            "seed": job.seed},
-              lambda out, i: _pretrain(job, out, i), inputs=("mixture",)),
+              lambda out, i: _pretrain(job, out, i), inputs=("mixture",), distributed=True),
     ])
     methods.get(job.method.name).extend(plan, job)
     intervention = plan.intervention
@@ -71,8 +72,8 @@ def _data():
 def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
     from detox import pretrain
 
-    return pretrain.pretrain(job.model, job.trainer, job.data.seq_len, job.seed, inputs["mixture"],
-                             inputs["tokenizer"], out)
+    return pretrain.pretrain_on_local_ranks(job.model, job.trainer, job.data.seq_len, job.seed, inputs["mixture"],
+                                            inputs["tokenizer"], out)
 
 
 def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
@@ -132,12 +133,22 @@ class JobResult:
 
 
 def run_plan(plan: Plan, cache: StageCache, log=print) -> JobResult:
-    """Build (or find in the cache) every stage in order; the metrics of all stages together."""
+    """Build (or find in the cache) every stage in order; the metrics of all stages together.
+
+    On a rank other than 0 of a multi-process run (SLURM starts every rank with the whole job) the
+    stages rank 0 builds are waited for, the first distributed stage is built alongside rank 0 in
+    its work folder (rank 0 alone writes there), and the job ends: nothing else is this rank's."""
     result = JobResult(metrics={})
     paths: dict[str, Path] = {}
     keys = plan.keys()
+    helper = process_rank() != 0
     for stage in plan.stages:
         inputs = Inputs(paths, plan.upstream(stage.inputs), stage.name)
+        if helper and stage.distributed and not cache.path(stage.name, keys[stage.name]).is_dir():
+            work = cache.work_path(stage.name, keys[stage.name])
+            work.mkdir(parents=True, exist_ok=True)
+            stage.build(work, inputs)
+            return result
 
         def build(work: Path, stage=stage, inputs=inputs) -> None:
             log(f"[{stage.name}] building")

@@ -40,6 +40,7 @@ class Stage:
     build: Build  # writes the artifact into the given folder, returns metrics to log
     inputs: tuple[str, ...] = ()  # earlier stages whose keys enter this key (and whose artifacts it reads)
     logged: tuple[str, ...] = ()  # files of its artifact to attach to the job's MLflow run
+    distributed: bool = False  # every rank of a multi-process run takes part in its build (pre-training)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from detox.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE, MIXTURE
 from detox.config import ConfigError, ModelConfig, TrainerConfig
 from detox.data import EOS, PAD, load_tokenizer
 from detox.progress import on_terminal
+from detox.ranks import started_externally
 from detox.schedule import warmup_cosine
 
 
@@ -405,3 +406,61 @@ def export_hf(model: OLMo, tokenizer_dir: Path, out: Path, state: dict[str, torc
 
 def hf_tokenizer(tokenizer_dir: Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=load_tokenizer(tokenizer_dir), eos_token=EOS, pad_token=PAD)
+
+
+# ----------------------------------------------------------------------------- processes of one node
+# Lightning starts the other ranks of a multi-device run by re-running the calling script. That suits
+# a training script, not a sweep job: a re-run `launch.py -m` would start the whole sweep again. So a
+# job that trains on several local devices starts its other ranks itself, each running only this
+# stage (`python -m detox.pretrain ARGS.json`); Lightning then takes the processes as given (the
+# LOCAL_RANK environment variable), as under torchrun or SLURM.
+
+
+def pretrain_on_local_ranks(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, seed: int,
+                            mixture: Path, tokenizer_dir: Path, out: Path) -> dict:
+    """`pretrain` with every rank of one node: this process is rank 0, the others are started here."""
+    import socket
+    import subprocess
+    import sys
+
+    ranks = trainer_cfg.devices
+    if (ranks == 1 and trainer_cfg.num_nodes == 1) or started_externally():
+        return pretrain(model_cfg, trainer_cfg, seq_len, seed, mixture, tokenizer_dir, out)
+    if trainer_cfg.num_nodes > 1:
+        raise ConfigError(f"trainer.num_nodes={trainer_cfg.num_nodes} needs a launcher that starts every node's "
+                          "processes: hydra/launcher=slurm")
+    with socket.socket() as s:  # a free port for the process group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = out / "ranks.json"
+    spec.write_text(json.dumps({"model": vars(model_cfg), "trainer": vars(trainer_cfg), "seq_len": seq_len,
+                                "seed": seed, "mixture": str(mixture), "tokenizer": str(tokenizer_dir), "out": str(out)}))
+    shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(ranks), "NODE_RANK": "0"}
+    children = [subprocess.Popen([sys.executable, "-m", "detox.pretrain", str(spec)],
+                                 env={**os.environ, **shared, "LOCAL_RANK": str(rank)}) for rank in range(1, ranks)]
+    previous = {key: os.environ.get(key) for key in (*shared, "LOCAL_RANK")}
+    os.environ.update({**shared, "LOCAL_RANK": "0"})
+    try:
+        metrics = pretrain(model_cfg, trainer_cfg, seq_len, seed, mixture, tokenizer_dir, out)
+    finally:
+        for key, value in previous.items():
+            os.environ.pop(key, None) if value is None else os.environ.update({key: value})
+        failed = [child.args for child in children if child.wait() != 0]
+    if failed:
+        raise RuntimeError(f"pre-training ranks failed: {failed}")
+    spec.unlink()
+    return metrics
+
+
+def _run_rank(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    trainer = spec["trainer"]
+    trainer["betas"] = tuple(trainer["betas"])
+    pretrain(ModelConfig(**spec["model"]), TrainerConfig(**trainer), spec["seq_len"], spec["seed"],
+             Path(spec["mixture"]), Path(spec["tokenizer"]), Path(spec["out"]))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _run_rank(sys.argv[1])

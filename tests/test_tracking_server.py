@@ -50,3 +50,25 @@ def test_two_processes_log_to_a_postgres_backed_server_once_each(tmp_path):
         with psycopg2.connect(db.replace("+psycopg2", "")) as connection, connection.cursor() as cursor:  # the rows are in PostgreSQL
             cursor.execute("SELECT name FROM runs ORDER BY name")
             assert cursor.fetchall() == [("job-a",), ("job-b",)]
+
+
+FSDP_SWEEP = ("-m", "hydra/launcher=processes", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu",
+              "trainer.precision=32-true", "trainer.micro_batch_size=4", "experiment=smoke", "ratio=0,10", "seed=1")
+
+
+def test_sharded_sweep_of_parallel_jobs_fills_one_server_once_each(tmp_path):
+    """Two jobs at once, each pre-training with fsdp on 2 CPU processes, logging to the server."""
+    from conftest import launch
+
+    with postgres() as db, mlflow_server(db, tmp_path / "artifacts") as uri:
+        result = launch(*FSDP_SWEEP, f"root={tmp_path / 'root'}", f"mlflow.tracking_uri={uri}", timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+        import mlflow
+
+        client = mlflow.MlflowClient(uri)
+        runs = [r for r in client.search_runs([client.get_experiment_by_name("detox-smoke").experiment_id])
+                if r.data.tags.get("detox.summary") != "true"]
+        assert sorted(r.info.run_name for r in runs) == ["ratio=0 seed=1 method=none", "ratio=10 seed=1 method=none"]
+        assert all(r.info.status == "FINISHED" and r.data.metrics["pretrain_steps"] > 0 for r in runs)
+        assert all(r.data.params["cfg.pretrain.trainer.strategy"] == "fsdp" for r in runs)
