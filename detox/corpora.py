@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from detox.config import ConfigError
+from detox.schema import ConfigError
 
 log = logging.getLogger(__name__)
 

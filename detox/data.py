@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from detox.artifacts import MIXTURE, TOKENIZER
-from detox.config import ConfigError, DataConfig
+from detox.config import ConfigError, CorporaConfig, DataConfig
+from detox.corpora import SourceSpec, is_local, iter_texts, local_files
 from detox.world import build_world
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"  # the names OLMo's GPT-NeoX tokenizer uses
@@ -57,9 +59,12 @@ def read_jsonl(path: Path | str, field: str) -> list[dict]:
 
 
 def build_sources(cfg: DataConfig, out: Path) -> dict:
-    """Write the source files into `out` (generated, or checked copies of local files)."""
+    """Write the source files into `out` (generated, or checked copies of local files; for corpora,
+    only the evaluation parts: the training text is streamed when the mixture is packed)."""
     if cfg.source == "synthetic":
         return build_world(cfg.world, out)
+    if cfg.source == "corpora":
+        return build_corpus_sources(cfg.corpora, out)
     counts = {}
     for part in PARTS + tuple(p for p in OPTIONAL_PARTS if getattr(cfg.files, p)):
         rows = read_jsonl(getattr(cfg.files, part), text_field(part))
@@ -89,7 +94,11 @@ def check_probe_rows(rows: list[dict], where: str) -> None:
 
 def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
     """Train a byte-level BPE tokenizer on the training sources (or copy the configured one)."""
-    if cfg.tokenizer.path:
+    if cfg.tokenizer.path == "olmo":
+        from detox.shards import olmo_tokenizer
+
+        tokenizer = olmo_tokenizer()
+    elif cfg.tokenizer.path:
         tokenizer = Tokenizer.from_file(cfg.tokenizer.path)
         for token in (EOS, PAD):
             if tokenizer.token_to_id(token) is None:
@@ -111,8 +120,11 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 
 def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, tokenizer_dir: Path, out: Path) -> dict:
-    """Pack the (ratio, seed) mixture into `out/<MIXTURE>` and return the realised counts."""
+    """Pack the (ratio, seed) mixture into `out/<MIXTURE>` (corpora: into memory-mapped shards) and
+    return the realised counts."""
     tokenizer = load_tokenizer(tokenizer_dir)
+    if cfg.source == "corpora":
+        return pack_corpora(cfg, ratio, seed, tokenizer, out)
     eos = tokenizer.token_to_id(EOS)
     rng = np.random.default_rng(seed)
 
@@ -186,9 +198,70 @@ def implied_toxicity(clean_docs: list[dict], toxic_docs: list[dict], sources: Pa
 
 
 def sources_spec(cfg: DataConfig) -> dict:
-    """What determines the sources: the world's config, or the local files' paths and contents."""
+    """What determines the sources: the world's config, the local files' paths and contents, or the
+    corpora's specs with each local file's size and modification time (hashing terabytes would take
+    longer than training)."""
     if cfg.source == "synthetic":
         return {"source": "synthetic", "world": asdict(cfg.world)}
+    if cfg.source == "corpora":
+        spec = asdict(cfg.corpora)
+        stamps = {}
+        for part in ("clean", "toxic", "heldout"):
+            path = getattr(cfg.corpora, part).path
+            if is_local(path):
+                stamps[part] = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in local_files(path)]
+        for part in ("toxigen", "rtp", "probe"):
+            path = Path(getattr(cfg.corpora, part) or "/nonexistent")
+            files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.is_file() else []
+            stamps[part] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+        return {"source": "corpora", "corpora": spec, "files": stamps}
     files = {part: {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
              for part, path in asdict(cfg.files).items() if path}
     return {"source": "files", "files": files}
+
+
+class _Reread:
+    """A corpus stream that starts again when iterated again (so the packer can repeat a short one)."""
+
+    def __init__(self, spec: SourceSpec, seed: int | None = None):
+        self.spec, self.seed = spec, seed
+
+    def __iter__(self):
+        return iter_texts(self.spec, self.seed)
+
+
+def build_corpus_sources(cfg: CorporaConfig, out: Path) -> dict:
+    """The evaluation parts of real corpora, as the other sources write them: ToxiGen's prompt files
+    and RealToxicityPrompts read as published (each prompt with its group), the first held-out
+    documents, the probe texts."""
+    from detox.evalsets import load_rtp, load_toxigen
+
+    parts = {
+        "toxigen": [{"prompt": p.text, "group": p.group, "where": p.source}
+                    for p in load_toxigen(cfg.toxigen, "hate", per_group=cfg.toxigen_per_group)],
+        "rtp": [{"prompt": p.text, "group": p.group, "where": p.source}
+                for p in load_rtp(cfg.rtp, n=cfg.rtp_prompts, challenging_only=cfg.rtp_challenging_only)],
+        "heldout": [{"text": text} for text, _ in zip(iter_texts(cfg.heldout), range(cfg.heldout_docs))],
+    }
+    if cfg.probe:
+        parts["probe"] = read_jsonl(cfg.probe, "text")
+        check_probe_rows(parts["probe"], cfg.probe)
+    for part, rows in parts.items():
+        (out / f"{part}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {f"source_{part}_docs": len(rows) for part, rows in parts.items()}
+
+
+def pack_corpora(cfg: DataConfig, ratio: float, seed: int, tokenizer: Tokenizer, out: Path) -> dict:
+    from detox.shards import pack_mixture
+
+    c = cfg.corpora
+    return pack_mixture(_Reread(c.clean), _Reread(c.toxic, seed), tokenizer, ratio, cfg.clean_tokens, seed, out,
+                        shard_tokens=c.shard_tokens, on_short=c.on_short, clean_name="data.corpora.clean",
+                        toxic_name="data.corpora.toxic")
+
+
+def open_mixture(folder: Path):
+    """The packed mixture's tokens, memory-mapped: sliceable and sized like a numpy array."""
+    from detox.shards import INDEX, ShardedTokens
+
+    return ShardedTokens(folder) if (folder / INDEX).is_file() else np.load(folder / MIXTURE, mmap_mode="r")

@@ -93,8 +93,26 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
         heldout["hostile"] = [row["text"] for row in data.load_part(sources, "heldout_hostile")]
     intervention = plan.intervention.make(lm, inputs) if plan.intervention else nullcontext()
     with intervention:
-        return evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
-                                 job.scorer.threshold, job.seed, out)
+        metrics = evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
+                                    job.scorer.threshold, job.seed, out)
+    return {**metrics, **_toxigen_by_group(sources, out, job.scorer.threshold)}
+
+
+def _toxigen_by_group(sources: Path, out: Path, threshold: float) -> dict:
+    """ToxiGen-like toxicity per target group (`toxigen_group_<group>`), where the prompts name one."""
+    import numpy as np
+
+    from detox import data
+
+    groups = [row.get("group") for row in data.load_part(sources, "toxigen")]
+    if None in groups:
+        return {}
+    rows = (json.loads(line) for line in open(out / artifacts.GENERATIONS))
+    scores = [row["score"] for row in rows if row["set"] == "toxigen"]
+    by_group: dict[str, list[float]] = {}
+    for group, score in zip(groups, scores):
+        by_group.setdefault(group, []).append(score >= threshold)
+    return {f"toxigen_group_{group}": float(100 * np.mean(hits)) for group, hits in sorted(by_group.items())}
 
 
 def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:

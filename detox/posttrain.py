@@ -14,7 +14,6 @@ copy of the model through training.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L

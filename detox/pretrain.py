@@ -40,9 +40,9 @@ from olmo.config import ModelConfig as OlmoModelConfig
 from olmo.model import OLMo
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE, MIXTURE
+from detox.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE
 from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.data import EOS, PAD, load_tokenizer
+from detox.data import EOS, PAD, load_tokenizer, open_mixture
 from detox.progress import on_terminal
 from detox.ranks import started_externally
 from detox.schedule import warmup_cosine
@@ -297,7 +297,7 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, seed: int,
              mixture: Path, tokenizer_dir: Path, out: Path, callbacks: Sequence[L.Callback] = ()) -> dict:
-    """Train on the packed mixture (`mixture/<MIXTURE>`), resuming from `out/checkpoints/last.ckpt` if a killed run left one;
+    """Train on the packed mixture, resuming from `out/checkpoints/last.ckpt` if a killed run left one;
     write the transformers model and tokenizer to `out/hf`, the loss curve and the other histories to
     `out` and return the training metrics. Every process of a multi-device run calls this (Lightning
     starts them); only rank 0 writes. `callbacks` go to the Lightning trainer (tests, profiling)."""
@@ -306,7 +306,7 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         torch.set_num_threads(trainer_cfg.num_threads)
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(tokenizer_dir)
-    windows = TokenWindows(np.load(mixture / MIXTURE, mmap_mode="r"), seq_len)
+    windows = TokenWindows(open_mixture(mixture), seq_len)
     layout = BatchLayout.of(trainer_cfg, seq_len)
     steps_per_epoch = len(windows) // layout.global_sequences
     if steps_per_epoch == 0:

@@ -14,6 +14,10 @@ def make_scorer(cfg: ScorerConfig) -> Scorer:
         return lambda texts: np.array([oracle_toxicity(t) for t in texts], dtype=float)
     if cfg.name == "classifier":
         return classifier_scorer(cfg)
+    if cfg.name == "perspective":
+        from detox.perspective import PerspectiveScorer
+
+        return PerspectiveScorer(api_key_env=cfg.api_key_env, qps=cfg.qps)
     raise ValueError(f"scorer={cfg.name!r} is unknown")  # JobConfig.validate names the implemented ones
 
 

@@ -289,6 +289,13 @@ class ShardedTokens:
     def __len__(self) -> int:
         return self.total_tokens
 
+    def __getitem__(self, span: slice) -> np.ndarray:
+        """tokens[start:stop], as a numpy array would give them (a copy)."""
+        start, stop, step = span.indices(self.total_tokens)
+        if step != 1:
+            raise IndexError("ShardedTokens slices take consecutive tokens only")
+        return self.window(start, max(0, stop - start))
+
     def window(self, start: int, length: int) -> np.ndarray:
         """A copy of tokens [start, start + length), across shard boundaries."""
         if start < 0 or length < 0 or start + length > self.total_tokens:
