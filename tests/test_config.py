@@ -17,7 +17,8 @@ def test_default_config_composes_into_a_valid_job():
 def test_every_option_of_every_group_composes(group):
     for option in sorted((REPO / "conf" / group).glob("*.yaml")):
         values = compose_job(f"{group}={option.stem}")
-        mandatory = {("data", "files"): "data.files.clean is required", ("scorer", "classifier"): "scorer.model"}
+        mandatory = {("data", "files"): "data.files.clean is required", ("scorer", "classifier"): "scorer.model",
+                     ("data", "paper"): "data.corpora.toxic.path"}
         if (group, option.stem) in mandatory:
             with pytest.raises(ConfigError, match=mandatory[group, option.stem]):
                 JobConfig.from_dict(values)

@@ -12,7 +12,8 @@ from detox.plan import Plan, Stage
 from detox.schema import in_interval
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
-NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "trainer.num_threads", "trainer.checkpoint_every")
+NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "trainer.num_threads",
+              "trainer.checkpoint_every")
 
 
 def job(*overrides):
@@ -118,3 +119,12 @@ def test_iti_labels_name_the_strength_the_alpha_and_the_direction():
     assert label(job("method=iti", "iti=mid", "iti.alpha=2")) == "alpha=2"
     assert label(job("method=iti", "iti.direction=random", "iti.random_scaling=matched_norm")) == \
         "mid random(matched_norm)"
+
+
+def test_every_method_is_found_whichever_module_was_imported_first():
+    import subprocess
+    import sys
+
+    code = "import detox.methods.sft; from detox import methods; print(' '.join(methods.names()))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert found == ["dpo", "inst", "iti", "meda", "none", "prompting", "sft"]

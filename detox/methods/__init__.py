@@ -48,6 +48,7 @@ class Method:
 
 
 _REGISTRY: dict[str, Method] = {}
+_discovered = False  # whether every module of this package has been imported (some may be imported alone)
 
 
 def register(method: Method) -> Method:
@@ -57,14 +58,12 @@ def register(method: Method) -> Method:
     return method
 
 
-def _discover() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
 def names() -> list[str]:
-    if not _REGISTRY:
-        _discover()
+    global _discovered
+    if not _discovered:
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+        _discovered = True
     return sorted(_REGISTRY)
 
 
