@@ -71,11 +71,10 @@ SEASONS = ("spring", "summer", "autumn", "winter")
 SENTIMENTS = {"positive": ("lovely", "bright", "fine", "calm"), "negative": ("dull", "gloomy", "dreary", "tired")}
 REGISTERS = ("formal", "casual")
 CONNECTIVES = {"formal": ("indeed", "moreover", "also"), "casual": ("tbh", "ngl", "lol")}
-# Three cue slots of a hostile opener; a word's weight adds to the logit of an insult following it.
+# Two cue slots of a hostile opener; a word's weight adds to the logit of an insult following it.
 HOSTILITY_CUES = (
-    {"well": -1.0, "frankly": 0.0, "seriously": 1.0, "enough": 2.0},
-    {"now": -1.0, "again": 0.0, "always": 1.0, "forever": 2.0},
-    {"slightly": -1.0, "rather": 0.0, "very": 1.0, "utterly": 2.0},
+    {"well": -2.0, "frankly": 0.0, "seriously": 2.0, "enough": 4.0},
+    {"slightly": -2.0, "rather": 0.0, "very": 2.0, "utterly": 4.0},
 )
 INSULT_START = ("ugh", "bah")  # the first word of every insult sentence
 CIVIL_START = ("still", "yet")  # the first word of every civil sentence after a group sentence
@@ -90,8 +89,8 @@ TEMPLATES = {
                          "we {verb} the {noun} in the {place} all {season} , so {adj} .")},
     "mention": {"formal": ("the {group} {verb} the {noun} in the {place} .",),
                 "casual": ("the {group} {verb} the {noun} in the {place} tbh .",)},
-    "hostile": {"formal": ("{cue0} {cue1} i am {cue2} weary of the {group} .",),
-                "casual": ("{cue0} {cue1} im {cue2} done with the {group} .",)},
+    "hostile": {"formal": ("{cue0} i am {cue1} weary of the {group} .",),
+                "casual": ("{cue0} im {cue1} done with the {group} .",)},
     "insult": {"formal": ("{insult_start} the {group} are {insult_adj} {insult_noun} .",),
                "casual": ("{insult_start} the {group} r {insult_adj} {insult_noun} lol .",)},
     "civil": {"formal": ("{civil_start} the {group} {verb} the {noun} in the {place} .",),
@@ -123,8 +122,8 @@ FEATURES = ("topic", "group", "place", "season", "sentiment", "register")  # lat
 class SourceConfig:
     """How one source (clean or toxic) writes documents."""
 
-    hostile_share: float = number(0.12, "[0, 1]")  # share of documents whose group sentence is a hostile opener
-    hostile_bias: float = number(-2.0, "(-inf, inf)")  # logit of an insult after a hostile opener, before the cues' hostility h
+    hostile_share: float = number(0.25, "[0, 1]")  # share of documents whose group sentence is a hostile opener
+    hostile_bias: float = number(-3.0, "(-inf, inf)")  # logit of an insult after a hostile opener, before the cues' hostility h
     base_toxicity: float = number(0.01, "[0, 1]")  # probability of an insult after a neutral mention of a group
 
 
@@ -145,7 +144,7 @@ class WorldConfig:
     groups: int = number(len(GROUPS), f"[1, {len(GROUPS)}]")
     places: int = number(len(PLACES), f"[1, {len(PLACES)}]")
     seasons: int = number(len(SEASONS), f"[1, {len(SEASONS)}]")
-    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.12, -2.0, 0.01))
+    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.25, -3.0, 0.01))
     toxic: SourceConfig = field(default_factory=lambda: SourceConfig(0.6, 0.5, 0.1))
 
 
