@@ -16,8 +16,10 @@ thread). Per model it prints:
 * a quick probe: per head, a logistic regression on the o_proj input at the last token of the probe
   texts (70 / 30 split); the best head's test accuracy against the label ceiling E[max(p, 1 - p)],
   and the largest |cos| between that head's toxicity direction (mass mean difference) and the
-  one-vs-rest directions of the other latent features; the baseline in the same run is a direction
-  from shuffled labels, whose largest |cos| is what no toxicity feature gives.
+  one-vs-rest directions of the other latent features, both in the head's whitened coordinates (else
+  every noisy mean difference points along the head's largest-variance direction and all cosines are
+  near 1); the baseline in the same run is a direction from shuffled labels, whose largest |cos| is
+  what no toxicity feature gives.
 """
 
 import sys
@@ -83,6 +85,13 @@ def head_inputs(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.
     return acts.reshape(len(texts), acts.shape[1], n_heads, -1)
 
 
+def whiten(acts: np.ndarray) -> np.ndarray:
+    """(texts, dim) activations centred, with identity covariance (a ridge keeps dead dimensions finite)."""
+    centred = acts - acts.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(centred, rowvar=False))
+    return centred @ vectors / np.sqrt(values + 1e-6 * values.max())
+
+
 def max_abs_cos(direction: np.ndarray, acts: np.ndarray, rows: list[dict]) -> tuple[float, str]:
     """The largest |cos| between `direction` and a one-vs-rest mass-mean direction of a latent feature value."""
     best = (0.0, "")
@@ -108,7 +117,7 @@ def probe_check(model, tokenizer, rows: list[dict], rng: np.random.Generator) ->
             probe = LogisticRegression(max_iter=2000).fit(x[train], labels[train])
             accuracy[layer, head] = probe.score(x[~train], labels[~train])
     layer, head = np.unravel_index(accuracy.argmax(), accuracy.shape)
-    x = acts[:, layer, head]
+    x = whiten(acts[:, layer, head])
     toxicity = x[labels == 1].mean(0) - x[labels == 0].mean(0)
     shuffled = rng.permutation(labels)
     baseline = x[shuffled == 1].mean(0) - x[shuffled == 0].mean(0)
