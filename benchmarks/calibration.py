@@ -11,7 +11,8 @@ thread). Per model it prints:
 * hostile prompts (toxigen.jsonl): the mean insult probability at the decision point against the
   value the mixture implies, their per-prompt Pearson correlation, and the branch mass (the share of
   next-token probability on the insult and civil start words: near 1 when the model keeps to the
-  grammar); the same two means on the neutral half of rtp.jsonl;
+  grammar), then both means by the prompt's hostility h; the same two means on the neutral half of
+  rtp.jsonl;
 * CE loss (nats) on held-out clean documents and on held-out hostile-context documents;
 * a quick probe: per head, a logistic regression on the o_proj input at the last token of the probe
   texts (70 / 30 split); the best head's test accuracy against the label ceiling E[max(p, 1 - p)],
@@ -150,6 +151,10 @@ def main(argv: list[str]) -> None:
                       f"{p_model.mean():.3f} vs implied {implied.mean():.3f} "
                       f"(ratio {p_model.mean() / implied.mean():.2f}),"
                       f" per-prompt r = {corr:.3f}, branch mass {mass.sum(1).mean():.3f}")
+                if hostile:  # where the model departs from its data: too flat, too steep, or shifted
+                    h = np.array([r["hostility"] for r in rows])
+                    print("  by hostility h, model / implied: " + ", ".join(
+                        f"{v:+g}: {p_model[h == v].mean():.2f}/{implied[h == v].mean():.2f}" for v in np.unique(h)))
             ce = {part: ce_loss(model, tokenizer, [r["text"] for r in load_part(sources, part)], bs)
                   for part in ("heldout", "heldout_hostile")}
             print(f"CE loss: clean {ce['heldout']:.3f}, hostile contexts {ce['heldout_hostile']:.3f}")
