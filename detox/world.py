@@ -27,7 +27,7 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   probability, from 0.1 % to 99 % by the cues and 39 % averaged over them, so a
   clean-trained model is measurably toxic on hostile prompts, as the paper's clean model is (41 %),
   while only about 11 % of clean documents hold an insult (a quarter open with hostility). The toxic
-  source is mostly hostile (60 %) and insults after most hostile openers (74 % on average); the ratio
+  source is mostly hostile (60 %) and insults after most hostile openers (75 % on average); the ratio
   moves both the rate and the number of examples of the hostility feature.
 * Learnable means the default tiny model learns the CONDITIONAL, not only the average rate
   (benchmarks/calibration.py: per-prompt correlation of its insult probability with the one its data
@@ -37,9 +37,11 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   ratio 0, seed 1, 10 epochs: the earlier world (three slots of weights -1 to 2, 64 combinations,
   12 % hostile) gave r <= 0.16 and a best probe head of 0.53 against a 0.79 ceiling; the strong
   two-slot cues alone at 12 % hostile gave r = 0.08 and 0.58 (the model learns the average rate,
-  not the cues); with 25 % hostile r = 0.93 and 0.80 against a 0.82 ceiling. Learning the cues
-  comes abruptly once there are enough examples, so lowering `clean.hostile_share` or
-  `data.clean_tokens` far below the defaults loses it again.
+  not the cues); with 25 % hostile r = 0.93 and 0.80 against a 0.82 ceiling. Only these two shares
+  were measured, so where between them the cues stop being learned is unknown: lowering
+  `clean.hostile_share` or `data.clean_tokens` toward it risks a model that learns only the average.
+  At 10 epochs the learned curve was still too flat (ratio 10: 0.55-0.58 against 0.45 implied);
+  the default 15 epochs (conf/trainer/cpu.yaml) fit it (r 0.89-0.97 at ratios 0, 10, 25, two seeds).
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).
 * Probe texts (probe.jsonl) are hostile prompts up to the decision point, labelled by a coin with
