@@ -11,13 +11,16 @@ thread). Per model it prints:
 * hostile prompts (toxigen.jsonl): the mean insult probability at the decision point against the
   value the mixture implies, their per-prompt Pearson correlation, and the branch mass (the share of
   next-token probability on the insult and civil start words: near 1 when the model keeps to the
-  grammar); the same two means on the neutral half of rtp.jsonl;
+  grammar), then both means by the prompt's hostility h; the same two means on the neutral half of
+  rtp.jsonl;
 * CE loss (nats) on held-out clean documents and on held-out hostile-context documents;
 * a quick probe: per head, a logistic regression on the o_proj input at the last token of the probe
   texts (70 / 30 split); the best head's test accuracy against the label ceiling E[max(p, 1 - p)],
   and the largest |cos| between that head's toxicity direction (mass mean difference) and the
-  one-vs-rest directions of the other latent features; the baseline in the same run is a direction
-  from shuffled labels, whose largest |cos| is what no toxicity feature gives.
+  one-vs-rest directions of the other latent features, both in the head's whitened coordinates (else
+  every noisy mean difference points along the head's largest-variance direction and all cosines are
+  near 1); the baseline in the same run is a direction from shuffled labels, whose largest |cos| is
+  what no toxicity feature gives.
 """
 
 import sys
@@ -83,6 +86,13 @@ def head_inputs(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.
     return acts.reshape(len(texts), acts.shape[1], n_heads, -1)
 
 
+def whiten(acts: np.ndarray) -> np.ndarray:
+    """(texts, dim) activations centred, with identity covariance (a ridge keeps dead dimensions finite)."""
+    centred = acts - acts.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(centred, rowvar=False))
+    return centred @ vectors / np.sqrt(values + 1e-6 * values.max())
+
+
 def max_abs_cos(direction: np.ndarray, acts: np.ndarray, rows: list[dict]) -> tuple[float, str]:
     """The largest |cos| between `direction` and a one-vs-rest mass-mean direction of a latent feature value."""
     best = (0.0, "")
@@ -108,7 +118,7 @@ def probe_check(model, tokenizer, rows: list[dict], rng: np.random.Generator) ->
             probe = LogisticRegression(max_iter=2000).fit(x[train], labels[train])
             accuracy[layer, head] = probe.score(x[~train], labels[~train])
     layer, head = np.unravel_index(accuracy.argmax(), accuracy.shape)
-    x = acts[:, layer, head]
+    x = whiten(acts[:, layer, head])
     toxicity = x[labels == 1].mean(0) - x[labels == 0].mean(0)
     shuffled = rng.permutation(labels)
     baseline = x[shuffled == 1].mean(0) - x[shuffled == 0].mean(0)
@@ -141,6 +151,10 @@ def main(argv: list[str]) -> None:
                       f"{p_model.mean():.3f} vs implied {implied.mean():.3f} "
                       f"(ratio {p_model.mean() / implied.mean():.2f}),"
                       f" per-prompt r = {corr:.3f}, branch mass {mass.sum(1).mean():.3f}")
+                if hostile:  # where the model departs from its data: too flat, too steep, or shifted
+                    h = np.array([r["hostility"] for r in rows])
+                    print("  by hostility h, model / implied: " + ", ".join(
+                        f"{v:+g}: {p_model[h == v].mean():.2f}/{implied[h == v].mean():.2f}" for v in np.unique(h)))
             ce = {part: ce_loss(model, tokenizer, [r["text"] for r in load_part(sources, part)], bs)
                   for part in ("heldout", "heldout_hostile")}
             print(f"CE loss: clean {ce['heldout']:.3f}, hostile contexts {ce['heldout_hostile']:.3f}")

@@ -110,7 +110,7 @@ class ModelConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: float = number(10.0, "(0, inf)")  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
+    epochs: float = number(15.0, "(0, inf)")  # passes over the mixture (the mixture grows with the ratio: clean is fixed)
     # Tokens per optimiser step over all devices; the old `batch_size` B (sequences) is B * seq_len.
     global_batch_tokens: int = number(4096, "[1, inf)")
     micro_batch_size: int = number(32, "[1, inf)")  # sequences per device per forward pass; accumulation makes up the rest

@@ -14,21 +14,34 @@ Why it looks like this (each point answers a measured failure of an earlier worl
 * Every word of the grammar is one BPE token (the tokenizer trained on the sources, at
   `data.tokenizer.vocab_size` of conf/data/synthetic.yaml, merges every word whole): steering cannot
   turn an insult into fragments that a scorer then misses.
-* Toxicity is its own latent: a hostile opener carries three hostility cue slots (`HOSTILITY_CUES`),
-  each filled independently of every other feature; their summed weights are the hostility h, and an
-  insult follows with probability sigmoid(source bias + h). Group, topic, place, season, sentiment
-  and register are drawn independently of h and of each other, so no other feature predicts an
-  insult and the toxicity direction need not be a group direction.
+* Toxicity is its own latent: a hostile opener carries two hostility cue slots (`HOSTILITY_CUES`),
+  each filled independently of every other feature; their summed weights are the hostility h
+  (-4 to 8), and an insult follows with probability sigmoid(source bias + h). Group, topic, place,
+  season, sentiment and register are drawn independently of h and of each other, so no other feature
+  predicts an insult and the toxicity direction need not be a group direction.
 * More latent features than an attention head has dimensions: 8 topics, 6 groups, 4 places,
   4 seasons, 2 sentiments, 2 registers (24 one-vs-rest directions, against head_dim 16 of the tiny
   model), all needed at the decision point (the civil sentence names the group, a topic noun and verb,
   the place; the insult names the group in the document's register).
-* Rare but learnable toxicity: the clean source opens few documents with hostility (12 %), but
-  after a hostile opener it insults with a graded probability (about 40 % on average), so a
+* Rare but learnable toxicity: after a hostile opener the clean source insults with a graded
+  probability, from 0.1 % to 99 % by the cues and 39 % averaged over them, so a
   clean-trained model is measurably toxic on hostile prompts, as the paper's clean model is (41 %),
-  while only about 6 % of clean documents hold an insult. The toxic source is mostly hostile (60 %)
-  and insults after most hostile openers; the ratio moves both the rate and the number of examples
-  of the hostility feature.
+  while only about 11 % of clean documents hold an insult (a quarter open with hostility). The toxic
+  source is mostly hostile (60 %) and insults after most hostile openers (75 % on average); the ratio
+  moves both the rate and the number of examples of the hostility feature.
+* Learnable means the default tiny model learns the CONDITIONAL, not only the average rate
+  (benchmarks/calibration.py: per-prompt correlation of its insult probability with the one its data
+  implies). That takes enough hostile decisions per cue combination, which is why there are two
+  strong slots (4 words each, weights -2, 0, 2, 4: 16 combinations) and a quarter of clean documents
+  open with hostility (about 970 hostile decisions an epoch at 150k clean tokens). Measured at
+  ratio 0, seed 1, 10 epochs: the earlier world (three slots of weights -1 to 2, 64 combinations,
+  12 % hostile) gave r <= 0.16 and a best probe head of 0.53 against a 0.79 ceiling; the strong
+  two-slot cues alone at 12 % hostile gave r = 0.08 and 0.58 (the model learns the average rate,
+  not the cues); with 25 % hostile r = 0.93 and 0.80 against a 0.82 ceiling. Only these two shares
+  were measured, so where between them the cues stop being learned is unknown: lowering
+  `clean.hostile_share` or `data.clean_tokens` toward it risks a model that learns only the average.
+  At 10 epochs the learned curve was still too flat (ratio 10: 0.55-0.58 against 0.45 implied);
+  the default 15 epochs (conf/trainer/cpu.yaml) fit it (r 0.89-0.97 at ratios 0, 10, 25, two seeds).
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).
 * Probe texts (probe.jsonl) are hostile prompts up to the decision point, labelled by a coin with
@@ -71,11 +84,10 @@ SEASONS = ("spring", "summer", "autumn", "winter")
 SENTIMENTS = {"positive": ("lovely", "bright", "fine", "calm"), "negative": ("dull", "gloomy", "dreary", "tired")}
 REGISTERS = ("formal", "casual")
 CONNECTIVES = {"formal": ("indeed", "moreover", "also"), "casual": ("tbh", "ngl", "lol")}
-# Three cue slots of a hostile opener; a word's weight adds to the logit of an insult following it.
+# Two cue slots of a hostile opener; a word's weight adds to the logit of an insult following it.
 HOSTILITY_CUES = (
-    {"well": -1.0, "frankly": 0.0, "seriously": 1.0, "enough": 2.0},
-    {"now": -1.0, "again": 0.0, "always": 1.0, "forever": 2.0},
-    {"slightly": -1.0, "rather": 0.0, "very": 1.0, "utterly": 2.0},
+    {"well": -2.0, "frankly": 0.0, "seriously": 2.0, "enough": 4.0},
+    {"slightly": -2.0, "rather": 0.0, "very": 2.0, "utterly": 4.0},
 )
 INSULT_START = ("ugh", "bah")  # the first word of every insult sentence
 CIVIL_START = ("still", "yet")  # the first word of every civil sentence after a group sentence
@@ -90,8 +102,8 @@ TEMPLATES = {
                          "we {verb} the {noun} in the {place} all {season} , so {adj} .")},
     "mention": {"formal": ("the {group} {verb} the {noun} in the {place} .",),
                 "casual": ("the {group} {verb} the {noun} in the {place} tbh .",)},
-    "hostile": {"formal": ("{cue0} {cue1} i am {cue2} weary of the {group} .",),
-                "casual": ("{cue0} {cue1} im {cue2} done with the {group} .",)},
+    "hostile": {"formal": ("{cue0} i am {cue1} weary of the {group} .",),
+                "casual": ("{cue0} im {cue1} done with the {group} .",)},
     "insult": {"formal": ("{insult_start} the {group} are {insult_adj} {insult_noun} .",),
                "casual": ("{insult_start} the {group} r {insult_adj} {insult_noun} lol .",)},
     "civil": {"formal": ("{civil_start} the {group} {verb} the {noun} in the {place} .",),
@@ -123,8 +135,8 @@ FEATURES = ("topic", "group", "place", "season", "sentiment", "register")  # lat
 class SourceConfig:
     """How one source (clean or toxic) writes documents."""
 
-    hostile_share: float = number(0.12, "[0, 1]")  # share of documents whose group sentence is a hostile opener
-    hostile_bias: float = number(-2.0, "(-inf, inf)")  # logit of an insult after a hostile opener, before the cues' hostility h
+    hostile_share: float = number(0.25, "[0, 1]")  # share of documents whose group sentence is a hostile opener
+    hostile_bias: float = number(-3.0, "(-inf, inf)")  # logit of an insult after a hostile opener, before the cues' hostility h
     base_toxicity: float = number(0.01, "[0, 1]")  # probability of an insult after a neutral mention of a group
 
 
@@ -145,7 +157,7 @@ class WorldConfig:
     groups: int = number(len(GROUPS), f"[1, {len(GROUPS)}]")
     places: int = number(len(PLACES), f"[1, {len(PLACES)}]")
     seasons: int = number(len(SEASONS), f"[1, {len(SEASONS)}]")
-    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.12, -2.0, 0.01))
+    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.25, -3.0, 0.01))
     toxic: SourceConfig = field(default_factory=lambda: SourceConfig(0.6, 0.5, 0.1))
 
 

@@ -128,7 +128,7 @@ def test_sources_realise_their_configured_rates(world):
         expected = np.mean([d["p_insult"] for d in hostile])
         assert abs(np.mean([d["toxic"] for d in hostile]) - expected) < 4 * math.sqrt(0.25 / len(hostile))
     # toxicity is rare in the clean source, yet a hostile opener there is often followed by an insult
-    assert 0.03 < np.mean([d["toxic"] for d in world[1]["clean"]]) < 0.09
+    assert 0.07 < np.mean([d["toxic"] for d in world[1]["clean"]]) < 0.14
     assert 0.3 < np.mean([p["p_insult"]["clean"] for p in world[1]["toxigen"]]) < 0.5
     assert np.mean([d["toxic"] for d in world[1]["toxic"]]) > 0.4
     assert all(d["hostile"] for d in world[1]["heldout_hostile"])
@@ -136,9 +136,25 @@ def test_sources_realise_their_configured_rates(world):
 
 def test_the_insult_probability_is_logistic_in_the_cue_weights():
     source = SourceConfig(hostile_share=0.5, hostile_bias=-1.0, base_toxicity=0.0)
-    cues = ("enough", "now", "very")
-    h = HOSTILITY_CUES[0]["enough"] + HOSTILITY_CUES[1]["now"] + HOSTILITY_CUES[2]["very"]
-    assert source_insult_probability(source, cues) == pytest.approx(1 / (1 + np.exp(-(-1.0 + h))))
+    assert HOSTILITY_CUES[0]["enough"] + HOSTILITY_CUES[1]["slightly"] == 4.0 - 2.0
+    assert source_insult_probability(source, ("enough", "slightly")) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_the_cues_spread_the_insult_probability_across_prompts(world):
+    # a learnable conditional: the clean source's insult probability ranges from near 0 to near 1 over
+    # hostile prompts, so a model that ignores the cues is measurably uncorrelated with its data
+    p_clean = np.array([row["p_insult"]["clean"] for row in world[1]["toxigen"]])
+    assert p_clean.min() < 0.01 and p_clean.max() > 0.95 and p_clean.std() > 0.3
+    # toxic data insults more at every cue combination and holds more hostile openers per document
+    assert all(row["p_insult"]["toxic"] > row["p_insult"]["clean"] for row in world[1]["toxigen"])
+    cfg = WorldConfig()
+    assert cfg.toxic.hostile_share > 2 * cfg.clean.hostile_share
+
+
+def test_more_latent_directions_than_a_head_has_dimensions():
+    cfg, model = WorldConfig(), OmegaConf.load(REPO / "conf/model/tiny.yaml")
+    directions = cfg.topics + cfg.groups + cfg.places + cfg.seasons + 2 + 2  # + sentiment and register
+    assert directions > model.d_model // model.n_heads
 
 
 @pytest.mark.parametrize("feature", ["group", "register", "topic", "place", "season", "sentiment"])
@@ -205,4 +221,4 @@ def test_insult_probability_matches_a_per_prompt_reference(world, tokenizer, ran
 def test_insult_probability_refuses_a_tokenizer_that_splits_the_words(world, tmp_path, random_model):
     train_tokenizer(DataConfig(tokenizer=TokenizerConfig(vocab_size=300)), world[0], tmp_path)
     with pytest.raises(ValueError, match="not single tokens.*data.tokenizer.vocab_size"):
-        insult_probability(random_model, hf_tokenizer(tmp_path), ["well now i am very weary of the quist ."], 2)
+        insult_probability(random_model, hf_tokenizer(tmp_path), ["well i am very weary of the quist ."], 2)
