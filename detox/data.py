@@ -179,8 +179,9 @@ def implied_toxicity(clean_docs: list[dict], toxic_docs: list[dict], sources: Pa
         return {}
 
     def weights(hostile: bool) -> tuple[float, float]:
-        clean = sum(d["hostile"] == hostile for d in clean_docs)
-        toxic = sum(d["hostile"] == hostile for d in toxic_docs)
+        # documents that open with the civility preamble follow other odds than the prompts (which lack it)
+        clean = sum(d["hostile"] == hostile and not d.get("preamble") for d in clean_docs)
+        toxic = sum(d["hostile"] == hostile and not d.get("preamble") for d in toxic_docs)
         return clean / max(clean + toxic, 1), toxic / max(clean + toxic, 1)
 
     def mixed(prompt: dict) -> float:

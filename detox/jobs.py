@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from detox import pipeline, tracking
+from filelock import FileLock
+
 from detox.cache import StageCache, stable_key
 from detox.config import JobConfig
 from detox.ranks import process_rank
@@ -34,8 +36,13 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         )
 
     spec = {stage.name: stage.spec for stage in plan.stages}
-    run_id, outcome = tracking.track(job, plan.key, spec, pipeline.job_params(job), resolved_config,
-                                     pipeline.run_name(job), work, log)
+    # One job at a time per identity: a sweep may hold the same job twice (a method that ignores an
+    # axis), and two copies running at once would each open an MLflow run.
+    locks = Path(job.root).resolve() / "cache" / "jobs"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{plan.key}.lock")):
+        run_id, outcome = tracking.track(job, plan.key, spec, pipeline.job_params(job), resolved_config,
+                                         pipeline.run_name(job), work, log)
     if outcome is not None:
         m = outcome.metrics
         if "insult_probability" in m:

@@ -34,7 +34,7 @@ def world_data(tmp_path_factory):
     from detox.world import WorldConfig
 
     root = tmp_path_factory.mktemp("world_data")
-    cfg = DataConfig(clean_tokens=5000, seq_len=32, world=WorldConfig(
+    cfg = DataConfig(clean_tokens=10000, seq_len=32, world=WorldConfig(
         clean_docs=300, toxic_docs=300, heldout_docs=10, toxigen_prompts=20, rtp_prompts=5))
     for part in ("sources", "tokenizer"):
         (root / part).mkdir()

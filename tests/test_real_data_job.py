@@ -40,7 +40,7 @@ def write_corpora(world_data, root):
 
 def test_paper_data_runs_end_to_end_with_shards(world_data, classifier_dir, tmp_path):  # noqa: F811
     write_corpora(world_data, tmp_path)
-    overrides = ["experiment=smoke", "data=paper", "data.clean_tokens=3000", "data.seq_len=32", "ratio=10",
+    overrides = ["experiment=smoke", "data=paper", "data.clean_tokens=8000", "data.seq_len=32", "ratio=10",
                  f"data.corpora.clean.path={tmp_path / 'c4.jsonl'}", f"data.corpora.toxic.path={tmp_path / 'pol.ndjson.zst'}",
                  f"data.corpora.heldout.path={tmp_path / 'owt.jsonl'}", "data.corpora.heldout_docs=8",
                  f"data.corpora.toxigen={tmp_path / 'prompts'}", "data.corpora.toxigen_per_group=3",
@@ -51,7 +51,7 @@ def test_paper_data_runs_end_to_end_with_shards(world_data, classifier_dir, tmp_
     assert m["vocab_size"] == 50280  # OLMo's tokenizer
     shards = ShardedTokens(result.artifacts["mixture"].path)
     assert shards.total_tokens == m["mix_total_tokens"] and abs(m["mix_realised_ratio"] - 10) < 0.5
-    assert m["mix_clean_tokens"] >= 3000 and m["pretrain_steps"] > 0 and m["ce_loss"] > 0
+    assert m["mix_clean_tokens"] >= 8000 and m["pretrain_steps"] > 0 and m["ce_loss"] > 0
     assert {"toxigen_group_valoki", "toxigen_group_sennar"} <= set(m)  # ToxiGen reported per target group
     rows = [json.loads(line) for line in open(result.artifacts["evaluate"].path / "generations.jsonl")]
     toxigen = [r["prompt"] for r in rows if r["set"] == "toxigen"]
