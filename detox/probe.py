@@ -218,8 +218,8 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
     base-rate probability, so the Hessian is prior (1 - prior) x'x + penalty, one batched product for
     all heads. Each step then costs two passes over x (the step's scores, the new gradient); the line
     search runs on the scores z + t (x step) alone. Products with x run in float32, the rest in float64.
-    A head stops once its largest gradient entry per text is below `tol`, and leaves the batch: the
-    heads still running are gathered, so the passes cost only what the slowest heads need.
+    A head stops once its largest gradient entry per text is below `tol`; once half the batch has
+    stopped, the heads still running are gathered, so the passes follow the heads' own step counts.
     """
     n_heads, n, width = x.shape
     y = y.double()
@@ -263,19 +263,20 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
     stalled = torch.zeros(n_heads, dtype=torch.bool, device=x.device)  # heads no step length improves: converged to rounding
     for step_count in range(max_steps + 1):
         active = (g.abs().amax(1) / n > tol) & ~stalled
-        if not active.all():  # finished heads leave the batch
+        if not active.any():
+            break
+        if 2 * active.sum() <= len(running):  # half the batch finished: gathering the rest pays off
             result[running] = theta
             keep = active.nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
+            active = active[keep]
             x, z, theta, g, current, stalled, start_inverse, running = (
                 t[keep] for t in (x, z, theta, g, current, stalled, start_inverse, running))
             history = [tuple(t[keep] for t in pair) for pair in history]
         if step_count == max_steps:
-            warnings.warn(f"lbfgs_logistic: {len(running)} heads not converged in {max_steps} steps "
+            warnings.warn(f"lbfgs_logistic: {int(active.sum())} heads not converged in {max_steps} steps "
                           f"(largest gradient per text {float(g.abs().amax() / n):.2e} > tol={tol})")
             break
-        step = descent_direction(g)
+        step = descent_direction(g) * active.unsqueeze(-1)  # finished heads wait for the next gathering
         z_step = (x @ step.float().unsqueeze(-1)).squeeze(-1).double()
         slope = (g * step).sum(1)  # directional derivative: negative along a descent step
         size = torch.ones(len(running), dtype=torch.float64, device=x.device)
