@@ -203,8 +203,9 @@ def fit_probes_batched(acts, labels, seed: int, val_fraction: float = 0.2, heads
 def with_intercept(rows: torch.Tensor) -> torch.Tensor:
     """(n, heads, dim) -> (heads, n, dim + 1), contiguous per head, with a trailing column of ones."""
     n, n_heads, dim = rows.shape
-    x = rows.new_ones(n_heads, n, dim + 1)
+    x = rows.new_empty(n_heads, n, dim + 1)
     x[..., :dim] = rows.transpose(0, 1)
+    x[..., dim] = 1.0
     return x
 
 
