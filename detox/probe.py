@@ -176,8 +176,9 @@ def fit_probes_batched(acts, labels, seed: int, val_fraction: float = 0.2, heads
     """`fit_probes` for all heads at once: the same objective, minimised batched over heads in torch.
 
     Each head minimises sum_i logloss(w.x_i + b, y_i) + |w|^2 / 2 (scikit-learn's C=1, intercept not
-    penalised) by L-BFGS preconditioned with the exact Hessian (`lbfgs_logistic`), `heads_per_chunk`
-    heads at a time on `device` (16 heads keep a chunk in a CPU core's cache; on a GPU, take hundreds).
+    penalised) by L-BFGS preconditioned with the exact Hessian at the start (`lbfgs_logistic`),
+    `heads_per_chunk` heads at a time on `device` (on a CPU, 16 heads balance the per-step overhead
+    against the chunk's size in cache, measured by benchmarks/probe_speed.py; on a GPU, take hundreds).
     `tol` bounds the final gradient per train text, 10x tighter by default than scikit-learn's rule.
     """
     acts, labels = checked_inputs(acts, labels)
