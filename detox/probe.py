@@ -171,14 +171,15 @@ def fit_probes(acts, labels, seed: int, val_fraction: float = 0.2) -> ProbeResul
     return probe_result(acts, labels, train, val, seed, accuracy, weights)
 
 
-def fit_probes_batched(acts, labels, seed: int, val_fraction: float = 0.2, heads_per_chunk: int = 4,
+def fit_probes_batched(acts, labels, seed: int, val_fraction: float = 0.2, heads_per_chunk: int = 16,
                        max_steps: int = 200, tol: float = 1e-5, device: str = "cpu") -> ProbeResult:
     """`fit_probes` for all heads at once: the same objective, minimised batched over heads in torch.
 
     Each head minimises sum_i logloss(w.x_i + b, y_i) + |w|^2 / 2 (scikit-learn's C=1, intercept not
-    penalised) by preconditioned L-BFGS (`lbfgs_logistic`), `heads_per_chunk` heads at a time on `device`
-    (a few heads keep a chunk in a CPU core's cache; on a GPU, take hundreds). `tol` bounds the final
-    gradient per train text, 10x tighter by default than scikit-learn's stopping rule.
+    penalised) by L-BFGS preconditioned with the exact Hessian at the start (`lbfgs_logistic`),
+    `heads_per_chunk` heads at a time on `device` (on a CPU, 16 heads balance the per-step overhead
+    against the chunk's size in cache, measured by benchmarks/probe_speed.py; on a GPU, take hundreds).
+    `tol` bounds the final gradient per train text, 10x tighter by default than scikit-learn's rule.
     """
     acts, labels = checked_inputs(acts, labels)
     if heads_per_chunk < 1 or max_steps < 1:
@@ -187,22 +188,26 @@ def fit_probes_batched(acts, labels, seed: int, val_fraction: float = 0.2, heads
     n_layers, n_heads, head_dim = acts.shape[1:]
     heads = torch.from_numpy(acts).flatten(1, 2)  # (n, layers*heads, dim), a view
     y_train = torch.from_numpy(labels[train]).float().to(device)
-    y_val = torch.from_numpy(labels[val]).float().to(device)
+    y_val = torch.from_numpy(labels[val]).bool().to(device)
     accuracy, weights = [], []
     for start in tqdm(range(0, heads.shape[1], heads_per_chunk), desc="probes (batched)", leave=False):
-        chunk = heads[:, start:start + heads_per_chunk].transpose(0, 1).to(device)  # (chunk, n, dim)
-        theta = lbfgs_logistic(with_intercept(chunk[:, train]), y_train, max_steps, tol)
-        predictions = (with_intercept(chunk[:, val]) @ theta.float().unsqueeze(-1)).squeeze(-1) > 0
-        accuracy.append((predictions == y_val.bool()).double().mean(1).cpu())
+        chunk = heads[:, start:start + heads_per_chunk].to(device)
+        theta = lbfgs_logistic(with_intercept(chunk[train]), y_train, max_steps, tol)
+        predictions = (with_intercept(chunk[val]) @ theta.float().unsqueeze(-1)).squeeze(-1) > 0
+        accuracy.append((predictions == y_val).double().mean(1).cpu())
         weights.append(theta[:, :-1].cpu())
     accuracy = torch.cat(accuracy).reshape(n_layers, n_heads).numpy()
     weights = torch.cat(weights).reshape(n_layers, n_heads, head_dim).numpy()
     return probe_result(acts, labels, train, val, seed, accuracy, weights)
 
 
-def with_intercept(x: torch.Tensor) -> torch.Tensor:
-    """(heads, n, dim) -> (heads, n, dim + 1) with a trailing column of ones."""
-    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+def with_intercept(rows: torch.Tensor) -> torch.Tensor:
+    """(n, heads, dim) -> (heads, n, dim + 1), contiguous per head, with a trailing column of ones."""
+    n, n_heads, dim = rows.shape
+    x = rows.new_empty(n_heads, n, dim + 1)
+    x[..., :dim] = rows.transpose(0, 1)
+    x[..., dim] = 1.0
+    return x
 
 
 def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float, memory: int = 10) -> torch.Tensor:
@@ -211,11 +216,12 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
     x: (heads, n, dim + 1) float32 with the intercept column last; y: (n,) 0/1. The loss of a head is
     sum_i log(1 + exp(z_i)) - y_i z_i + |w|^2 / 2 with z = x theta; the intercept is not penalised.
 
-    L-BFGS, preconditioned by the exact Hessian at the start: there every text has the base-rate
-    probability, so the Hessian is prior (1 - prior) x'x + penalty, one batched product for all heads.
-    Each step then costs two passes over x (the step's scores, the new gradient); the line search runs
-    on the scores z + t (x step) alone. Products with x run in float32, everything else in float64.
-    A head stops once its largest gradient entry per text is below `tol`.
+    L-BFGS, preconditioned by the exact inverse Hessian at the start: there every text has the
+    base-rate probability, so the Hessian is prior (1 - prior) x'x + penalty, one batched product for
+    all heads. Each step then costs two passes over x (the step's scores, the new gradient); the line
+    search runs on the scores z + t (x step) alone. Products with x run in float32, the rest in float64.
+    A head stops once its largest gradient entry per text is below `tol`; once half the batch has
+    stopped, the heads still running are gathered, so the passes follow the heads' own step counts.
     """
     n_heads, n, width = x.shape
     y = y.double()
@@ -226,7 +232,9 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
     theta[:, -1] = math.log(prior / (1 - prior))
     z = theta[:, -1:].expand(n_heads, n).clone()
     start_hessian = prior * (1 - prior) * (x.transpose(1, 2) @ x).double() + torch.diag(penalty)
-    factor = torch.linalg.cholesky(start_hessian)
+    start_inverse = torch.cholesky_inverse(torch.linalg.cholesky(start_hessian))
+    result = theta.clone()
+    running = torch.arange(n_heads, device=x.device)  # the heads of `result` that the state below holds
 
     def loss(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         return (torch.nn.functional.softplus(z) - y * z).sum(1) + 0.5 * (penalty * theta * theta).sum(1)
@@ -235,18 +243,19 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
         residual = (torch.sigmoid(z) - y).float().unsqueeze(-1)
         return (x.transpose(1, 2) @ residual).squeeze(-1).double() + penalty * theta
 
+    def precondition(v: torch.Tensor) -> torch.Tensor:
+        return (start_inverse @ v.unsqueeze(-1)).squeeze(-1)
+
     def descent_direction(g: torch.Tensor) -> torch.Tensor:
         """-(inverse Hessian estimate) g by the L-BFGS two-loop recursion over `history`."""
         q, coefficients = g, []
         for s, dg, rho in reversed(history):
             coefficients.append(rho * (s * q).sum(1, keepdim=True))
             q = q - coefficients[-1] * dg
-        r = torch.cholesky_solve(q.unsqueeze(-1), factor).squeeze(-1)
+        r = precondition(q)
         if history:  # rescale the preconditioner to the curvature met on the last step (Nocedal-Wright 7.20)
             s, dg, rho = history[-1]
-            dg_scaled = torch.cholesky_solve(dg.unsqueeze(-1), factor).squeeze(-1)
-            gamma = torch.where(rho > 0, 1 / (rho * (dg * dg_scaled).sum(1, keepdim=True)), 1.0)
-            r = r * gamma
+            r = r * torch.where(rho > 0, 1 / (rho * (dg * precondition(dg)).sum(1, keepdim=True)), 1.0)
         for (s, dg, rho), coefficient in zip(history, reversed(coefficients)):
             r = r + s * (coefficient - rho * (dg * r).sum(1, keepdim=True))
         return -r
@@ -258,14 +267,21 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
         active = (g.abs().amax(1) / n > tol) & ~stalled
         if not active.any():
             break
+        if 2 * active.sum() <= len(running):  # half the batch finished: gathering the rest pays off
+            result[running] = theta
+            keep = active.nonzero().squeeze(1)
+            active = active[keep]
+            x, z, theta, g, current, stalled, start_inverse, running = (
+                t[keep] for t in (x, z, theta, g, current, stalled, start_inverse, running))
+            history = [tuple(t[keep] for t in pair) for pair in history]
         if step_count == max_steps:
             warnings.warn(f"lbfgs_logistic: {int(active.sum())} heads not converged in {max_steps} steps "
                           f"(largest gradient per text {float(g.abs().amax() / n):.2e} > tol={tol})")
             break
-        step = descent_direction(g) * active.unsqueeze(-1)
+        step = descent_direction(g) * active.unsqueeze(-1)  # finished heads wait for the next gathering
         z_step = (x @ step.float().unsqueeze(-1)).squeeze(-1).double()
         slope = (g * step).sum(1)  # directional derivative: negative along a descent step
-        size = torch.ones(n_heads, dtype=torch.float64, device=x.device)
+        size = torch.ones(len(running), dtype=torch.float64, device=x.device)
         for _ in range(40):  # halve each head's step until it lowers the loss enough (Armijo)
             trial = loss(z + size.unsqueeze(-1) * z_step, theta + size.unsqueeze(-1) * step)
             too_long = trial > current + 1e-4 * size * slope
@@ -281,7 +297,8 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, max_steps: int, tol: float,
         # A pair without positive curvature (a frozen head, rounding) would break the estimate: weight it 0.
         history = (history + [(s, dg, torch.where(curvature > 1e-12, 1 / curvature, 0.0))])[-memory:]
         current, g = loss(z, theta), new_g
-    return theta
+    result[running] = theta
+    return result
 
 
 def compare_accuracies(acc_a, acc_b, seed: int = 0, n_boot: int = 10000, quantile: float = 0.9) -> dict:
