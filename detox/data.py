@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -38,24 +39,30 @@ def read_jsonl(path: Path | str, field: str) -> list[dict]:
     Written by hand rather than with `datasets.load_dataset("json")` so that a malformed line is
     reported with its file and line number, before any training.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
-                raise ConfigError(f"{path}:{number}: expected an object with a non-empty string {field!r}")
-            rows.append(row)
+    for path, number, row in json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
+            raise ConfigError(f"{path}:{number}: expected an object with a non-empty string {field!r}")
+        rows.append(row)
+    path = Path(path)
     if not rows:
         raise ConfigError(f"{path}: empty file, expected JSON lines with {field!r}")
     return rows
+
+
+def json_lines(path: Path | str, what: str = "") -> Iterator[tuple[Path, int, object]]:
+    """(path, line number, parsed object) of every non-blank line; a missing file or a malformed line
+    is a ConfigError naming it (`what` says what the file should be)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file{f' (expected {what})' if what else ''}")
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    yield path, number, json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"{path}:{number}: malformed JSON ({error.msg})") from None
 
 
 def build_sources(cfg: DataConfig, out: Path) -> dict:

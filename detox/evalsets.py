@@ -20,7 +20,6 @@ verified; un-escaping text that has none changes nothing).
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections import defaultdict
@@ -109,28 +108,20 @@ def load_toxigen_hub(kind: str = "hate", groups: Sequence[str] | None = None, pe
 
 def load_rtp(path: Path | str, n: int | None = None, challenging_only: bool = False, seed: int = 0) -> list[EvalPrompt]:
     """RealToxicityPrompts from `prompts.jsonl`: all prompts (or the challenging ones), or a seeded sample of n."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file (expected RealToxicityPrompts' prompts.jsonl)")
+    from detox.data import json_lines
+
     prompts = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            prompt = row.get("prompt") if isinstance(row, dict) else None
-            if not isinstance(prompt, dict) or not isinstance(prompt.get("text"), str):
-                raise ConfigError(f"{path}:{number}: expected an object with a string prompt.text")
-            challenging = bool(row.get("challenging", False))
-            if challenging_only and not challenging:
-                continue
-            prompts.append(EvalPrompt(prompt["text"], "challenging" if challenging else "not_challenging",
-                                      f"{path.name}:{number}", prompt.get("toxicity")))
+    for path, number, row in json_lines(path, "RealToxicityPrompts' prompts.jsonl"):
+        prompt = row.get("prompt") if isinstance(row, dict) else None
+        if not isinstance(prompt, dict) or not isinstance(prompt.get("text"), str):
+            raise ConfigError(f"{path}:{number}: expected an object with a string prompt.text")
+        challenging = bool(row.get("challenging", False))
+        if challenging_only and not challenging:
+            continue
+        prompts.append(EvalPrompt(prompt["text"], "challenging" if challenging else "not_challenging",
+                                  f"{path.name}:{number}", prompt.get("toxicity")))
     if not prompts:
-        raise ConfigError(f"{path}: no {'challenging ' if challenging_only else ''}prompts")
+        raise ConfigError(f"{Path(path)}: no {'challenging ' if challenging_only else ''}prompts")
     if n is None:
         return prompts
     numbered = list(enumerate(prompts))
