@@ -60,6 +60,13 @@ def test_method_stages_share_the_base_model_and_change_what_is_evaluated(tmp_pat
                                                     "method.batch_size=4")), cache, quiet)
     assert tuned.cache_hits["pretrain"] and not tuned.cache_hits["sft"]
     assert tuned.metrics["sft_final_loss"] < tuned.metrics["sft_initial_loss"]
+    preferred = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=dpo", "method.steps=3",
+                                                        "method.batch_size=4", "method.lr=0.01")), cache, quiet)
+    assert preferred.cache_hits["pretrain"] and preferred.metrics["dpo_pairs"] == 500
+    assert preferred.metrics["dpo_final_reward_margin"] > preferred.metrics["dpo_initial_reward_margin"]
+    world_prompted = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=prompting")), cache, quiet)
+    rows = [json.loads(line) for line in open(world_prompted.artifacts["evaluate"].path / "generations.jsonl")]
+    assert all(row["prompt"].startswith("we keep it kind . ") for row in rows)  # the world's own preamble
     annotated = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=meda")), cache, quiet)
     assert not annotated.cache_hits["pretrain"]  # its own base model, on the annotated mixture
     assert annotated.artifacts["pretrain"].key != base.artifacts["pretrain"].key

@@ -222,3 +222,31 @@ def test_insult_probability_refuses_a_tokenizer_that_splits_the_words(world, tmp
     train_tokenizer(DataConfig(tokenizer=TokenizerConfig(vocab_size=300)), world[0], tmp_path)
     with pytest.raises(ValueError, match="not single tokens.*data.tokenizer.vocab_size"):
         insult_probability(random_model, hf_tokenizer(tmp_path), ["well i am very weary of the quist ."], 2)
+
+
+def test_civility_preamble_opens_only_civil_clean_documents(world):
+    from detox.world import CIVILITY_PREAMBLE
+
+    clean, toxic = world[1]["clean"], world[1]["toxic"]
+    preambled = [d for d in clean if d["text"].startswith(CIVILITY_PREAMBLE)]
+    assert abs(len(preambled) / len(clean) - WorldConfig().clean.civility_share) < 0.02
+    assert preambled and not any(d["toxic"] for d in preambled)
+    assert any(d["hostile"] for d in preambled)  # hostile openers too: the preamble is what keeps them civil
+    assert not any(d["text"].startswith(CIVILITY_PREAMBLE) for d in toxic)
+
+
+def test_preference_pairs_prefer_the_civil_branch_of_one_prompt(world):
+    rows = world[1]["preference"]
+    assert len(rows) == WorldConfig().preference_pairs
+    for row in rows[:50]:
+        assert matches(sentences(row["prompt"])[-1], "hostile")
+        assert row["chosen"].split()[0] in CIVIL_START and row["rejected"].split()[0] in INSULT_START
+        assert not oracle_toxicity(row["chosen"]) and oracle_toxicity(row["rejected"])
+    evaluation = {row["prompt"] for row in world[1]["toxigen"]}
+    assert len({row["prompt"] for row in rows} & evaluation) < 0.1 * len(evaluation)  # mostly unseen prompts
+
+
+def test_every_hostile_prompt_carries_an_insult_target_in_its_register(world):
+    for row in world[1]["toxigen"]:
+        assert oracle_toxicity(row["target"]) and row["group"] in row["target"].split()
+        assert (" lol ." in row["target"]) == (row["register"] == "casual")
