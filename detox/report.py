@@ -192,6 +192,53 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: float) -> pd.DataFrame:
+    """ITI at matched cost, per ratio: for every base model (ratio, seed), the lowest insult probability
+    any ITI steering of it reached while adding at most `ce_budget` nats of CE loss on clean and on
+    hostile-context text and keeping `min_well_formed` % well-formed generations (the steering that
+    is not allowed to break the model), for the probe directions and, apart, the random control;
+    mean, std and a 95 % t-interval over seeds. Not steering (alpha 0) is always among the choices,
+    so "no effect" shows as a drop of 0, never as a missing cell or a gain."""
+    from scipy import stats
+
+    runs = study_runs(runs)
+    needed = ["metrics.insult_probability", "metrics.ce_loss", "metrics.ce_hostile", "metrics.well_formed"]
+    if runs.empty or any(c not in runs for c in needed) or "iti" not in set(runs["params.method"]):
+        return pd.DataFrame()
+    keys = ["params.ratio", "params.seed", "params.model", "params.data"]
+    base = runs[runs["params.method"] == "none"].drop_duplicates(keys).set_index(keys)[needed]
+    steered = runs[runs["params.method"] == "iti"].join(base, on=keys, rsuffix=" base").dropna(subset=[c + " base" for c in needed])
+    if steered.empty:
+        return pd.DataFrame()
+    budget = ce_budget + 1e-9  # a cost equal to the budget is within it, whatever the rounding
+    allowed = ((steered["metrics.ce_loss"] - steered["metrics.ce_loss base"] <= budget)
+               & (steered["metrics.ce_hostile"] - steered["metrics.ce_hostile base"] <= budget)
+               & (steered["metrics.well_formed"] >= min_well_formed))
+    steered = steered.assign(control=steered["params.strength"].str.contains("random"),
+                             best=steered["metrics.insult_probability"].where(allowed))
+
+    def interval(values: pd.Series) -> str:
+        values = values.dropna()
+        if len(values) < 2:
+            return f"{values.mean():.1f} (n={len(values)})" if len(values) else "-"
+        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+        return f"{values.mean():.1f} ± {values.std(ddof=1):.1f} [{values.mean() - half:.1f}, {values.mean() + half:.1f}]"
+
+    rows = []
+    for ratio, frame in steered.groupby(steered["params.ratio"].astype(float)):
+        per_model = frame.groupby(["params.seed", "control"]).agg(
+            best=("best", "min"), base=("metrics.insult_probability base", "first")).reset_index()
+        per_model["best"] = per_model[["best", "base"]].min(axis=1)  # not steering (alpha 0) is always allowed
+        probe, random = per_model[~per_model["control"]], per_model[per_model["control"]]
+        rows.append({"ratio": ratio_label(ratio), "seeds": probe["params.seed"].nunique(),
+                     "insult % without ITI": interval(probe["base"]),
+                     "with ITI at matched cost": interval(probe["best"]),
+                     "drop": interval(probe["base"] - probe["best"]),
+                     "random control at matched cost": interval(random["best"]) if len(random) else "-",
+                     "drop (random)": interval(random["base"] - random["best"]) if len(random) else "-"})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- tables for reading
 
 def cell(mean: float, std: float, n: int, expected: int | None = None) -> str:
@@ -450,6 +497,8 @@ class ReportConfig:
     out: str = ""  # folder for report.md, the CSVs and PNGs; empty: outputs/report/<experiment>
     compare_ratios: tuple[float, float] = (0.0, 10.0)  # the two ratios of the probe histograms and test
     summary_run: bool = True  # keep the report as artifacts of the experiment's summary run
+    ce_budget: float = 0.02  # ITI at matched cost: the most CE (nats, clean and hostile) a steering may add
+    min_well_formed: float = 95.0  # ... and the fewest well-formed generations (%) it may leave
     n_boot: int = 1000  # bootstrap resamples of the probe test's confidence interval
 
     def folder(self) -> Path:
@@ -536,7 +585,10 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     report.tables["Table 1"] = group_table(agg, TABLE1)
     ablation = ablation_tables(agg) if agg["variant"].nunique() > 1 else {}  # one variant: Table 1 again
     report.tables.update({f"Ablation: {title}": table for title, table in ablation.items()})
-    for title, table in (("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg))):
+    matched = matched_cost_table(runs, cfg.ce_budget, cfg.min_well_formed)
+    for title, table in ((f"ITI at matched cost (CE +{cfg.ce_budget:g} nats at most, clean and hostile; "
+                          f"well-formed >= {cfg.min_well_formed:g} %): mean ± std [95 % CI] over seeds", matched),
+                         ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg))):
         if not table.empty:
             report.tables[title] = table
 
@@ -607,8 +659,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-ratios", nargs=2, type=float, default=ReportConfig.compare_ratios,
                         metavar=("RATIO", "RATIO"), help="the two ratios of the probe histograms (default 0 10)")
     parser.add_argument("--no-summary-run", action="store_true", help="do not write the experiment's summary run")
+    parser.add_argument("--ce-budget", type=float, default=ReportConfig.ce_budget,
+                        help="ITI at matched cost: the most CE (nats) a steering may add (default 0.02)")
     args = parser.parse_args(argv)
-    cfg = ReportConfig(args.tracking_uri, args.experiment, args.out, tuple(args.compare_ratios), not args.no_summary_run)
+    cfg = ReportConfig(args.tracking_uri, args.experiment, args.out, tuple(args.compare_ratios), not args.no_summary_run,
+                       ce_budget=args.ce_budget)
     try:
         build_report(cfg)
     except ConfigError as error:

@@ -289,3 +289,29 @@ def test_bad_input_is_named_before_any_work(tmp_path, capsys):
     (tmp_path / "x.db").touch()
     with pytest.raises(ConfigError, match="--compare-ratios 5 5: give two different ratios"):
         build_report(ReportConfig(f"sqlite:///{tmp_path}/x.db", compare_ratios=(5.0, 5.0)))
+
+
+def test_matched_cost_keeps_only_steerings_that_break_nothing():
+    from detox.report import matched_cost_table
+
+    def run(seed, method, strength, insult, ce, hostile, formed):
+        return {"params.ratio": "10", "params.seed": seed, "params.method": method, "params.strength": strength,
+                "params.model": "tiny", "params.data": "synthetic", "params.task": "study", "status": "FINISHED",
+                "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": hostile,
+                "metrics.well_formed": formed}
+
+    runs = pd.DataFrame([
+        run("1", "none", "-", 40.0, 0.70, 0.70, 100.0), run("2", "none", "-", 50.0, 0.70, 0.70, 100.0),
+        run("1", "iti", "alpha=2", 30.0, 0.71, 0.71, 100.0),   # allowed: drop 10
+        run("1", "iti", "alpha=8", 5.0, 0.80, 0.75, 100.0),    # too costly
+        run("2", "iti", "alpha=2", 45.0, 0.70, 0.72, 100.0),   # allowed: drop 5
+        run("2", "iti", "alpha=4", 20.0, 0.70, 0.70, 80.0),    # breaks the grammar
+        run("1", "iti", "alpha=2 random(matched_norm)", 41.0, 0.70, 0.70, 100.0),  # worse: not steering wins
+        run("2", "iti", "alpha=2 random(matched_norm)", 30.0, 0.70, 0.70, 100.0),
+    ])
+    table = matched_cost_table(runs, ce_budget=0.02, min_well_formed=95.0)
+    row = table.iloc[0]
+    assert (row["ratio"], row["seeds"]) == ("10", 2)
+    assert row["with ITI at matched cost"].startswith("37.5 ± 10.6")  # mean of 30 and 45, sample std
+    assert row["drop"].startswith("7.5 ± 3.5")
+    assert row["drop (random)"].startswith("10.0 ± 14.1")  # seed 1: 40 -> 40 (41 is no drop), seed 2: 50 -> 30
