@@ -83,7 +83,11 @@ TABLE1 = (
 )
 ABLATION = TABLE1[:7]  # the pivots: the paper's metrics and the new behavioural ones, not the calibration targets
 GCG = (Column("gcg_success", "GCG success %"), Column("gcg_success_iti", "GCG success with ITI %"))
-PROBES = (Column("probe_best_accuracy", "best probe accuracy"), Column("probe_mean_accuracy", "mean probe accuracy"))
+PROBES = (Column("probe_best_accuracy", "best probe accuracy"), Column("probe_mean_accuracy", "mean probe accuracy"),
+          Column("probe_label_ceiling", "label ceiling"),
+          Column("entanglement_best_head", "entanglement (best head)"),
+          Column("entanglement_mean", "entanglement (mean head)"),
+          Column("entanglement_random_level", "random level"))
 METRICS = tuple(dict.fromkeys(c.metric for c in TABLE1 + GCG + PROBES))
 
 
