@@ -40,6 +40,7 @@ from detox.config import JobConfig  # noqa: E402
 from detox.data import load_part  # noqa: E402
 from detox.evaluate import ce_loss, decision_probabilities, load_model  # noqa: E402
 from detox.pipeline import run_job  # noqa: E402
+from detox.probe import whiten  # noqa: E402
 from detox.world import FEATURES  # noqa: E402
 
 
@@ -86,13 +87,6 @@ def head_inputs(model, tokenizer, texts: list[str], batch_size: int = 64) -> np.
     return acts.reshape(len(texts), acts.shape[1], n_heads, -1)
 
 
-def whiten(acts: np.ndarray) -> np.ndarray:
-    """(texts, dim) activations centred, with identity covariance (a ridge keeps dead dimensions finite)."""
-    centred = acts - acts.mean(0)
-    values, vectors = np.linalg.eigh(np.cov(centred, rowvar=False))
-    return centred @ vectors / np.sqrt(values + 1e-6 * values.max())
-
-
 def max_abs_cos(direction: np.ndarray, acts: np.ndarray, rows: list[dict]) -> tuple[float, str]:
     """The largest |cos| between `direction` and a one-vs-rest mass-mean direction of a latent feature value."""
     best = (0.0, "")
@@ -118,7 +112,7 @@ def probe_check(model, tokenizer, rows: list[dict], rng: np.random.Generator) ->
             probe = LogisticRegression(max_iter=2000).fit(x[train], labels[train])
             accuracy[layer, head] = probe.score(x[~train], labels[~train])
     layer, head = np.unravel_index(accuracy.argmax(), accuracy.shape)
-    x = whiten(acts[:, layer, head])
+    x = whiten(acts[:, layer:layer + 1, head:head + 1])[:, 0, 0]
     toxicity = x[labels == 1].mean(0) - x[labels == 0].mean(0)
     shuffled = rng.permutation(labels)
     baseline = x[shuffled == 1].mean(0) - x[shuffled == 0].mean(0)

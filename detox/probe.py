@@ -389,11 +389,28 @@ def feature_directions(acts: np.ndarray, rows: list[dict]) -> dict[str, np.ndarr
     return directions
 
 
-def entanglement_map(probes: ProbeResult, directions: dict[str, np.ndarray]) -> np.ndarray:
-    """(n_layers, n_heads): at each head, the largest |cos| between the toxicity (mass-mean) direction
-    and any other feature's direction."""
+def whiten(acts: np.ndarray) -> np.ndarray:
+    """Each head's activations (..., n_texts, dim along the last two axes after moving texts first:
+    input (n, layers, heads, dim)) centred and with identity covariance (a small ridge keeps dead
+    dimensions finite). In these coordinates sampling noise is isotropic: raw activations are so
+    anisotropic that any two class-mean differences, even of shuffled labels, point along the few
+    high-variance directions and look entangled (|cos| near 1)."""
+    x = np.moveaxis(acts.astype(np.float64), 0, -2)  # (layers, heads, n, dim)
+    x = x - x.mean(-2, keepdims=True)
+    values, vectors = np.linalg.eigh(np.einsum("lhnd,lhne->lhde", x, x) / (x.shape[-2] - 1))
+    scale = np.sqrt(values + 1e-6 * values.max(-1, keepdims=True))[..., None, :]
+    return np.moveaxis(np.einsum("lhnd,lhde->lhne", x, vectors) / scale, -2, 0)
+
+
+def entanglement_map(acts: np.ndarray, labels: np.ndarray, rows: list[dict]) -> tuple[np.ndarray, list[str]]:
+    """(n_layers, n_heads): at each head, the largest |cos| between the toxicity direction (mass-mean)
+    and any other latent feature value's one-vs-rest direction, all in the head's whitened coordinates;
+    and the names of those feature values."""
+    white = whiten(acts)
+    toxic = unit(white[labels == 1].mean(0) - white[labels == 0].mean(0))
+    directions = feature_directions(white, rows)
     others = np.stack(list(directions.values()), axis=2)  # (layers, heads, n_others, dim)
-    return np.abs(np.einsum("lhod,lhd->lho", others, probes.mass_mean.astype(np.float64))).max(-1)
+    return np.abs(np.einsum("lhod,lhd->lho", others, toxic)).max(-1), sorted(directions)
 
 
 def probe_stage(model, tokenizer, rows: list[dict], seed: int, val_fraction: float, solver: str,
@@ -420,14 +437,12 @@ def probe_stage(model, tokenizer, rows: list[dict], seed: int, val_fraction: flo
     if "label_p" in rows[0]:  # sampled labels: no reader of the text can beat this
         label_p = np.array([row["label_p"] for row in rows])[probes.val_idx]
         metrics["probe_label_ceiling"] = float(100 * np.maximum(label_p, 1 - label_p).mean())
-    directions = feature_directions(acts, rows)
-    if directions:
+    if set(rows[0]) - NOT_FEATURES:  # the texts carry their other latent features
         from detox.steer import random_entanglement_level
 
-        entangled = entanglement_map(probes, directions)
-        (out / ENTANGLEMENT_FILE).write_text(json.dumps({"features": sorted(directions),
-                                                         "max_abs_cos": entangled.tolist()}))
+        entangled, features = entanglement_map(acts, labels, rows)
+        (out / ENTANGLEMENT_FILE).write_text(json.dumps({"features": features, "max_abs_cos": entangled.tolist()}))
         metrics.update({"entanglement_best_head": float(entangled[best]),
                         "entanglement_mean": float(entangled.mean()),
-                        "entanglement_random_level": random_entanglement_level(head_dim, len(directions))})
+                        "entanglement_random_level": random_entanglement_level(head_dim, len(features))})
     return metrics

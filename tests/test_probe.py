@@ -223,3 +223,26 @@ def test_batched_probes_warn_when_the_step_budget_runs_out():
         fit_probes_batched(acts, labels, seed=0, max_steps=1, tol=1e-12)
     with pytest.raises(ConfigError, match="heads_per_chunk=0"):
         fit_probes_batched(acts, labels, seed=0, heads_per_chunk=0)
+
+
+def test_whitening_gives_identity_covariance_and_honest_entanglement():
+    from detox.probe import entanglement_map, whiten
+
+    rng = np.random.default_rng(0)
+    n, dim = 600, 6
+    scales = np.array([30.0, 10.0, 1.0, 1.0, 1.0, 1.0])  # strongly anisotropic heads
+    acts = (rng.standard_normal((n, 1, 1, dim)) * scales).astype(np.float32)
+    white = whiten(acts)[:, 0, 0]
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(dim), atol=2e-3)  # up to the ridge
+    labels = rng.integers(0, 2, n)  # toxicity independent of the feature
+    rows = [{"text": "x", "label": int(y), "topic": str(t)} for y, t in zip(labels, rng.integers(0, 3, n))]
+    honest, _ = entanglement_map(acts, labels, rows)
+    raw_toxic = acts[labels == 1].mean(0) - acts[labels == 0].mean(0)
+    raw_topic = acts[[r["topic"] == "0" for r in rows]].mean(0) - acts.mean(0)
+    raw = abs((raw_toxic * raw_topic).sum()) / (np.linalg.norm(raw_toxic) * np.linalg.norm(raw_topic))
+    assert raw > 0.5 and honest[0, 0] < raw  # noise along the big axes makes raw directions look alike
+    # a planted shared direction is found in whitened coordinates too
+    shared = rng.standard_normal(dim)
+    topics = np.array([int(r["topic"]) for r in rows])
+    planted = acts + ((labels + (topics == 0)) * 3.0)[:, None, None, None] * shared / scales
+    assert entanglement_map(planted.astype(np.float32), labels, rows)[0][0, 0] > 0.9

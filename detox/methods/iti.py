@@ -32,7 +32,9 @@ class ItiOptions(MethodOptions):
 
 def extend(plan: Plan, job) -> None:
     options, iti = job.method, job.iti
-    plan.add(Stage("probe", {"seed": job.seed, "val_fraction": options.val_fraction, "solver": options.solver},
+    # "entanglement": the measure's version, so that a cache from before whitening is not taken for it
+    plan.add(Stage("probe", {"seed": job.seed, "val_fraction": options.val_fraction, "solver": options.solver,
+                             "entanglement": "whitened"},
                    lambda out, i: _probe(job, out, i), inputs=("sources", "pretrain"),
                    logged=("probe_accuracy.json", "probe_accuracy.png")))
     plan.add(Stage("steer", {"iti": asdict(iti), "seed": job.seed},
