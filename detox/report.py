@@ -665,9 +665,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-summary-run", action="store_true", help="do not write the experiment's summary run")
     parser.add_argument("--ce-budget", type=float, default=ReportConfig.ce_budget,
                         help="ITI at matched cost: the most CE (nats) a steering may add (default 0.02)")
+    parser.add_argument("--min-well-formed", type=float, default=ReportConfig.min_well_formed,
+                        help="ITI at matched cost: the fewest well-formed generations (%%) a steering may leave (default 95)")
     args = parser.parse_args(argv)
     cfg = ReportConfig(args.tracking_uri, args.experiment, args.out, tuple(args.compare_ratios), not args.no_summary_run,
-                       ce_budget=args.ce_budget)
+                       ce_budget=args.ce_budget, min_well_formed=args.min_well_formed)
     try:
         build_report(cfg)
     except ConfigError as error:
