@@ -469,8 +469,8 @@ def plot_probe_histograms(first: np.ndarray, second: np.ndarray, ratios: tuple[f
                           path: Path) -> None:
     """The per-head probe accuracies of two ratios, pooled over seeds, overlaid."""
     title = (f"probe accuracy per head, ratio {ratio_label(ratios[1])} vs {ratio_label(ratios[0])}: "
-             f"shift {100 * test.shift:+.2f} pp, 95 % CI [{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], "
-             f"Mann-Whitney p = {test.p_value:.2g}\npaper (10 vs 0): p = {paper.PROBES.p_value:g}, "
+             f"shift {100 * test.shift:+.2f} pp,\n95 % CI [{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], "
+             f"Mann-Whitney p = {test.p_value:.2g}; paper (10 vs 0): p = {paper.PROBES.p_value:g}, "
              f"95 % CI [{paper.PROBES.ci_low:g}, {paper.PROBES.ci_high:g}]")
     bins = np.linspace(min(first.min(), second.min()), max(first.max(), second.max()) + 1e-9, 21)
     with figure(path, 1, title, panel_size=(8.0, 4.5)) as (ax,):
