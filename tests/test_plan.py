@@ -128,3 +128,10 @@ def test_every_method_is_found_whichever_module_was_imported_first():
     code = "import detox.methods.sft; from detox import methods; print(' '.join(methods.names()))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert found == ["dpo", "inst", "iti", "meda", "none", "prompting", "sft"]
+
+
+def test_the_random_controls_scaling_is_part_of_no_other_steerings_identity():
+    mass_mean = [study_plan(job("method=iti", f"iti.random_scaling={s}")).key for s in ("sigma", "matched_norm")]
+    random = [study_plan(job("method=iti", "iti.direction=random", f"iti.random_scaling={s}")).key
+              for s in ("sigma", "matched_norm")]
+    assert mass_mean[0] == mass_mean[1] and random[0] != random[1]

@@ -37,7 +37,10 @@ def extend(plan: Plan, job) -> None:
                              "entanglement": "whitened"},
                    lambda out, i: _probe(job, out, i), inputs=("sources", "pretrain"),
                    logged=("probe_accuracy.json", "probe_accuracy.png")))
-    plan.add(Stage("steer", {"iti": asdict(iti), "seed": job.seed},
+    steering = asdict(iti)
+    if iti.direction != "random":
+        del steering["random_scaling"]  # read only by the random control: not part of other steerings' identity
+    plan.add(Stage("steer", {"iti": steering, "seed": job.seed},
                    lambda out, i: _steer(job, out, i), inputs=("probe",)))
     plan.intervention = Intervention(spec={"hooks": "o_proj input, every position"}, inputs=("steer",),
                                      make=_steering)
