@@ -21,6 +21,7 @@ from typing import Callable
 import mlflow
 from filelock import FileLock
 from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
 
 from detox.config import JobConfig
 
@@ -63,7 +64,12 @@ def experiment_id(job: JobConfig) -> str:
         if experiment is not None:
             return experiment.experiment_id
         location = (Path(job.root).resolve() / "mlartifacts").as_uri() if sqlite else None
-        return mlflow.create_experiment(job.mlflow.experiment, artifact_location=location)
+        try:
+            return mlflow.create_experiment(job.mlflow.experiment, artifact_location=location)
+        except MlflowException as error:  # a parallel job on another machine created it first (servers)
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return mlflow.get_experiment_by_name(job.mlflow.experiment).experiment_id
 
 
 @dataclass

@@ -55,3 +55,25 @@ def test_concurrent_jobs_build_once(tmp_path):
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+def test_an_experiment_created_meanwhile_by_another_job_is_used(tmp_path, monkeypatch):
+    """On a tracking server, two jobs may both find no experiment and both create it: the loser uses
+    the winner's (on sqlite a file lock prevents the race)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+
+    from conftest import compose_job
+    from detox.config import JobConfig
+    from detox.tracking import experiment_id
+
+    job = JobConfig.from_dict(compose_job(f"root={tmp_path}", "mlflow.experiment=raced"))
+    create = mlflow.create_experiment
+
+    def lose_the_race(name, artifact_location=None):
+        create(name, artifact_location=artifact_location)  # the other job's
+        raise MlflowException("already exists", error_code=RESOURCE_ALREADY_EXISTS)
+
+    monkeypatch.setattr(mlflow, "create_experiment", lose_the_race)
+    assert experiment_id(job) == mlflow.get_experiment_by_name("raced").experiment_id

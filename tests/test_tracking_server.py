@@ -33,12 +33,13 @@ def test_two_processes_log_to_a_postgres_backed_server_once_each(tmp_path):
     psycopg2 = pytest.importorskip("psycopg2", reason="the MLflow server needs psycopg2 for PostgreSQL")
     with postgres() as db, mlflow_server(db, tmp_path / "artifacts") as uri:
         env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+        import mlflow
+
+        mlflow.MlflowClient(uri).create_experiment("detox-scale")  # beforehand: two creators would race
         jobs = [subprocess.Popen([sys.executable, "-c", JOB, uri, name], env=env, stderr=subprocess.PIPE, text=True)
                 for name in ("job-a", "job-b")]
         for job in jobs:
             assert job.wait(timeout=180) == 0, job.stderr.read()[-2000:]
-
-        import mlflow
 
         client = mlflow.MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("detox-scale").experiment_id])
