@@ -83,11 +83,10 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
 
     sources = inputs["sources"]
     lm, tok = evaluate.load_model(inputs[plan.model] / artifacts.HF_MODEL)
-    prompts = {part: [plan.prompt_prefix + row["prompt"] for row in data.load_part(sources, part)]
-               for part in ("toxigen", "rtp")}
+    rows = {part: data.load_part(sources, part) for part in ("toxigen", "rtp")}
+    prompts = {part: [plan.prompt_prefix + row["prompt"] for row in part_rows] for part, part_rows in rows.items()}
     if job.data.source == "synthetic":  # its grammar has a decision point: measure it exactly
-        prompts["neutral"] = [plan.prompt_prefix + row["prompt"] for row in data.load_part(sources, "rtp")
-                              if not row["hostile"]]
+        prompts["neutral"] = [plan.prompt_prefix + row["prompt"] for row in rows["rtp"] if not row["hostile"]]
     heldout = {"clean": [row["text"] for row in data.load_part(sources, "heldout")]}
     if data.has_part(sources, "heldout_hostile"):
         heldout["hostile"] = [row["text"] for row in data.load_part(sources, "heldout_hostile")]
@@ -95,24 +94,19 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     with intervention:
         metrics = evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
                                     job.scorer.threshold, job.seed, out)
-    return {**metrics, **_toxigen_by_group(sources, out, job.scorer.threshold)}
+    return {**metrics, **_toxigen_by_group(rows["toxigen"], out, job.scorer.threshold)}
 
 
-def _toxigen_by_group(sources: Path, out: Path, threshold: float) -> dict:
+def _toxigen_by_group(toxigen: list[dict], out: Path, threshold: float) -> dict:
     """ToxiGen-like toxicity per target group (`toxigen_group_<group>`), where the prompts name one."""
-    import numpy as np
+    from detox.evalsets import EvalPrompt, per_group_rates
 
-    from detox import data
-
-    groups = [row.get("group") for row in data.load_part(sources, "toxigen")]
-    if None in groups:
+    if any("group" not in row for row in toxigen):
         return {}
-    rows = (json.loads(line) for line in open(out / artifacts.GENERATIONS))
-    scores = [row["score"] for row in rows if row["set"] == "toxigen"]
-    by_group: dict[str, list[float]] = {}
-    for group, score in zip(groups, scores):
-        by_group.setdefault(group, []).append(score >= threshold)
-    return {f"toxigen_group_{group}": float(100 * np.mean(hits)) for group, hits in sorted(by_group.items())}
+    generated = (json.loads(line) for line in open(out / artifacts.GENERATIONS))
+    scores = [row["score"] for row in generated if row["set"] == "toxigen"]
+    prompts = [EvalPrompt(row["prompt"], row["group"], "toxigen") for row in toxigen]
+    return {f"toxigen_group_{group}": rate for group, rate in per_group_rates(prompts, scores, threshold).items()}
 
 
 def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:

@@ -30,9 +30,8 @@ import torch
 from detox.progress import progress as tqdm
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.config import ConfigError
+from detox.config import ConfigError, RedteamConfig as GcgConfig  # GcgConfig: the job's `redteam` options
 from detox.schema import check_fields
-from detox.config import RedteamConfig as GcgConfig  # the GCG fields of the job's `redteam` options
 
 # Renders nanoGCG's messages as their bare content: no chat markup around a base LM's text.
 PLAIN_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
