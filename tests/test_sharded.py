@@ -1,6 +1,7 @@
 """Multi-process pre-training on CPUs (gloo): Lightning starts the second process by re-running the
 script, as it does under a launcher, so each case runs a small script in a subprocess. Each case costs a few process start-ups (importing Lightning), hence `slow`."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,11 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from detox.config import DataConfig, ModelConfig, TrainerConfig
-from detox.data import build_mixture, build_sources, train_tokenizer
+from detox.config import ModelConfig, TrainerConfig
+from detox.data import build_mixture
 from detox.artifacts import LOSS_CURVE
 from detox.pretrain import checkpoint_step, pretrain
-from detox.world import WorldConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ_LEN = 32
@@ -48,16 +48,13 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(world_data, tmp_path_factory):
+    cfg, world = world_data
     root = tmp_path_factory.mktemp("sharded")
-    cfg = DataConfig(clean_tokens=3000, seq_len=SEQ_LEN, world=WorldConfig(clean_docs=100, toxic_docs=60,
-                                                                           heldout_docs=5, toxigen_prompts=5,
-                                                                           rtp_prompts=5))
-    for d in ("sources", "tokenizer", "mixture"):
-        (root / d).mkdir()
-    build_sources(cfg, root / "sources")
-    train_tokenizer(cfg, root / "sources", root / "tokenizer")
-    build_mixture(cfg, 10, 1, root / "sources", root / "tokenizer", root / "mixture")
+    (root / "mixture").mkdir()
+    (root / "tokenizer").symlink_to(world / "tokenizer")
+    build_mixture(dataclasses.replace(cfg, clean_tokens=3000), 10, 1, world / "sources", world / "tokenizer",
+                  root / "mixture")
     (root / "run.py").write_text(SCRIPT)
     pretrain(ModelConfig(**TINY), TrainerConfig(**TRAINER), SEQ_LEN, 5, root / "mixture", root / "tokenizer",
              root / "single")  # the one-process reference: 2 micro-batches accumulated per step
@@ -84,12 +81,16 @@ def losses(out: Path) -> list[float]:
     return [loss for _, loss in json.loads((out / LOSS_CURVE).read_text())]
 
 
+def assert_two_processes_match_one(data: Path, out: Path, strategy: str) -> None:
+    result = two_processes(data, out, strategy)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_weights_close(out, data / "single")
+    assert losses(out) == pytest.approx(losses(data / "single"), rel=1e-5)
+
+
 @pytest.mark.slow
 def test_fsdp_on_two_processes_is_the_one_process_run_and_resumes_exactly(data, tmp_path):
-    whole = two_processes(data, tmp_path / "whole", "fsdp")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    assert_weights_close(tmp_path / "whole", data / "single")
-    assert losses(tmp_path / "whole") == pytest.approx(losses(data / "single"), rel=1e-5)
+    assert_two_processes_match_one(data, tmp_path / "whole", "fsdp")
     assert not (tmp_path / "whole" / "checkpoints").exists()
 
     killed = tmp_path / "killed"
@@ -105,7 +106,4 @@ def test_fsdp_on_two_processes_is_the_one_process_run_and_resumes_exactly(data, 
 
 @pytest.mark.slow
 def test_ddp_on_two_processes_is_the_one_process_run(data, tmp_path):
-    result = two_processes(data, tmp_path / "ddp", "ddp")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_weights_close(tmp_path / "ddp", data / "single")
-    assert losses(tmp_path / "ddp") == pytest.approx(losses(data / "single"), rel=1e-5)
+    assert_two_processes_match_one(data, tmp_path / "ddp", "ddp")
