@@ -43,6 +43,22 @@ def world_data(tmp_path_factory):
     return cfg, root
 
 
+@pytest.fixture(scope="session")
+def mixture(world_data, tmp_path_factory):
+    """A folder with the world's `tokenizer/` and a ratio-10 `mixture/` of 3000 clean tokens."""
+    import dataclasses
+
+    from detox.data import build_mixture
+
+    cfg, world = world_data
+    root = tmp_path_factory.mktemp("pretrain")
+    (root / "mixture").mkdir()
+    (root / "tokenizer").symlink_to(world / "tokenizer")
+    build_mixture(dataclasses.replace(cfg, clean_tokens=3000), 10, 1, world / "sources", world / "tokenizer",
+                  root / "mixture")
+    return root
+
+
 @pytest.fixture
 def smoke_job(tmp_path):
     from detox.config import JobConfig

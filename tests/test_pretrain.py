@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import math
 import os
@@ -11,24 +10,12 @@ from safetensors.torch import load_file
 
 from detox.artifacts import HISTORIES, LOSS_CURVE
 from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.data import build_mixture
 from detox.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, export_hf, flops_per_token, olmo_config,
                             peak_flops, pretrain)
 from olmo.model import OLMo
 
 SEQ_LEN = 32
 
-
-@pytest.fixture(scope="module")
-def mixture(world_data, tmp_path_factory):
-    """A folder with the world's `tokenizer/` and a ratio-10 `mixture/` of 3000 clean tokens."""
-    cfg, world = world_data
-    root = tmp_path_factory.mktemp("pretrain")
-    (root / "mixture").mkdir()
-    (root / "tokenizer").symlink_to(world / "tokenizer")
-    build_mixture(dataclasses.replace(cfg, clean_tokens=3000), 10, 1, world / "sources", world / "tokenizer",
-                  root / "mixture")
-    return root
 
 TINY = ModelConfig(d_model=16, n_heads=2, n_layers=2)
 

@@ -1,7 +1,6 @@
 """Multi-process pre-training on CPUs (gloo): Lightning starts the second process by re-running the
 script, as it does under a launcher, so each case runs a small script in a subprocess. Each case costs a few process start-ups (importing Lightning), hence `slow`."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from detox.config import ModelConfig, TrainerConfig
-from detox.data import build_mixture
 from detox.artifacts import LOSS_CURVE
 from detox.pretrain import checkpoint_step, pretrain
 
@@ -48,13 +46,10 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def data(world_data, tmp_path_factory):
-    cfg, world = world_data
+def data(mixture, tmp_path_factory):
     root = tmp_path_factory.mktemp("sharded")
-    (root / "mixture").mkdir()
-    (root / "tokenizer").symlink_to(world / "tokenizer")
-    build_mixture(dataclasses.replace(cfg, clean_tokens=3000), 10, 1, world / "sources", world / "tokenizer",
-                  root / "mixture")
+    for part in ("mixture", "tokenizer"):
+        (root / part).symlink_to(mixture / part)
     (root / "run.py").write_text(SCRIPT)
     pretrain(ModelConfig(**TINY), TrainerConfig(**TRAINER), SEQ_LEN, 5, root / "mixture", root / "tokenizer",
              root / "single")  # the one-process reference: 2 micro-batches accumulated per step
