@@ -16,7 +16,7 @@ log = logging.getLogger("detox")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     try:
         job = JobConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # validates before any work
     except ConfigError as error:
@@ -24,13 +24,15 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
 
-    run_id, _ = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
+    run_id, outcome = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
     if not run_id:  # a rank other than 0: rank 0 reports
-        return
+        return None
     log.info(f"MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {job.tracking_uri}")
     if job.task == "study":
         log.info(f"Comparison table: detox-table --tracking-uri {job.tracking_uri} --experiment {job.mlflow.experiment}")
     log.info(f"MLflow UI: mlflow ui --backend-store-uri {job.tracking_uri} --host 127.0.0.1 --port 5000")
+    # what a hyper-parameter sweeper (experiment=best_ratio) minimises; None outside a search
+    return outcome.metrics.get("search_objective") if outcome else None
 
 
 if __name__ == "__main__":

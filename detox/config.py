@@ -196,6 +196,16 @@ class RedteamConfig:
 
 
 @dataclass
+class SearchConfig:
+    """What a job returns to a hyper-parameter sweeper (experiment=best_ratio: Hydra's Optuna sweeper)."""
+
+    objective: str = choice("none", "none", "matched_cost")  # matched_cost: the toxicity after the method, within budget
+    metric: str = "insult_probability"  # the toxicity minimised (%): insult_probability (the world) | toxigen | ...
+    ce_budget: float = number(0.02, "[0, inf)")  # the most CE (nats, clean and hostile) the method may add
+    min_well_formed: float = number(95.0, "[0, 100]")  # the fewest well-formed generations (%) it may leave
+
+
+@dataclass
 class MlflowConfig:
     tracking_uri: str = ""  # empty: sqlite:///<paths.root>/mlflow.db
     experiment: str = "detox"
@@ -218,6 +228,7 @@ class JobConfig:
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     redteam: RedteamConfig = field(default_factory=RedteamConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
 
@@ -244,6 +255,13 @@ class JobConfig:
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.d_model={self.model.d_model} is not divisible by n_heads={self.model.n_heads}")
         self.trainer.check(self.data.seq_len)
+        if self.search.objective != "none" and self.method.name == "none":
+            raise ConfigError(f"search.objective={self.search.objective} compares the method against the unsteered "
+                              "model: choose a method (e.g. method=iti)")
+        if self.search.objective != "none" and self.search.metric == "insult_probability" \
+                and self.data.source != "synthetic":
+            raise ConfigError(f"search.metric=insult_probability is measured in the embedded world only; with "
+                              f"data.source={self.data.source} use search.metric=toxigen")
         self.toy.validate()
         methods.get(self.method.name).validate(self)
 

@@ -4,14 +4,15 @@ the toy superposition curve. Plain functions of a `JobConfig`, usable without Hy
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from detox import pipeline, tracking
 from filelock import FileLock
 
+from detox import pipeline, search, tracking
 from detox.cache import StageCache, stable_key
 from detox.config import JobConfig
+from detox.methods import MethodOptions
 from detox.ranks import process_rank
 
 
@@ -21,27 +22,37 @@ def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.
 
 def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
     plan = pipeline.study_plan(job)
+    cache = StageCache(Path(job.root).resolve() / "cache")
     if process_rank() != 0:  # another rank of a multi-process job: it trains, rank 0 records
-        pipeline.run_plan(plan, StageCache(Path(job.root).resolve() / "cache"), log)
+        pipeline.run_plan(plan, cache, log)
         return "", None
 
     def work() -> tracking.Outcome:
         from detox.pretrain import load_histories
 
-        result = pipeline.run_plan(plan, StageCache(Path(job.root).resolve() / "cache"), log)
+        result = pipeline.run_plan(plan, cache, log)
+        metrics = result.metrics
+        if job.search.objective == "matched_cost":  # the same base model unsteered, to price the method
+            unsteered = pipeline.run_plan(pipeline.study_plan(replace(job, method=MethodOptions())), cache, log)
+            metrics = {**metrics, **search.matched_cost_objective(
+                metrics, unsteered.metrics, job.search.metric, job.search.ce_budget, job.search.min_well_formed)}
         return tracking.Outcome(
-            metrics=result.metrics, cache_hits=result.cache_hits,
+            metrics=metrics, cache_hits=result.cache_hits,
             artifacts=[result.artifacts[stage.name].path / name for stage in plan.stages for name in stage.logged],
             histories=load_histories(result.artifacts["pretrain"].path),
         )
 
     spec = {stage.name: stage.spec for stage in plan.stages}
+    key = plan.key
+    if job.search.objective != "none":  # a search trial logs more than the study job: its own identity
+        spec["search"] = asdict(job.search)
+        key = stable_key({"job": plan.key, "search": spec["search"]})
     # One job at a time per identity: a sweep may hold the same job twice (a method that ignores an
     # axis), and two copies running at once would each open an MLflow run.
     locks = Path(job.root).resolve() / "cache" / "jobs"
     locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"{plan.key}.lock")):
-        run_id, outcome = tracking.track(job, plan.key, spec, pipeline.job_params(job), resolved_config,
+    with FileLock(str(locks / f"{key}.lock")):
+        run_id, outcome = tracking.track(job, key, spec, pipeline.job_params(job), resolved_config,
                                          pipeline.run_name(job), work, log)
     if outcome is not None:
         m = outcome.metrics
@@ -52,6 +63,10 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         log(f"ToxiGen {m['toxigen']:.1f} % (data-implied {m.get('implied_toxigen', float('nan')):.1f} %), "
             f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}"
             + (f" (hostile contexts {m['ce_hostile']:.3f})" if "ce_hostile" in m else ""))
+        if "search_objective" in m:
+            log(f"search objective {m['search_objective']:.2f} ({job.search.metric} {m[job.search.metric]:.1f} % against "
+                f"{m['search_unsteered']:.1f} % unsteered; CE cost {m['search_ce_cost']:+.3f} nats, "
+                f"{'within' if m['search_feasible'] else 'beyond'} the budget of {job.search.ce_budget:g})")
     return run_id, outcome
 
 

@@ -48,6 +48,7 @@ from detox import paper
 from detox.config import ConfigError
 from detox.plots import pyplot
 from detox.progress import progress
+from detox.search import within_budget
 
 SUMMARY_TAG = "detox.summary"  # marks the report's own run, which every aggregation skips
 SUMMARY_RUN_NAME = "report"
@@ -214,10 +215,9 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
     steered = runs[runs["params.method"] == "iti"].join(base, on=keys, rsuffix=" base").dropna(subset=[c + " base" for c in needed])
     if steered.empty:
         return pd.DataFrame()
-    budget = ce_budget + 1e-9  # a cost equal to the budget is within it, whatever the rounding
-    allowed = ((steered["metrics.ce_loss"] - steered["metrics.ce_loss base"] <= budget)
-               & (steered["metrics.ce_hostile"] - steered["metrics.ce_hostile base"] <= budget)
-               & (steered["metrics.well_formed"] >= min_well_formed))
+    allowed = within_budget(steered["metrics.ce_loss"] - steered["metrics.ce_loss base"],
+                            steered["metrics.ce_hostile"] - steered["metrics.ce_hostile base"],
+                            steered["metrics.well_formed"], ce_budget, min_well_formed)
     steered = steered.assign(control=steered["params.strength"].str.contains("random"),
                              best=steered["metrics.insult_probability"].where(allowed))
 
@@ -241,6 +241,47 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
                      "random control at matched cost": interval(random["best"]) if len(random) else "-",
                      "drop (random)": interval(random["base"] - random["best"]) if len(random) else "-"})
     return pd.DataFrame(rows)
+
+
+def search_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The best-ratio search's trials (runs that logged `search_objective`), best first."""
+    if "metrics.search_objective" not in runs:
+        return pd.DataFrame()
+    trials = runs[runs["metrics.search_objective"].notna()]
+    if trials.empty:
+        return pd.DataFrame()
+    alpha = pd.to_numeric(trials.get("params.cfg.steer.iti.alpha", pd.Series(np.nan, index=trials.index))).round(2)
+    table = pd.DataFrame({
+        "ratio": trials["params.ratio"].astype(float).map(ratio_label), "seed": trials["params.seed"],
+        "method": trials["params.method"], "alpha": alpha.astype(object).where(alpha.notna(), "-"),
+        "toxicity % after": (trials["metrics.search_unsteered"] - trials["metrics.search_drop"]).round(1),
+        "unsteered %": trials["metrics.search_unsteered"].round(1),
+        "CE cost (nats)": trials["metrics.search_ce_cost"].round(3),
+        "within budget": trials["metrics.search_feasible"].map({1.0: "yes", 0.0: "no"}),
+        "objective": trials["metrics.search_objective"].round(2)})
+    return table.sort_values("objective", kind="stable").reset_index(drop=True)
+
+
+def plot_search(table: pd.DataFrame, path: Path) -> None:
+    """Every trial of the search: the toxicity after the method against the ratio, coloured by alpha
+    within the CE budget and marked x beyond it; the unsteered toxicity of the same models in grey."""
+    ratio = table["ratio"].astype(float)
+    alpha = pd.to_numeric(table["alpha"], errors="coerce")
+    feasible = table["within budget"].eq("yes")
+    with figure(path, 1, "best-ratio search: every trial", panel_size=(6.5, 4.5)) as (ax,):
+        ax.scatter(ratio, table["unsteered %"], color="0.6", marker="_", s=150, label="unsteered")
+        ax.scatter(ratio[~feasible], table["toxicity % after"][~feasible], color="tab:red", marker="x",
+                   label="beyond the CE budget")
+        if alpha.notna().all():
+            points = ax.scatter(ratio[feasible], table["toxicity % after"][feasible], c=alpha[feasible], cmap="viridis",
+                                vmin=alpha.min(), vmax=alpha.max(), label="within it")
+            ax.figure.colorbar(points, ax=ax, label="ITI alpha")
+        else:
+            ax.scatter(ratio[feasible], table["toxicity % after"][feasible], label="within it")
+        best = table.iloc[0]
+        ax.annotate("best", (float(best["ratio"]), best["toxicity % after"]), textcoords="offset points", xytext=(6, -12))
+        ax.set(xlabel="toxic share of pre-training tokens (%)", ylabel="toxicity after the method (%)")
+        ax.grid(alpha=0.3)
 
 
 # ---------------------------------------------------------------- tables for reading
@@ -592,6 +633,7 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     matched = matched_cost_table(runs, cfg.ce_budget, cfg.min_well_formed)
     for title, table in ((f"ITI at matched cost (CE +{cfg.ce_budget:g} nats at most, clean and hostile; "
                           f"well-formed >= {cfg.min_well_formed:g} %): mean ± std [95 % CI] over seeds", matched),
+                         ("Best-ratio search: trials, best first", search_table(runs)),
                          ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg))):
         if not table.empty:
             report.tables[title] = table
@@ -608,6 +650,10 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
         for name, plot in (("toxicity_vs_ratio.png", plot_smile), ("ce_vs_toxicity.png", plot_tradeoff)):
             plot(agg, folder / name)
             figures.append(folder / name)
+    search = report.tables.get("Best-ratio search: trials, best first")
+    if search is not None:
+        plot_search(search, folder / "search_trials.png")
+        figures.append(folder / "search_trials.png")
     probe_lines, probe_files = probe_section(client, runs, cfg, folder)
     report.files += figures + probe_files
 
@@ -625,6 +671,13 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
             terminal += ["", f"{title}:", grouped_view(table).to_string(index=False)]
     md += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""] + probe_lines
     terminal += [""] + [line for line in probe_lines if not line.startswith("![")]
+    if search is not None:
+        best = search.iloc[0]
+        line = (f"Best-ratio search ({len(search)} trials): ratio {best['ratio']} % (alpha {best['alpha']}, seed {best['seed']}) "
+                f"reached {best['toxicity % after']} % against {best['unsteered %']} % unsteered at CE cost "
+                f"{best['CE cost (nats)']:+.3f} nats" + ("" if best["within budget"] == "yes" else ": no trial stayed within the budget"))
+        terminal.append(line)
+        md += ["", line]
     (folder / "report.md").write_text("\n".join(md) + "\n")
     report.files.insert(0, folder / "report.md")
     if cfg.summary_run:

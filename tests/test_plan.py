@@ -12,8 +12,9 @@ from detox.plan import Plan, Stage
 from detox.schema import in_interval
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
-NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "trainer.num_threads",
-              "trainer.checkpoint_every")
+# iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
+NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
+              "trainer.num_threads", "trainer.checkpoint_every")
 
 
 def job(*overrides):
