@@ -78,3 +78,8 @@ def test_files_data_needs_existing_paths(tmp_path):
 def test_tracking_uri_defaults_under_root(tmp_path):
     job = JobConfig.from_dict(compose_job(f"root={tmp_path}"))
     assert job.tracking_uri == f"sqlite:///{Path(tmp_path).resolve()}/mlflow.db"
+
+
+def test_every_scorer_the_readme_names_composes():
+    for name in ("oracle", "classifier", "perspective"):
+        assert compose_job(f"scorer={name}")["scorer"]["name"] == name
