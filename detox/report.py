@@ -56,7 +56,8 @@ SUMMARY_FOLDER = "report"  # the summary run's artifact folder, replaced as a wh
 PROBE_ARTIFACT = "probe_accuracy.json"
 METHOD_ORDER = ("none", "prompting", "iti", "meda", "inst", "sft", "dpo")  # the paper's Table 1 order
 STRENGTH_ORDER = ("-", "weak", "mid", "strong")
-UNIQUE_CFG = ("params.cfg.seed", "params.cfg.ratio")  # cfg params that differ between seeds and ratios by design
+UNIQUE_CFG = ("params.cfg.seed", "params.cfg.ratio")
+BASE_MODEL_PARAMS = tuple(f"params.cfg.{stage}." for stage in ("sources", "tokenizer", "mixture", "pretrain"))  # cfg params that differ between seeds and ratios by design
 
 
 @dataclass(frozen=True)
@@ -210,11 +211,19 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
     needed = ["metrics.insult_probability", "metrics.ce_loss", "metrics.ce_hostile", "metrics.well_formed"]
     if runs.empty or any(c not in runs for c in needed) or "iti" not in set(runs["params.method"]):
         return pd.DataFrame()
-    keys = ["params.ratio", "params.seed", "params.model", "params.data"]
+    # A steering is compared with its own base model: the runs whose upstream stages (sources to
+    # pretrain) were configured alike, so an experiment may hold several worlds or model sizes.
+    keys = [c for c in runs if c.startswith(BASE_MODEL_PARAMS)] or ["params.ratio", "params.seed", "params.model",
+                                                                    "params.data"]
+    runs = runs.assign(**{k: runs[k].fillna("<unset>") for k in keys})
     base = runs[runs["params.method"] == "none"].drop_duplicates(keys).set_index(keys)[needed]
     steered = runs[runs["params.method"] == "iti"].join(base, on=keys, rsuffix=" base").dropna(subset=[c + " base" for c in needed])
     if steered.empty:
         return pd.DataFrame()
+    per_run = {"params.ratio", "params.seed", "params.cfg.mixture.ratio", "params.cfg.mixture.seed", "params.cfg.pretrain.seed"}
+    worlds = [k for k in keys if k not in per_run and steered[k].nunique() > 1]  # what tells the base settings apart
+    steered["base setting"] = steered[worlds].apply(
+        lambda row: " ".join(f"{k.removeprefix('params.cfg.')}={v}" for k, v in row.items()), axis=1) if worlds else ""
     allowed = within_budget(steered["metrics.ce_loss"] - steered["metrics.ce_loss base"],
                             steered["metrics.ce_hostile"] - steered["metrics.ce_hostile base"],
                             steered["metrics.well_formed"], ce_budget, min_well_formed)
@@ -229,12 +238,13 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
         return f"{values.mean():.1f} ± {values.std(ddof=1):.1f} [{values.mean() - half:.1f}, {values.mean() + half:.1f}]"
 
     rows = []
-    for ratio, frame in steered.groupby(steered["params.ratio"].astype(float)):
+    for (setting, ratio), frame in steered.groupby(["base setting", steered["params.ratio"].astype(float)]):
         per_model = frame.groupby(["params.seed", "control"]).agg(
             best=("best", "min"), base=("metrics.insult_probability base", "first")).reset_index()
         per_model["best"] = per_model[["best", "base"]].min(axis=1)  # not steering (alpha 0) is always allowed
         probe, random = per_model[~per_model["control"]], per_model[per_model["control"]]
-        rows.append({"ratio": ratio_label(ratio), "seeds": probe["params.seed"].nunique(),
+        rows.append({**({"base setting": setting} if worlds else {}), "ratio": ratio_label(ratio),
+                     "seeds": probe["params.seed"].nunique(),
                      "insult % without ITI": interval(probe["base"]),
                      "with ITI at matched cost": interval(probe["best"]),
                      "drop": interval(probe["base"] - probe["best"]),

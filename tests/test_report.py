@@ -315,3 +315,27 @@ def test_matched_cost_keeps_only_steerings_that_break_nothing():
     assert row["with ITI at matched cost"].startswith("37.5 ± 10.6")  # mean of 30 and 45, sample std
     assert row["drop"].startswith("7.5 ± 3.5")
     assert row["drop (random)"].startswith("10.0 ± 14.1")  # seed 1: 40 -> 40 (41 is no drop), seed 2: 50 -> 30
+
+
+def test_matched_cost_compares_each_steering_with_its_own_world():
+    """Two worlds in one experiment (a phase diagram): each steered model against its own base model."""
+    from detox.report import matched_cost_table
+
+    def run(share, seed, method, insult, ce=0.70):
+        return {"params.ratio": "10", "params.seed": seed, "params.method": method,
+                "params.strength": "alpha=2" if method == "iti" else "-", "params.task": "study",
+                "status": "FINISHED", "params.cfg.sources.world.clean.hostile_share": share,
+                "params.cfg.mixture.seed": seed, "params.cfg.pretrain.seed": seed,
+                "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": ce,
+                "metrics.well_formed": 100.0}
+
+    runs = pd.DataFrame([
+        run("0.25", "1", "none", 40.0), run("0.25", "2", "none", 44.0),
+        run("0.12", "1", "none", 50.0), run("0.12", "2", "none", 52.0),
+        run("0.25", "1", "iti", 38.0), run("0.25", "2", "iti", 44.0),   # drops 2 and 0
+        run("0.12", "1", "iti", 30.0), run("0.12", "2", "iti", 28.0),   # drops 20 and 24
+    ])
+    table = matched_cost_table(runs, ce_budget=0.02, min_well_formed=95.0).set_index("base setting")
+    assert list(table.index) == ["sources.world.clean.hostile_share=0.12", "sources.world.clean.hostile_share=0.25"]
+    assert table.loc["sources.world.clean.hostile_share=0.12", "drop"].startswith("22.0 ± 2.8")
+    assert table.loc["sources.world.clean.hostile_share=0.25", "drop"].startswith("1.0 ± 1.4")
