@@ -65,7 +65,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
             + (f" (hostile contexts {m['ce_hostile']:.3f})" if "ce_hostile" in m else ""))
         if "search_objective" in m:
             log(f"search objective {m['search_objective']:.2f} ({job.search.metric} {m[job.search.metric]:.1f} % against "
-                f"{m['search_unsteered']:.1f} % unsteered; CE cost {m['search_ce_cost']:+.3f} nats, "
+                f"{m['search_unsteered']:.1f} % unsteered; CE cost {m['search_ce_cost']:+.4f} nats, "
                 f"{'within' if m['search_feasible'] else 'beyond'} the budget of {job.search.ce_budget:g})")
     return run_id, outcome
 
