@@ -254,7 +254,8 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
 
 
 def search_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The best-ratio search's trials (runs that logged `search_objective`), best first."""
+    """The best-ratio search's trials (runs that logged `search_objective`), best first. The ratio column
+    is "toxic share %" so that the grouped view (which blanks a repeated ratio) leaves it whole."""
     if "metrics.search_objective" not in runs:
         return pd.DataFrame()
     trials = runs[runs["metrics.search_objective"].notna()]
@@ -262,7 +263,7 @@ def search_table(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     alpha = pd.to_numeric(trials.get("params.cfg.steer.iti.alpha", pd.Series(np.nan, index=trials.index))).round(2)
     table = pd.DataFrame({
-        "ratio": trials["params.ratio"].astype(float).map(ratio_label), "seed": trials["params.seed"],
+        "toxic share %": trials["params.ratio"].astype(float).map(ratio_label), "seed": trials["params.seed"],
         "method": trials["params.method"], "alpha": alpha.astype(object).where(alpha.notna(), "-"),
         "toxicity % after": (trials["metrics.search_unsteered"] - trials["metrics.search_drop"]).round(1),
         "unsteered %": trials["metrics.search_unsteered"].round(1),
@@ -275,7 +276,7 @@ def search_table(runs: pd.DataFrame) -> pd.DataFrame:
 def plot_search(table: pd.DataFrame, path: Path) -> None:
     """Every trial of the search: the toxicity after the method against the ratio, coloured by alpha
     within the CE budget and marked x beyond it; the unsteered toxicity of the same models in grey."""
-    ratio = table["ratio"].astype(float)
+    ratio = table["toxic share %"].astype(float)
     alpha = pd.to_numeric(table["alpha"], errors="coerce")
     feasible = table["within budget"].eq("yes")
     with figure(path, 1, "best-ratio search: every trial", panel_size=(6.5, 4.5)) as (ax,):
@@ -289,7 +290,7 @@ def plot_search(table: pd.DataFrame, path: Path) -> None:
         else:
             ax.scatter(ratio[feasible], table["toxicity % after"][feasible], label="within it")
         best = table.iloc[0]
-        ax.annotate("best", (float(best["ratio"]), best["toxicity % after"]), textcoords="offset points", xytext=(6, -12))
+        ax.annotate("best", (float(best["toxic share %"]), best["toxicity % after"]), textcoords="offset points", xytext=(6, -12))
         ax.set(xlabel="toxic share of pre-training tokens (%)", ylabel="toxicity after the method (%)")
         ax.grid(alpha=0.3)
 
@@ -683,7 +684,7 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     terminal += [""] + [line for line in probe_lines if not line.startswith("![")]
     if search is not None:
         best = search.iloc[0]
-        line = (f"Best-ratio search ({len(search)} trials): ratio {best['ratio']} % (alpha {best['alpha']}, seed {best['seed']}) "
+        line = (f"Best-ratio search ({len(search)} trials): ratio {best['toxic share %']} % (alpha {best['alpha']}, seed {best['seed']}) "
                 f"reached {best['toxicity % after']} % against {best['unsteered %']} % unsteered at CE cost "
                 f"{best['CE cost (nats)']:+.3f} nats" + ("" if best["within budget"] == "yes" else ": no trial stayed within the budget"))
         terminal.append(line)
