@@ -21,7 +21,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detox.toy import ToyConfig, plot_toy_curve, run_toy_curve, summary_table  # noqa: E402
+from detox.toy.config import ToyConfig  # noqa: E402
+from detox.toy.plot import plot_toy_curve  # noqa: E402
+from detox.toy.sweep import run_toy_curve  # noqa: E402
+from detox.toy.table import summary_table  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
