@@ -56,8 +56,10 @@ SUMMARY_FOLDER = "report"  # the summary run's artifact folder, replaced as a wh
 PROBE_ARTIFACT = "probe_accuracy.json"
 METHOD_ORDER = ("none", "prompting", "iti", "meda", "inst", "sft", "dpo")  # the paper's Table 1 order
 STRENGTH_ORDER = ("-", "weak", "mid", "strong")
-UNIQUE_CFG = ("params.cfg.seed", "params.cfg.ratio")
-BASE_MODEL_PARAMS = tuple(f"params.cfg.{stage}." for stage in ("sources", "tokenizer", "mixture", "pretrain"))  # cfg params that differ between seeds and ratios by design
+UNIQUE_CFG = ("params.cfg.seed", "params.cfg.ratio")  # cfg params that differ between seeds and ratios by design
+# the cfg params that determine a base model (the stages up to pre-training): a steering's own base model shares them
+BASE_MODEL_PARAMS = tuple(f"params.cfg.{stage}." for stage in ("sources", "tokenizer", "mixture", "pretrain"))
+SEARCH_TITLE = "Best-ratio search: trials, best first"
 
 
 @dataclass(frozen=True)
@@ -644,7 +646,7 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     matched = matched_cost_table(runs, cfg.ce_budget, cfg.min_well_formed)
     for title, table in ((f"ITI at matched cost (CE +{cfg.ce_budget:g} nats at most, clean and hostile; "
                           f"well-formed >= {cfg.min_well_formed:g} %): mean ± std [95 % CI] over seeds", matched),
-                         ("Best-ratio search: trials, best first", search_table(runs)),
+                         (SEARCH_TITLE, search_table(runs)),
                          ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg))):
         if not table.empty:
             report.tables[title] = table
@@ -661,7 +663,7 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
         for name, plot in (("toxicity_vs_ratio.png", plot_smile), ("ce_vs_toxicity.png", plot_tradeoff)):
             plot(agg, folder / name)
             figures.append(folder / name)
-    search = report.tables.get("Best-ratio search: trials, best first")
+    search = report.tables.get(SEARCH_TITLE)
     if search is not None:
         plot_search(search, folder / "search_trials.png")
         figures.append(folder / "search_trials.png")
