@@ -49,7 +49,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         key = stable_key({"job": plan.key, "search": spec["search"]})
     # One job at a time per identity: a sweep may hold the same job twice (a method that ignores an
     # axis), and two copies running at once would each open an MLflow run.
-    locks = Path(job.root).resolve() / "cache" / "jobs"
+    locks = cache.root / "jobs"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"{key}.lock")):
         run_id, outcome = tracking.track(job, key, spec, pipeline.job_params(job), resolved_config,

@@ -45,7 +45,7 @@ from mlflow import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from detox import paper
-from detox.config import ConfigError
+from detox.config import ConfigError, SearchConfig
 from detox.plots import pyplot
 from detox.progress import progress
 from detox.search import within_budget
@@ -222,8 +222,8 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
     steered = runs[runs["params.method"] == "iti"].join(base, on=keys, rsuffix=" base").dropna(subset=[c + " base" for c in needed])
     if steered.empty:
         return pd.DataFrame()
-    per_run = {"params.ratio", "params.seed", "params.cfg.mixture.ratio", "params.cfg.mixture.seed", "params.cfg.pretrain.seed"}
-    worlds = [k for k in keys if k not in per_run and steered[k].nunique() > 1]  # what tells the base settings apart
+    # what tells the base settings apart: the keys that vary, apart from each run's own ratio and seed
+    worlds = [k for k in keys if not k.endswith((".ratio", ".seed")) and steered[k].nunique() > 1]
     steered["base setting"] = steered[worlds].apply(
         lambda row: " ".join(f"{k.removeprefix('params.cfg.')}={v}" for k, v in row.items()), axis=1) if worlds else ""
     allowed = within_budget(steered["metrics.ce_loss"] - steered["metrics.ce_loss base"],
@@ -555,8 +555,8 @@ class ReportConfig:
     out: str = ""  # folder for report.md, the CSVs and PNGs; empty: outputs/report/<experiment>
     compare_ratios: tuple[float, float] = (0.0, 10.0)  # the two ratios of the probe histograms and test
     summary_run: bool = True  # keep the report as artifacts of the experiment's summary run
-    ce_budget: float = 0.02  # ITI at matched cost: the most CE (nats, clean and hostile) a steering may add
-    min_well_formed: float = 95.0  # ... and the fewest well-formed generations (%) it may leave
+    ce_budget: float = SearchConfig.ce_budget  # ITI at matched cost: the most CE (nats, clean and hostile) a steering may add
+    min_well_formed: float = SearchConfig.min_well_formed  # ... and the fewest well-formed generations (%) it may leave
     n_boot: int = 1000  # bootstrap resamples of the probe test's confidence interval
 
     def folder(self) -> Path:
@@ -730,9 +730,9 @@ def main(argv: list[str] | None = None) -> None:
                         metavar=("RATIO", "RATIO"), help="the two ratios of the probe histograms (default 0 10)")
     parser.add_argument("--no-summary-run", action="store_true", help="do not write the experiment's summary run")
     parser.add_argument("--ce-budget", type=float, default=ReportConfig.ce_budget,
-                        help="ITI at matched cost: the most CE (nats) a steering may add (default 0.02)")
+                        help=f"ITI at matched cost: the most CE (nats) a steering may add (default {ReportConfig.ce_budget:g})")
     parser.add_argument("--min-well-formed", type=float, default=ReportConfig.min_well_formed,
-                        help="ITI at matched cost: the fewest well-formed generations (%%) a steering may leave (default 95)")
+                        help=f"ITI at matched cost: the fewest well-formed generations (%%) a steering may leave (default {ReportConfig.min_well_formed:g})")
     args = parser.parse_args(argv)
     cfg = ReportConfig(args.tracking_uri, args.experiment, args.out, tuple(args.compare_ratios), not args.no_summary_run,
                        ce_budget=args.ce_budget, min_well_formed=args.min_well_formed)

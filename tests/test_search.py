@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose_job, launch
 from detox.config import ConfigError, JobConfig
 from detox.search import INFEASIBLE, matched_cost_objective, within_budget
+from detox.tracking import flatten
 
 UNSTEERED = {"insult_probability": 40.0, "ce_loss": 0.70, "ce_hostile": 0.80, "well_formed": 100.0}
 
@@ -73,16 +74,9 @@ def test_best_ratio_composes_an_optuna_search_of_iti_jobs():
 
 def smoke_overrides() -> list[str]:
     """conf/experiment/smoke.yaml as command-line overrides, to run another experiment at smoke size."""
-    smoke = OmegaConf.load(REPO / "conf/experiment/smoke.yaml")
+    smoke = OmegaConf.to_container(OmegaConf.load(REPO / "conf/experiment/smoke.yaml"))
     del smoke["mlflow"]
-
-    def flat(node, prefix=""):
-        for key, value in node.items():
-            if OmegaConf.is_dict(value):
-                yield from flat(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}={value}"
-    return list(flat(smoke))
+    return [f"{key}={value}" for key, value in flatten(smoke).items()]
 
 
 def test_an_optuna_search_logs_every_trial_and_finds_the_lowest_objective(tmp_path):
