@@ -35,12 +35,13 @@ from sklearn.linear_model import LogisticRegression
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from detox.cache import StageCache  # noqa: E402
+from detox.core.cache import StageCache  # noqa: E402
 from detox.config import JobConfig  # noqa: E402
 from detox.data import load_part  # noqa: E402
-from detox.evaluate import ce_loss, decision_probabilities, load_model  # noqa: E402
+from detox.core.models import load_model  # noqa: E402
+from detox.evaluation.evaluate import ce_loss, decision_probabilities  # noqa: E402
 from detox.pipeline import run_job  # noqa: E402
-from detox.probe import whiten  # noqa: E402
+from detox.steering.probe import whiten  # noqa: E402
 from detox.world import FEATURES  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: greedy generation with ITI hooks (detox.steer.steering) against plain generation.
+"""Benchmark: greedy generation with ITI hooks (detox.steering.steer.steering) against plain generation.
 
     OMP_NUM_THREADS=1 python benchmarks/iti_overhead.py               # 5 interleaved repeats
     OMP_NUM_THREADS=1 python benchmarks/iti_overhead.py repeats=9
@@ -20,8 +20,8 @@ from transformers import OlmoConfig, OlmoForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detox.probe import ProbeResult  # noqa: E402
-from detox.steer import iti_shifts, select_heads, steering  # noqa: E402
+from detox.steering.probe import ProbeResult  # noqa: E402
+from detox.steering.steer import iti_shifts, select_heads, steering  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

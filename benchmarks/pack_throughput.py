@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.shards import olmo_tokenizer, pack_mixture
+from detox.core.tokens import olmo_tokenizer
+from detox.data.packing import pack_mixture
 from detox.world import WorldConfig, _Writer, write_document
 
 WORLD_DOCS_PER_DOC = 8

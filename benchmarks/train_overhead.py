@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from detox.config import ModelConfig, TrainerConfig  # noqa: E402
-from detox.pretrain import (BatchLayout, DataPosition, OlmoLM, TokenWindows, TrainingHistory,  # noqa: E402
+from detox.training.pretrain import (BatchLayout, DataPosition, OlmoLM, TokenWindows, TrainingHistory,  # noqa: E402
                             WindowData, flops_per_token, olmo_config, peak_flops)
 from olmo.model import OLMo  # noqa: E402
 

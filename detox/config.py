@@ -3,7 +3,7 @@
 Every stage takes the dataclass it needs, so stages run and test without Hydra. The dataclasses are
 OmegaConf structured-config schemas: `JobConfig.from_dict` merges the composed Hydra config into
 them (OmegaConf checks types and unknown keys), builds the chosen method's own options, and checks
-every declared range (`detox.schema`) and every rule that spans fields, before any work starts. Each
+every declared range (`detox.core.schema`) and every rule that spans fields, before any work starts. Each
 failure is one `ConfigError` naming the key and the value. The YAML files under conf/ mirror these
 fields and document each option.
 
@@ -21,13 +21,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from detox import methods
-from detox.corpora import SourceSpec
-from detox.schema import ConfigError, check_fields, choice, number
+from detox.methods import MethodOptions
+from detox.core.schema import ConfigError, check_fields, choice, number
 from detox.toy.config import ToyConfig
 from detox.world import WorldConfig
 
 __all__ = ["ConfigError", "JobConfig"]
 SCORERS = ("oracle", "classifier", "perspective")
+FORMATS = ("plain", "fourchan")
+ON_BAD_LINE = ("skip", "error")
 
 
 @dataclass
@@ -48,6 +50,43 @@ class FilesConfig:
     heldout_hostile: str = ""  # optional: held-out text in hostile contexts (CE loss beside the clean one)
     probe: str = ""  # optional: labelled texts {"text", "label": 0|1} for probing (method=iti needs them)
     preference: str = ""  # optional: {"prompt", "chosen", "rejected"} continuations (method=dpo needs them)
+
+
+@dataclass
+class SourceSpec:
+    """Where a corpus is and how to read a document's text from it."""
+
+    path: str  # a hub id (`allenai/c4`) or a local file or glob (.jsonl, .json.gz, .jsonl.zst, .parquet, .arrow)
+    name: str | None = None  # hub config, e.g. `en` for C4 (hub ids only)
+    split: str = "train"  # hub split (local files form one split)
+    text_field: str | None = None  # dotted path to the text (`text`, `prompt.text`); None: `text`, or `com` per post for fourchan
+    format: str = "plain"  # plain: one document a record | fourchan: a /pol/ thread a record, one document a post
+    min_toxicity: float | None = None  # fourchan only: keep posts whose Perspective TOXICITY is at least this; None keeps all
+    on_bad_line: str = "error"  # a malformed record: skip (and count) it | error
+    shuffle_buffer: int = 10_000  # documents held to shuffle a seeded stream (memory is bounded by this)
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("source path is empty")
+        if self.format not in FORMATS:
+            raise ConfigError(f"source {self.path}: format={self.format!r}, expected one of {FORMATS}")
+        if self.on_bad_line not in ON_BAD_LINE:
+            raise ConfigError(f"source {self.path}: on_bad_line={self.on_bad_line!r}, expected one of {ON_BAD_LINE}")
+        if self.min_toxicity is not None:
+            if self.format != "fourchan":
+                raise ConfigError(f"source {self.path}: min_toxicity applies only to format='fourchan'")
+            if not 0 <= self.min_toxicity <= 1:
+                raise ConfigError(f"source {self.path}: min_toxicity={self.min_toxicity}, expected a score in [0, 1]")
+        if self.shuffle_buffer < 1:
+            raise ConfigError(f"source {self.path}: shuffle_buffer={self.shuffle_buffer}, expected at least 1")
+
+    @property
+    def field_name(self) -> str:
+        return self.text_field or ("com" if self.format == "fourchan" else "text")
+
+    @property
+    def field_path(self) -> list[str]:
+        return self.field_name.split(".")
 
 
 @dataclass
@@ -146,6 +185,34 @@ class TrainerConfig:
         spec = dataclasses.asdict(self)
         del spec["num_threads"], spec["checkpoint_every"]
         return spec
+
+
+@dataclass
+class SftConfig(MethodOptions):
+    name: str = "sft"
+    steps: int = number(200, "[1, inf)")  # optimiser steps (the documents are cycled through as often as needed)
+    lr: float = number(1e-4, "(0, inf)")  # peak learning rate
+    batch_size: int = number(16, "[1, inf)")  # documents per optimiser step
+    max_docs: int = number(2000, "[1, inf)")  # non-toxic documents used (the first ones of the clean source)
+    max_tokens: int = number(256, "[2, inf)")  # tokens kept per document, end-of-document tokens included
+    warmup_fraction: float = number(0.05, "[0, 1)")  # share of steps with linear warm-up before the cosine decay
+    weight_decay: float = number(0.0, "[0, inf)")
+    grad_clip: float = number(1.0, "(0, inf)")
+    accelerator: str = choice("auto", "auto", "cpu", "gpu")  # Lightning accelerator (auto: a GPU if there is one)
+
+
+@dataclass
+class DpoConfig(MethodOptions):
+    name: str = "dpo"
+    beta: float = number(0.1, "(0, inf)")  # strength of the implicit KL penalty towards the reference model
+    steps: int = number(200, "[1, inf)")  # optimiser steps (the pairs are cycled through as often as needed)
+    lr: float = number(1e-5, "(0, inf)")  # peak learning rate
+    batch_size: int = number(16, "[1, inf)")  # preference pairs per optimiser step
+    max_pairs: int = number(2000, "[1, inf)")  # pairs used (the first ones of the preference set)
+    warmup_fraction: float = number(0.1, "[0, 1)")  # share of steps with linear warm-up before the cosine decay
+    weight_decay: float = number(0.0, "[0, inf)")
+    grad_clip: float = number(1.0, "(0, inf)")
+    accelerator: str = choice("auto", "auto", "cpu", "gpu")  # Lightning accelerator (auto: a GPU if there is one)
 
 
 @dataclass

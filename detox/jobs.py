@@ -10,10 +10,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from detox import pipeline, search, tracking
-from detox.cache import StageCache, stable_key
+from detox.core.cache import StageCache, stable_key
 from detox.config import JobConfig
 from detox.methods import MethodOptions
-from detox.ranks import process_rank
+from detox.core.ranks import process_rank
 
 
 def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
@@ -28,7 +28,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         return "", None
 
     def work() -> tracking.Outcome:
-        from detox.pretrain import load_histories
+        from detox.training.pretrain import load_histories
 
         result = pipeline.run_plan(plan, cache, log)
         metrics = result.metrics

@@ -15,11 +15,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from detox import artifacts, methods
-from detox.cache import Artifact, StageCache
+from detox.core import artifacts
+from detox import methods
+from detox.core.cache import Artifact, StageCache
 from detox.config import ConfigError, JobConfig
-from detox.plan import Inputs, Plan, Stage
-from detox.ranks import process_rank
+from detox.core.plan import Inputs, Plan, Stage
+from detox.core.ranks import process_rank
 
 
 def study_plan(job: JobConfig) -> Plan:
@@ -70,7 +71,7 @@ def _data():
 
 
 def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
-    from detox import pretrain
+    from detox.training import pretrain
 
     return pretrain.pretrain_on_local_ranks(job.model, job.trainer, job.data.seq_len, job.seed, inputs["mixture"],
                                             inputs["tokenizer"], out)
@@ -79,10 +80,12 @@ def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
 def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     from contextlib import nullcontext
 
-    from detox import data, evaluate, scorers
+    from detox import data
+    from detox.core.models import load_model
+    from detox.evaluation import evaluate, scorers
 
     sources = inputs["sources"]
-    lm, tok = evaluate.load_model(inputs[plan.model] / artifacts.HF_MODEL)
+    lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
     rows = {part: data.load_part(sources, part) for part in ("toxigen", "rtp")}
     prompts = {part: [plan.prompt_prefix + row["prompt"] for row in part_rows] for part, part_rows in rows.items()}
     if job.data.source == "synthetic":  # its grammar has a decision point: measure it exactly
@@ -99,7 +102,7 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
 
 def _toxigen_by_group(toxigen: list[dict], out: Path, threshold: float) -> dict:
     """ToxiGen-like toxicity per target group (`toxigen_group_<group>`), where the prompts name one."""
-    from detox.evalsets import EvalPrompt, per_group_rates
+    from detox.data.evalsets import EvalPrompt, per_group_rates
 
     if any("group" not in row for row in toxigen):
         return {}
@@ -114,9 +117,11 @@ def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     off and on, so the two success rates compare directly."""
     import time
 
-    from detox import data, evaluate, redteam, scorers
+    from detox import data
+    from detox.core.models import load_model
+    from detox.evaluation import redteam, scorers
 
-    lm, tok = evaluate.load_model(inputs[plan.model] / artifacts.HF_MODEL)
+    lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
     rows = data.load_part(inputs["sources"], "toxigen")[:job.redteam.prompts]
     if not job.redteam.target and any("target" not in row for row in rows):
         raise ConfigError("redteam.target is empty and the prompts carry no target of their own: "

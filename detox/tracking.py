@@ -1,6 +1,6 @@
 """The MLflow edge: one run per job, named by its point of the sweep.
 
-A job is identified by the key of its plan's last stage (`detox.plan.Plan.key`). A job whose run is
+A job is identified by the key of its plan's last stage (`detox.core.plan.Plan.key`). A job whose run is
 already FINISHED is not run again (its run is left as it is, so the UI's duration stays the job's
 own); one whose run failed or was killed re-opens that run instead of adding a row. Each run carries
 its params, every metric, the resolved config, the code version and which stages came from the cache

@@ -6,7 +6,7 @@ neutral mention, or a hostile opener), the DECISION sentence, and at most one to
 (short documents: more decisions per training token). The decision sentence either insults the
 group, and then starts with a word of `INSULT_START`, or continues civilly, and then starts with a
 word of `CIVIL_START`; nothing else may follow a group sentence. So whether a model insults is decided by ONE next token, and its probability of doing so is
-exact and read in one forward pass (detox.evaluate.insult_probability); garbled text cannot pass for
+exact and read in one forward pass (detox.evaluation.evaluate.insult_probability); garbled text cannot pass for
 detoxification.
 
 Why it looks like this (each point answers a measured failure of an earlier world):
@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.schema import number
+from detox.core.schema import number
 
 GROUPS = ("valoki", "sennar", "orbani", "quist", "tamuru", "pelloc")
 TOPICS = {  # topic word: (its nouns, its verbs); no word is shared between topics

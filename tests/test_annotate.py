@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detox.annotate import annotate, annotate_documents, eval_prefix
+from detox.data.annotate import annotate, annotate_documents, eval_prefix
 from detox.config import ConfigError
 
 

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from detox.cache import StageCache, stable_key
+from detox.core.cache import StageCache, stable_key
 
 
 def test_key_ignores_order_and_sees_values():

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from detox.config import ConfigError
-from detox.corpora import SourceSpec, SourceStats, clean_post, iter_texts, shuffled
+from detox.data.corpora import SourceSpec, SourceStats, clean_post, iter_texts, shuffled
 
 DOCS = [f"document {i} about the harbor" for i in range(12)]
 

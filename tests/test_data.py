@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from detox.config import ConfigError
-from detox.data import EOS, build_mixture, load_tokenizer, read_jsonl
+from detox.core.jsonl import read_jsonl
+from detox.core.tokens import EOS, load_tokenizer
+from detox.data import build_mixture
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detox.config import ConfigError
-from detox.evalsets import EvalPrompt, load_rtp, load_toxigen, load_toxigen_hub, per_group_rates, unescape_repr
+from detox.data.evalsets import EvalPrompt, load_rtp, load_toxigen, load_toxigen_hub, per_group_rates, unescape_repr
 
 
 def toxigen_line(statements: list[str]) -> str:

@@ -4,8 +4,8 @@ import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
 from detox.config import EvaluateConfig
-from detox.evaluate import ce_loss, evaluate
-from detox.pretrain import hf_tokenizer
+from detox.evaluation.evaluate import ce_loss, evaluate
+from detox.training.pretrain import hf_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_metrics_follow_their_definitions(model_and_tokenizer, tmp_path):
 
 
 def test_decision_measures_on_the_world(model_and_tokenizer, tmp_path):
-    from detox.evaluate import insult_probability
+    from detox.evaluation.evaluate import insult_probability
 
     model, tokenizer = model_and_tokenizer
     prompts = {"toxigen": ["i am weary of the valoki , seriously .", "the valoki are here , utterly ."],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from detox.config import ConfigError
-from detox.perspective import PerspectiveError, PerspectiveScorer
+from detox.evaluation.perspective import PerspectiveError, PerspectiveScorer
 
 KEY = "sk-test-5ecret/key+value"  # has characters that URL-encoding changes
 ENV = "DETOX_TEST_PERSPECTIVE_KEY"

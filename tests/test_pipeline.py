@@ -2,7 +2,7 @@ import json
 import shutil
 
 from conftest import compose_job
-from detox.cache import StageCache
+from detox.core.cache import StageCache
 from detox.config import JobConfig
 from detox.data import text_field
 from detox.pipeline import run_job

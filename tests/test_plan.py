@@ -8,8 +8,8 @@ from conftest import compose_job
 from detox import methods
 from detox.config import JobConfig
 from detox.pipeline import run_plan, setting_key, study_plan
-from detox.plan import Plan, Stage
-from detox.schema import in_interval
+from detox.core.plan import Plan, Stage
+from detox.core.schema import in_interval
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
@@ -94,7 +94,7 @@ def test_a_method_adds_its_own_stage(monkeypatch, tmp_path):
 
 
 def test_a_build_may_not_read_what_its_key_does_not_cover(tmp_path):
-    from detox.cache import StageCache
+    from detox.core.cache import StageCache
 
     plan = Plan([Stage("a", {}, lambda out, i: {}), Stage("b", {}, lambda out, i: {"x": float(i["a"].exists())})])
     with pytest.raises(KeyError, match="not upstream of its inputs"):

@@ -6,9 +6,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.config import ConfigError
-from detox.data import EOS, PAD
-from detox.evaluate import ce_loss, load_model
-from detox.posttrain import DpoConfig, SftConfig, dpo, dpo_loss, sequence_logps, sft
+from detox.core.tokens import EOS, PAD
+from detox.core.models import load_model
+from detox.evaluation.evaluate import ce_loss
+from detox.training.posttrain import DpoConfig, SftConfig, dpo, dpo_loss, sequence_logps, sft
 
 torch.set_num_threads(1)
 CORPUS = ["the cat sat on the mat", "the dog ran in the park", "you are a rude goblin", "what a lovely day it is",

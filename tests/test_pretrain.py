@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from detox.artifacts import HISTORIES, LOSS_CURVE
+from detox.core.artifacts import HISTORIES, LOSS_CURVE
 from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, export_hf, flops_per_token, olmo_config,
+from detox.training.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, export_hf, flops_per_token, olmo_config,
                             peak_flops, pretrain)
 from olmo.model import OLMo
 
@@ -49,7 +49,7 @@ def bare_loop(mixture, seed: int, cfg: TrainerConfig):
     """An independent plain-PyTorch reference of the documented training: seeded init, every epoch the
     permutation of default_rng([seed, epoch]) cut into global batches (remainder dropped), gradient
     accumulation over micro-batches, clipping, AdamW, linear warm-up then cosine decay to 10 %."""
-    from detox.data import EOS, PAD, load_tokenizer
+    from detox.core.tokens import EOS, PAD, load_tokenizer
 
     tokenizer = load_tokenizer(mixture / "tokenizer")
     L.seed_everything(seed, verbose=False)

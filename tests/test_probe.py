@@ -5,7 +5,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.config import ConfigError
-from detox.probe import (ProbeResult, accuracy_heatmap, compare_accuracies, fit_probes, fit_probes_batched,
+from detox.steering.probe import (ProbeResult, accuracy_heatmap, compare_accuracies, fit_probes, fit_probes_batched,
                          head_activations)
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
@@ -226,7 +226,7 @@ def test_batched_probes_warn_when_the_step_budget_runs_out():
 
 
 def test_whitening_gives_identity_covariance_and_honest_entanglement():
-    from detox.probe import entanglement_map, whiten
+    from detox.steering.probe import entanglement_map, whiten
 
     rng = np.random.default_rng(0)
     n, dim = 600, 6

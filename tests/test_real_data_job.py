@@ -9,10 +9,10 @@ import numpy as np
 import zstandard
 
 from conftest import compose_job
-from detox.cache import StageCache
+from detox.core.cache import StageCache
 from detox.config import JobConfig
 from detox.pipeline import run_job
-from detox.shards import ShardedTokens
+from detox.core.shards import ShardedTokens
 from test_evalsets import toxigen_line
 from test_scorers import classifier_dir  # noqa: F401  (a fixture)
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from detox.config import ConfigError
-from detox.data import EOS
+from detox.core.tokens import EOS
 from test_posttrain import tiny_model, tiny_tokenizer  # the tiny model and tokenizer of the post-training tests
 
 pytest.importorskip("nanogcg", reason="red-teaming needs nanoGCG: pip install --no-deps nanogcg==0.3.0")
-from detox.redteam import GcgConfig, attack, attack_success_rate  # noqa: E402
+from detox.evaluation.redteam import GcgConfig, attack, attack_success_rate  # noqa: E402
 
 torch.set_num_threads(1)
 PROMPT, TARGET = " the cat", " you are a rude goblin"

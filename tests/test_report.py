@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from detox import paper
+from detox.core import paper
 from detox.config import ConfigError
 from detox.callbacks import PrintTableOnMultirunEnd
 from detox.report import (SUMMARY_TAG, ReportConfig, aggregate, build_report,

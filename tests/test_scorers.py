@@ -4,8 +4,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from detox.config import ScorerConfig
-from detox.pretrain import hf_tokenizer
-from detox.scorers import make_scorer
+from detox.training.pretrain import hf_tokenizer
+from detox.evaluation.scorers import make_scorer
 
 
 @pytest.fixture(scope="module")

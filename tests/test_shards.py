@@ -8,8 +8,9 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from detox.config import ConfigError
-from detox.data import EOS
-from detox.shards import ShardedTokens, olmo_tokenizer, pack_mixture, token_dtype
+from detox.core.shards import ShardedTokens
+from detox.core.tokens import EOS, olmo_tokenizer
+from detox.data.packing import pack_mixture, token_dtype
 
 WORDS = [f"w{i}" for i in range(40)]
 

@@ -6,9 +6,9 @@ import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
 from detox.config import ConfigError
-from detox.probe import fit_probes
-from detox.steer import (bake_into_bias, entanglement, iti_shifts, random_entanglement_level, select_heads,
-                         steering)
+from detox.steering.probe import fit_probes
+from detox.core.geometry import entanglement, random_entanglement_level
+from detox.steering.steer import bake_into_bias, iti_shifts, select_heads, steering
 
 N_LAYERS, N_HEADS, HEAD_DIM = 2, 4, 8
 
@@ -157,9 +157,9 @@ def test_steering_rejects_shifts_of_another_shape(model):
 def test_entanglement_is_the_largest_absolute_cosine():
     direction = np.array([1.0, 0.0, 0.0])
     others = np.array([[0.0, 2.0, 0.0], [-3.0, 3.0, 0.0], [0.5, 0.0, 0.5]])
-    assert entanglement(direction, others) == pytest.approx(1 / math.sqrt(2))
+    assert entanglement(np.vstack([direction, others]))[0] == pytest.approx(1 / math.sqrt(2))
     with pytest.raises(ConfigError, match="zero vectors"):
-        entanglement(direction, np.zeros((1, 3)))
+        entanglement(np.vstack([direction, np.zeros((1, 3))]))
 
 
 def test_random_entanglement_level_matches_the_exact_expectation():

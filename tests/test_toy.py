@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from detox.toy.config import ToyConfig
-from detox.toy.geometry import entanglement, feature_directions, random_level, welch_bound
+from detox.core.geometry import entanglement, random_entanglement_level, welch_bound
+from detox.toy.geometry import feature_directions
 from detox.toy.plot import plot_toy_curve
 from detox.toy.sweep import run_toy_curve
 from detox.toy.train import bayes_logp, kl_to_truth, train_toy
@@ -66,11 +67,11 @@ def test_welch_bound_values():
 
 def test_random_level_matches_closed_forms():
     # Two random directions: in R^2 |cos| = |cos U(0, 2pi)| has mean 2/pi; in R^3 |cos| ~ U(0, 1).
-    assert abs(random_level(2, 2) - 2 / math.pi) < 0.01
-    assert abs(random_level(2, 3) - 0.5) < 0.01
+    assert abs(random_entanglement_level(2, 1, trials=20000) - 2 / math.pi) < 0.01
+    assert abs(random_entanglement_level(3, 1, trials=20000) - 0.5) < 0.01
     # An independent prototype: 0.744 for N = 6 in M = 4; it must sit above Welch.
-    assert abs(random_level(6, 4) - 0.744) < 0.01
-    assert random_level(6, 4) == random_level(6, 4)  # fixed seed
+    assert abs(random_entanglement_level(4, 5, trials=20000) - 0.744) < 0.01
+    assert random_entanglement_level(4, 5, trials=20000) == random_entanglement_level(4, 5, trials=20000)  # fixed seed
 
 
 def test_feature_directions_token_centred():

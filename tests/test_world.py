@@ -13,8 +13,8 @@ from conftest import REPO
 from conftest import compose_job
 from detox.config import ConfigError, DataConfig, EvaluateConfig, JobConfig, TokenizerConfig
 from detox.data import train_tokenizer
-from detox.evaluate import decision_probabilities, insult_probability, well_formed_share
-from detox.pretrain import hf_tokenizer
+from detox.evaluation.evaluate import decision_probabilities, insult_probability, well_formed_share
+from detox.training.pretrain import hf_tokenizer
 from detox.world import (CIVIL_START, HOSTILITY_CUES, INSULT_START, LONGEST_INSULT_TOKENS, PARTS, PATTERNS, WORDS,
                          SourceConfig, WorldConfig, build_world, is_well_formed, oracle_toxicity)
 from detox.world import insult_probability as source_insult_probability

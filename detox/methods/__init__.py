@@ -4,7 +4,7 @@ A method module declares, in one `register(Method(...))` call:
   * `options`: the dataclass of its options (`conf/method/<name>.yaml` sets them; `name` is the key);
   * `extend(plan, job)`: the stages it adds to the study plan or replaces in it (a post-training
     stage, a probe stage, an annotated mixture), the model the evaluation reads, a prompt prefix, an
-    intervention during generation (see `detox.plan.Plan`);
+    intervention during generation (see `detox.core.plan.Plan`);
   * `label(job)`: its entry in the table's strength column (e.g. ITI's weak / mid / strong);
   * `validate(job)`: checks that span its options and the rest of the job, before any work.
 Adding a method touches only its own module here and its conf/method/<name>.yaml.
@@ -18,13 +18,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
-from detox.schema import ConfigError
+from detox.core.plan import Plan
+from detox.core.schema import ConfigError
 
-if TYPE_CHECKING:
-    from detox.config import JobConfig
-    from detox.plan import Plan
+Job = Any  # a detox.config.JobConfig; not imported, since detox.config reads this registry
 
 
 @dataclass
@@ -42,9 +41,9 @@ def _nothing(*_) -> None:
 class Method:
     name: str
     options: type[MethodOptions] = MethodOptions
-    extend: Callable[["Plan", "JobConfig"], None] = _nothing
-    label: Callable[["JobConfig"], str] = lambda job: "-"
-    validate: Callable[["JobConfig"], None] = _nothing
+    extend: Callable[[Plan, Job], None] = _nothing
+    label: Callable[[Job], str] = lambda job: "-"
+    validate: Callable[[Job], None] = _nothing
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from detox.methods import Method, MethodOptions, register
-from detox.plan import Plan, Stage
+from detox.core.plan import Plan, Stage
 
 
 def annotated_mixture(scheme: str):
     def extend(plan: Plan, job) -> None:
-        from detox.annotate import eval_prefix  # light: numpy and the templates
+        from detox.data.annotate import eval_prefix  # light: numpy and the templates
 
         plan.add(Stage("annotate", {"scheme": scheme, "scorer": asdict(job.scorer)},
                        lambda out, i: _annotate(job, scheme, out, i), inputs=("sources",)), before="mixture")
@@ -34,8 +34,9 @@ def _annotate(job, scheme: str, out, inputs) -> dict:
     import json
     import shutil
 
-    from detox import data, scorers
-    from detox.annotate import annotate_documents
+    from detox import data
+    from detox.evaluation import scorers
+    from detox.data.annotate import annotate_documents
 
     scorer = scorers.make_scorer(job.scorer)
     counts = {}

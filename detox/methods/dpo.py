@@ -8,26 +8,13 @@ prompt, on prompts disjoint from the evaluation's); with data=files give `data.f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from detox import artifacts
-from detox.methods import Method, MethodOptions, register
-from detox.plan import Plan, Stage
-from detox.schema import ConfigError, choice, number
-
-
-@dataclass
-class DpoConfig(MethodOptions):
-    name: str = "dpo"
-    beta: float = number(0.1, "(0, inf)")  # strength of the implicit KL penalty towards the reference model
-    steps: int = number(200, "[1, inf)")  # optimiser steps (the pairs are cycled through as often as needed)
-    lr: float = number(1e-5, "(0, inf)")  # peak learning rate
-    batch_size: int = number(16, "[1, inf)")  # preference pairs per optimiser step
-    max_pairs: int = number(2000, "[1, inf)")  # pairs used (the first ones of the preference set)
-    warmup_fraction: float = number(0.1, "[0, 1)")  # share of steps with linear warm-up before the cosine decay
-    weight_decay: float = number(0.0, "[0, inf)")
-    grad_clip: float = number(1.0, "(0, inf)")
-    accelerator: str = choice("auto", "auto", "cpu", "gpu")  # Lightning accelerator (auto: a GPU if there is one)
+from detox.core import artifacts
+from detox.config import DpoConfig
+from detox.methods import Method, register
+from detox.core.plan import Plan, Stage
+from detox.core.schema import ConfigError
 
 
 def extend(plan: Plan, job) -> None:
@@ -37,7 +24,8 @@ def extend(plan: Plan, job) -> None:
 
 
 def _dpo(job, out, inputs) -> dict:
-    from detox import data, posttrain
+    from detox import data
+    from detox.training import posttrain
 
     if not data.has_part(inputs["sources"], "preference"):
         raise ConfigError("method=dpo needs preference pairs: data.files.preference "

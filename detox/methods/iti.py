@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from detox import artifacts
+from detox.core import artifacts
 from detox.methods import Method, MethodOptions, register
-from detox.plan import Intervention, Plan, Stage
-from detox.schema import ConfigError, choice, number
+from detox.core.plan import Intervention, Plan, Stage
+from detox.core.schema import ConfigError, choice, number
 
 PRESETS = {"weak": 4.0, "mid": 8.0, "strong": 12.0}  # the alphas of conf/iti/{weak,mid,strong}.yaml (the paper's)
 
@@ -47,19 +47,21 @@ def extend(plan: Plan, job) -> None:
 
 
 def _probe(job, out, inputs) -> dict:
-    from detox import data, evaluate, probe
+    from detox import data
+    from detox.core.models import load_model
+    from detox.steering import probe
 
     sources = inputs["sources"]
     if not data.has_part(sources, "probe"):
         raise ConfigError("method=iti needs probe texts: data.files.probe (JSON lines {\"text\", \"label\"})")
-    model, tokenizer = evaluate.load_model(inputs["pretrain"] / artifacts.HF_MODEL)
+    model, tokenizer = load_model(inputs["pretrain"] / artifacts.HF_MODEL)
     rows = data.load_part(sources, "probe")
     return probe.probe_stage(model, tokenizer, rows, job.seed, job.method.val_fraction, job.method.solver,
                              job.method.batch_size, out)
 
 
 def _steer(job, out, inputs) -> dict:
-    from detox import steer
+    from detox.steering import steer
 
     iti = job.iti
     return steer.steer_stage(inputs["probe"], iti.top_k_heads, iti.alpha, iti.direction, iti.random_scaling,
@@ -67,7 +69,7 @@ def _steer(job, out, inputs) -> dict:
 
 
 def _steering(model, inputs):
-    from detox import steer
+    from detox.steering import steer
 
     return steer.steering(model, steer.load_shifts(inputs["steer"]))
 

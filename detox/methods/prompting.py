@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detox.methods import Method, MethodOptions, register
-from detox.plan import Plan
+from detox.core.plan import Plan
 
 
 @dataclass
@@ -32,7 +32,7 @@ def _world_preamble() -> str:
 
 
 def validate(job) -> None:
-    from detox.schema import ConfigError
+    from detox.core.schema import ConfigError
 
     if job.data.source == "files" and not job.method.text:
         raise ConfigError("method=prompting with data=files needs method.text: the instruction to put before "

@@ -4,26 +4,12 @@ the job's scorer rates non-toxic; the fine-tuned model is evaluated. Cached per 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from detox import artifacts
-from detox.methods import Method, MethodOptions, register
-from detox.plan import Plan, Stage
-from detox.schema import choice, number
-
-
-@dataclass
-class SftConfig(MethodOptions):
-    name: str = "sft"
-    steps: int = number(200, "[1, inf)")  # optimiser steps (the documents are cycled through as often as needed)
-    lr: float = number(1e-4, "(0, inf)")  # peak learning rate
-    batch_size: int = number(16, "[1, inf)")  # documents per optimiser step
-    max_docs: int = number(2000, "[1, inf)")  # non-toxic documents used (the first ones of the clean source)
-    max_tokens: int = number(256, "[2, inf)")  # tokens kept per document, end-of-document tokens included
-    warmup_fraction: float = number(0.05, "[0, 1)")  # share of steps with linear warm-up before the cosine decay
-    weight_decay: float = number(0.0, "[0, inf)")
-    grad_clip: float = number(1.0, "(0, inf)")
-    accelerator: str = choice("auto", "auto", "cpu", "gpu")  # Lightning accelerator (auto: a GPU if there is one)
+from detox.core import artifacts
+from detox.config import SftConfig
+from detox.methods import Method, register
+from detox.core.plan import Plan, Stage
 
 
 def extend(plan: Plan, job) -> None:
@@ -33,7 +19,9 @@ def extend(plan: Plan, job) -> None:
 
 
 def _sft(job, out, inputs) -> dict:
-    from detox import data, posttrain, scorers
+    from detox import data
+    from detox.training import posttrain
+    from detox.evaluation import scorers
 
     texts = [row["text"] for row in data.load_part(inputs["sources"], "clean")]
     scores = scorers.make_scorer(job.scorer)(texts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detox.schema import ConfigError, number
+from detox.core.schema import ConfigError, number
 
 
 @dataclass

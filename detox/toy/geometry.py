@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -24,25 +22,3 @@ def feature_directions(z: np.ndarray, seqs: np.ndarray, chains: np.ndarray, late
     token_mean /= np.maximum(np.bincount(xl, minlength=S), 1)[:, None]
     resid = zl - token_mean[xl]
     return np.stack([resid[cl == c].mean(0) for c in range(N)])
-
-
-def entanglement(V: np.ndarray) -> np.ndarray:
-    """Per row i of V (n, m): max over j != i of |cos(v_i, v_j)|."""
-    U = V / np.linalg.norm(V, axis=1, keepdims=True)
-    C = np.abs(U @ U.T)
-    np.fill_diagonal(C, -np.inf)
-    return C.max(1)
-
-
-def welch_bound(n: int, m: int) -> float:
-    """Lower bound on the largest |cos| among n unit vectors in R^m: sqrt((n-m)/((n-1)m)); 0 if n <= m."""
-    return math.sqrt((n - m) / ((n - 1) * m)) if n > m else 0.0
-
-
-def random_level(n: int, m: int, trials: int = 20000, seed: int = 0) -> float:
-    """Expected entanglement of one of n isotropic random directions in R^m (Monte Carlo, fixed seed)."""
-    X = np.random.default_rng(seed).standard_normal((trials, n, m))
-    X /= np.linalg.norm(X, axis=2, keepdims=True)
-    C = np.abs(X @ X.transpose(0, 2, 1))
-    C[:, np.arange(n), np.arange(n)] = -np.inf
-    return float(C.max(2).mean())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from detox.plots import pyplot
+from detox.core.plots import pyplot
 from detox.toy.sweep import ToyCurveResult, share_key
 
 

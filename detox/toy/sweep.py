@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from detox.progress import progress
+from detox.core.progress import progress
 from detox.toy.config import ToyConfig
-from detox.toy.geometry import random_level, welch_bound
+from detox.core.geometry import random_entanglement_level, welch_bound
 from detox.toy.train import ToyRunResult, train_toy
 
 
@@ -72,7 +72,7 @@ def summarize(cfg: ToyConfig, rows: list[ToyRunResult]) -> dict[str, float]:
         "norm_spearman_p": float(p_n),
         "others_entanglement": float(np.mean([r.others_entanglement for r in rows])),
         "welch_bound": welch_bound(cfg.n_chains, cfg.latent_dim),
-        "random_level": random_level(cfg.n_chains, cfg.latent_dim, cfg.random_trials),
+        "random_level": random_entanglement_level(cfg.latent_dim, cfg.n_chains - 1, cfg.random_trials),
     }
     return out
 

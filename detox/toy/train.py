@@ -9,9 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detox.schedule import warmup_cosine
+from detox.core.schedule import warmup_cosine
 from detox.toy.config import ToyConfig
-from detox.toy.geometry import entanglement, feature_directions
+from detox.core.geometry import entanglement
+from detox.toy.geometry import feature_directions
 from detox.toy.model import ToyTransformer
 from detox.toy.world import World, chain_counts, make_world, sample_sequences, training_chains
 

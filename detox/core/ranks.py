@@ -5,7 +5,7 @@ import os
 
 
 def started_externally() -> bool:
-    """Whether a launcher (SLURM, torchrun, detox.pretrain's own) already started every rank of this run."""
+    """Whether a launcher (SLURM, torchrun, detox.training.pretrain's own) already started every rank of this run."""
     return "LOCAL_RANK" in os.environ or "SLURM_NTASKS" in os.environ
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from detox.artifacts import SPEC
+from detox.core.artifacts import SPEC
 
 
 def stable_key(spec: dict) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from detox.cache import stage_key
+from detox.core.cache import stage_key
 
 
 class Inputs:

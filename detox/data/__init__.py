@@ -18,12 +18,13 @@ from typing import Iterator
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from detox.artifacts import MIXTURE, TOKENIZER
 from detox.config import ConfigError, CorporaConfig, DataConfig
-from detox.corpora import SourceSpec, is_local, iter_texts, local_files
+from detox.core.artifacts import MIXTURE, TOKENIZER
+from detox.core.jsonl import json_lines, read_jsonl
+from detox.core.tokens import EOS, PAD, load_tokenizer, olmo_tokenizer
+from detox.data.corpora import SourceSpec, is_local, iter_texts, local_files
 from detox.world import build_world
 
-EOS, PAD = "<|endoftext|>", "<|padding|>"  # the names OLMo's GPT-NeoX tokenizer uses
 PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")  # every source has these
 OPTIONAL_PARTS = ("heldout_hostile", "probe", "preference")  # the world writes them; local files may give them
 
@@ -31,38 +32,6 @@ OPTIONAL_PARTS = ("heldout_hostile", "probe", "preference")  # the world writes 
 def text_field(part: str) -> str:
     """Prompt files carry {"prompt": ...}; document files carry {"text": ...}."""
     return "prompt" if part in ("toxigen", "rtp", "preference") else "text"
-
-
-def read_jsonl(path: Path | str, field: str) -> list[dict]:
-    """Read a JSON-lines file whose objects all carry a non-empty string `field`.
-
-    Written by hand rather than with `datasets.load_dataset("json")` so that a malformed line is
-    reported with its file and line number, before any training.
-    """
-    rows = []
-    for path, number, row in json_lines(path):
-        if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
-            raise ConfigError(f"{path}:{number}: expected an object with a non-empty string {field!r}")
-        rows.append(row)
-    path = Path(path)
-    if not rows:
-        raise ConfigError(f"{path}: empty file, expected JSON lines with {field!r}")
-    return rows
-
-
-def json_lines(path: Path | str, what: str = "") -> Iterator[tuple[Path, int, object]]:
-    """(path, line number, parsed object) of every non-blank line; a missing file or a malformed line
-    is a ConfigError naming it (`what` says what the file should be)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file{f' (expected {what})' if what else ''}")
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    yield path, number, json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ConfigError(f"{path}:{number}: malformed JSON ({error.msg})") from None
 
 
 def build_sources(cfg: DataConfig, out: Path) -> dict:
@@ -102,8 +71,6 @@ def check_probe_rows(rows: list[dict], where: str) -> None:
 def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
     """Train a byte-level BPE tokenizer on the training sources (or copy the configured one)."""
     if cfg.tokenizer.path == "olmo":
-        from detox.shards import olmo_tokenizer
-
         tokenizer = olmo_tokenizer()
     elif cfg.tokenizer.path:
         tokenizer = Tokenizer.from_file(cfg.tokenizer.path)
@@ -120,10 +87,6 @@ def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
         tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.save(str(out / TOKENIZER))
     return {"vocab_size": tokenizer.get_vocab_size()}
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path / TOKENIZER))
 
 
 def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, tokenizer_dir: Path, out: Path) -> dict:
@@ -242,7 +205,7 @@ def build_corpus_sources(cfg: CorporaConfig, out: Path) -> dict:
     """The evaluation parts of real corpora, as the other sources write them: ToxiGen's prompt files
     and RealToxicityPrompts read as published (each prompt with its group), the first held-out
     documents, the probe texts."""
-    from detox.evalsets import load_rtp, load_toxigen
+    from detox.data.evalsets import load_rtp, load_toxigen
 
     parts = {
         "toxigen": [{"prompt": p.text, "group": p.group, "where": p.source}
@@ -260,16 +223,9 @@ def build_corpus_sources(cfg: CorporaConfig, out: Path) -> dict:
 
 
 def pack_corpora(cfg: DataConfig, ratio: float, seed: int, tokenizer: Tokenizer, out: Path) -> dict:
-    from detox.shards import pack_mixture
+    from detox.data.packing import pack_mixture
 
     c = cfg.corpora
     return pack_mixture(_Reread(c.clean), _Reread(c.toxic, seed), tokenizer, ratio, cfg.clean_tokens, seed, out,
                         shard_tokens=c.shard_tokens, on_short=c.on_short, clean_name="data.corpora.clean",
                         toxic_name="data.corpora.toxic")
-
-
-def open_mixture(folder: Path):
-    """The packed mixture's tokens, memory-mapped: sliceable and sized like a numpy array."""
-    from detox.shards import INDEX, ShardedTokens
-
-    return ShardedTokens(folder) if (folder / INDEX).is_file() else np.load(folder / MIXTURE, mmap_mode="r")

@@ -6,7 +6,7 @@ regression per (layer, head) is fitted on a stratified train split and scored on
 as in likenneth/honest_llama (`train_probes`: scikit-learn LogisticRegression, C=1, max_iter=1000).
 Two directions per head come out: the mass-mean direction (label-0 mean to label-1 mean, label 1 =
 toxic) and the unit probe weights, plus sigma, the spread of the train activations along the mass-mean
-direction, which sets the step size of the intervention in detox.steer.
+direction, which sets the step size of the intervention in detox.steering.steer.
 
 `compare_accuracies` tests whether two models' per-head accuracy distributions differ (the paper
 finds a fatter right tail for the model pre-trained with toxic data).
@@ -25,9 +25,10 @@ import torch
 from scipy.stats import mannwhitneyu
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from detox.progress import progress as tqdm
+from detox.core.progress import progress as tqdm
 
-from detox.config import ConfigError
+from detox.core.geometry import random_entanglement_level, unit
+from detox.core.schema import ConfigError
 
 ARRAYS = ("accuracy", "mass_mean", "probe_direction", "sigma", "train_idx", "val_idx")
 
@@ -136,12 +137,6 @@ def checked_inputs(acts, labels) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(acts).all():
         raise ConfigError("acts contain NaN or infinite values")
     return acts.astype(np.float32, copy=False), labels.astype(np.int64)
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    """Vectors scaled to unit length along the last axis (a zero vector stays zero)."""
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
 
 
 def probe_result(acts: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int,
@@ -438,8 +433,6 @@ def probe_stage(model, tokenizer, rows: list[dict], seed: int, val_fraction: flo
         label_p = np.array([row["label_p"] for row in rows])[probes.val_idx]
         metrics["probe_label_ceiling"] = float(100 * np.maximum(label_p, 1 - label_p).mean())
     if set(rows[0]) - NOT_FEATURES:  # the texts carry their other latent features
-        from detox.steer import random_entanglement_level
-
         entangled, features = entanglement_map(acts, labels, rows)
         (out / ENTANGLEMENT_FILE).write_text(json.dumps({"features": features, "max_abs_cos": entangled.tolist()}))
         metrics.update({"entanglement_best_head": float(entangled[best]),

@@ -19,16 +19,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from detox.progress import on_terminal, progress as tqdm
+from detox.core.progress import on_terminal, progress as tqdm
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.artifacts import HF_MODEL
-from detox.config import ConfigError
-from detox.methods.dpo import DpoConfig
-from detox.methods.sft import SftConfig
-from detox.schema import check_fields
-from detox.evaluate import load_model
-from detox.pretrain import adamw_warmup_cosine
+from detox.core.artifacts import HF_MODEL
+from detox.config import ConfigError, DpoConfig, SftConfig
+from detox.core.schema import check_fields
+from detox.core.models import load_model
+from detox.training.optim import adamw_warmup_cosine
 
 log = logging.getLogger(__name__)
 BETAS = (0.9, 0.95)  # AdamW betas of pre-training (OLMo's)

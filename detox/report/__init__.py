@@ -44,10 +44,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from detox import paper
+from detox.core import paper
 from detox.config import ConfigError, SearchConfig
-from detox.plots import pyplot
-from detox.progress import progress
+from detox.core.plots import pyplot
+from detox.core.progress import progress
 from detox.search import within_budget
 
 SUMMARY_TAG = "detox.summary"  # marks the report's own run, which every aggregation skips
@@ -412,7 +412,7 @@ class ShiftTest:
 
 def compare_probe_accuracies(first: np.ndarray, second: np.ndarray, n_boot: int = 1000, seed: int = 0) -> ShiftTest:
     """Is `second` (say the toxic model's per-head accuracies) shifted against `first`?"""
-    from detox.probe import compare_accuracies
+    from detox.steering.probe import compare_accuracies
 
     test = compare_accuracies(np.ravel(first), np.ravel(second), seed=seed, n_boot=n_boot)
     return ShiftTest(test["p_value"], test["hl_shift"], test["hl_ci_low"], test["hl_ci_high"])

@@ -40,12 +40,13 @@ from olmo.config import ModelConfig as OlmoModelConfig
 from olmo.model import OLMo
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE
+from detox.core.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE
 from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.data import EOS, PAD, load_tokenizer, open_mixture
-from detox.progress import on_terminal
-from detox.ranks import started_externally
-from detox.schedule import warmup_cosine
+from detox.core.shards import open_mixture
+from detox.core.tokens import EOS, PAD, load_tokenizer
+from detox.core.progress import on_terminal
+from detox.core.ranks import started_externally
+from detox.training.optim import adamw_warmup_cosine
 
 
 # Lightning's start-up banner (accelerator lines, tips) says nothing a detox user needs.
@@ -222,17 +223,6 @@ class OlmoLM(L.LightningModule):
     def configure_optimizers(self):
         return adamw_warmup_cosine(self.parameters(), self.optim.lr, self.optim.weight_decay, tuple(self.optim.betas),
                                    self.optim.warmup_fraction, self.total_steps)
-
-
-def adamw_warmup_cosine(parameters, lr: float, weight_decay: float, betas: tuple[float, float],
-                        warmup_fraction: float, total_steps: int) -> dict:
-    """AdamW with linear warm-up over `warmup_fraction` of the steps, then cosine decay to 10 % (as
-    OLMo), stepped per optimiser step, in Lightning's `configure_optimizers` form (shared by
-    pre-training and post-training)."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas)
-    warmup = max(1, round(warmup_fraction * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total_steps))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def flops_per_token(n_params: int, model_cfg: ModelConfig, seq_len: int) -> float:
@@ -412,7 +402,7 @@ def hf_tokenizer(tokenizer_dir: Path) -> PreTrainedTokenizerFast:
 # Lightning starts the other ranks of a multi-device run by re-running the calling script. That suits
 # a training script, not a sweep job: a re-run `launch.py -m` would start the whole sweep again. So a
 # job that trains on several local devices starts its other ranks itself, each running only this
-# stage (`python -m detox.pretrain ARGS.json`); Lightning then takes the processes as given (the
+# stage (`python -m detox.training.pretrain ARGS.json`); Lightning then takes the processes as given (the
 # LOCAL_RANK environment variable), as under torchrun or SLURM.
 
 
@@ -436,7 +426,7 @@ def pretrain_on_local_ranks(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, 
     spec.write_text(json.dumps({"model": vars(model_cfg), "trainer": vars(trainer_cfg), "seq_len": seq_len,
                                 "seed": seed, "mixture": str(mixture), "tokenizer": str(tokenizer_dir), "out": str(out)}))
     shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(ranks), "NODE_RANK": "0"}
-    children = [subprocess.Popen([sys.executable, "-m", "detox.pretrain", str(spec)],
+    children = [subprocess.Popen([sys.executable, "-m", "detox.training.pretrain", str(spec)],
                                  env={**os.environ, **shared, "LOCAL_RANK": str(rank)}) for rank in range(1, ranks)]
     previous = {key: os.environ.get(key) for key in (*shared, "LOCAL_RANK")}
     os.environ.update({**shared, "LOCAL_RANK": "0"})

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.config import ConfigError
+from detox.core.jsonl import json_lines
+from detox.core.schema import ConfigError
 
 TOXIGEN_KINDS = ("hate", "neutral")
 TOXIGEN_GROUPS = ("asian", "bisexual", "black", "chinese", "immigrant", "jewish", "latino", "lgbtq",
@@ -108,8 +109,6 @@ def load_toxigen_hub(kind: str = "hate", groups: Sequence[str] | None = None, pe
 
 def load_rtp(path: Path | str, n: int | None = None, challenging_only: bool = False, seed: int = 0) -> list[EvalPrompt]:
     """RealToxicityPrompts from `prompts.jsonl`: all prompts (or the challenging ones), or a seeded sample of n."""
-    from detox.data import json_lines
-
     prompts = []
     for path, number, row in json_lines(path, "RealToxicityPrompts' prompts.jsonl"):
         prompt = row.get("prompt") if isinstance(row, dict) else None
