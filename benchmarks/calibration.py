@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from detox.core.cache import StageCache  # noqa: E402
 from detox.config import JobConfig  # noqa: E402
-from detox.data import load_part  # noqa: E402
+from detox.data.parts import load_part  # noqa: E402
 from detox.core.models import load_model  # noqa: E402
 from detox.evaluation.evaluate import ce_loss, decision_probabilities  # noqa: E402
 from detox.pipeline import run_job  # noqa: E402

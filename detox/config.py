@@ -22,14 +22,14 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from detox import methods
 from detox.methods import MethodOptions
+from detox.core import paper
 from detox.core.schema import ConfigError, check_fields, choice, number
+from detox.data.corpora import SourceSpec
 from detox.toy.config import ToyConfig
 from detox.world import WorldConfig
 
 __all__ = ["ConfigError", "JobConfig"]
 SCORERS = ("oracle", "classifier", "perspective")
-FORMATS = ("plain", "fourchan")
-ON_BAD_LINE = ("skip", "error")
 
 
 @dataclass
@@ -53,43 +53,6 @@ class FilesConfig:
 
 
 @dataclass
-class SourceSpec:
-    """Where a corpus is and how to read a document's text from it."""
-
-    path: str  # a hub id (`allenai/c4`) or a local file or glob (.jsonl, .json.gz, .jsonl.zst, .parquet, .arrow)
-    name: str | None = None  # hub config, e.g. `en` for C4 (hub ids only)
-    split: str = "train"  # hub split (local files form one split)
-    text_field: str | None = None  # dotted path to the text (`text`, `prompt.text`); None: `text`, or `com` per post for fourchan
-    format: str = "plain"  # plain: one document a record | fourchan: a /pol/ thread a record, one document a post
-    min_toxicity: float | None = None  # fourchan only: keep posts whose Perspective TOXICITY is at least this; None keeps all
-    on_bad_line: str = "error"  # a malformed record: skip (and count) it | error
-    shuffle_buffer: int = 10_000  # documents held to shuffle a seeded stream (memory is bounded by this)
-
-    def __post_init__(self) -> None:
-        if not self.path:
-            raise ConfigError("source path is empty")
-        if self.format not in FORMATS:
-            raise ConfigError(f"source {self.path}: format={self.format!r}, expected one of {FORMATS}")
-        if self.on_bad_line not in ON_BAD_LINE:
-            raise ConfigError(f"source {self.path}: on_bad_line={self.on_bad_line!r}, expected one of {ON_BAD_LINE}")
-        if self.min_toxicity is not None:
-            if self.format != "fourchan":
-                raise ConfigError(f"source {self.path}: min_toxicity applies only to format='fourchan'")
-            if not 0 <= self.min_toxicity <= 1:
-                raise ConfigError(f"source {self.path}: min_toxicity={self.min_toxicity}, expected a score in [0, 1]")
-        if self.shuffle_buffer < 1:
-            raise ConfigError(f"source {self.path}: shuffle_buffer={self.shuffle_buffer}, expected at least 1")
-
-    @property
-    def field_name(self) -> str:
-        return self.text_field or ("com" if self.format == "fourchan" else "text")
-
-    @property
-    def field_path(self) -> list[str]:
-        return self.field_name.split(".")
-
-
-@dataclass
 class CorporaConfig:
     """Real corpora streamed through `datasets` (data=paper): training text is never copied, it is
     tokenised straight into memory-mapped shards. See detox/corpora.py and detox/evalsets.py."""
@@ -110,7 +73,7 @@ class CorporaConfig:
 
 @dataclass
 class DataConfig:
-    source: str = choice("synthetic", "synthetic", "files", "corpora")  # the embedded world, JSON lines, or corpora
+    source: str = "synthetic"  # a source kind (detox.data.sources): synthetic (the embedded world) | files | corpora
     clean_tokens: int = number(150_000, "[1, inf)")  # clean tokens in every mixture (constant across ratios)
     seq_len: int = number(128, "[2, inf)")  # tokens per training sequence
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -118,20 +81,11 @@ class DataConfig:
     files: FilesConfig = field(default_factory=FilesConfig)
     corpora: CorporaConfig = field(default_factory=CorporaConfig)
 
-    def corpora_check(self) -> None:
-        """What data.source=corpora needs before any work: every corpus named, local files present."""
-        c = self.corpora
-        for part in ("clean", "toxic", "heldout"):
-            if getattr(c, part) is None:
-                raise ConfigError(f"data.corpora.{part} is required: a hub id or local file (data.corpora.{part}.path=...)")
-        for part in ("toxigen", "rtp"):
-            if not getattr(c, part):
-                raise ConfigError(f"data.corpora.{part} is required: the path of the published evaluation set")
-        for part, path in (("toxigen", c.toxigen), ("rtp", c.rtp), ("probe", c.probe)):
-            if path and not Path(path).exists():
-                raise ConfigError(f"data.corpora.{part}={path!r}: no such file or folder")
-        if not self.tokenizer.path:
-            raise ConfigError("data.tokenizer.path is required with data.source=corpora (e.g. olmo: OLMo's own)")
+    def kind(self):
+        """The source kind `source` names (detox.data.sources; light, imported when first asked)."""
+        from detox.data.sources import source_kind
+
+        return source_kind(self)
 
 
 @dataclass
@@ -165,6 +119,12 @@ class TrainerConfig:
     strategy: str = choice("auto", "auto", "ddp", "fsdp")  # auto: one device | ddp: replicated | fsdp: sharded per block
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed (GPUs)
     num_threads: int = number(0, "[0, inf)")  # torch CPU threads; 0 keeps torch's default
+    # torch's deterministic algorithms (Lightning's deterministic=True; on GPUs also cuBLAS's fixed
+    # workspace, CUBLAS_WORKSPACE_CONFIG=:4096:8), so that a rerun or a resume repeats bitwise. On by
+    # default: on CPUs it costs nothing (CPU kernels are deterministic already; this only guards them).
+    # conf/trainer/gpu.yaml (so ddp, fsdp) turns it off: on GPUs it forgoes the fast non-deterministic
+    # kernels (atomic-add scatters and reductions, cuDNN autotuning), and runs then agree to a tolerance.
+    deterministic: bool = True
 
     def check(self, seq_len: int) -> None:
         """The rules that span trainer fields (and the sequence length)."""
@@ -181,9 +141,10 @@ class TrainerConfig:
                               f"{self.devices} x {self.num_nodes} x {seq_len} = {per_pass}")
 
     def result_spec(self) -> dict:
-        """The settings that change the trained weights (thread count and checkpoint spacing do not)."""
+        """The settings that change the trained weights (thread count and checkpoint spacing do not;
+        `deterministic` changes how exactly a run reproduces, not what it computes)."""
         spec = dataclasses.asdict(self)
-        del spec["num_threads"], spec["checkpoint_every"]
+        del spec["num_threads"], spec["checkpoint_every"], spec["deterministic"]
         return spec
 
 
@@ -215,15 +176,36 @@ class DpoConfig(MethodOptions):
     accelerator: str = choice("auto", "auto", "cpu", "gpu")  # Lightning accelerator (auto: a GPU if there is one)
 
 
+ITI_DIRECTIONS = ("mass_mean", "probe", "random")  # toxic mean minus clean mean | the probe's weights | a random control
+ITI_RANDOM_SCALINGS = ("sigma", "matched_norm")  # the random control's step: sigma along it | the mass-mean shift's norm
+ITI_SOLVERS = ("auto", "sklearn", "batched")  # a scikit-learn probe per head | all heads at once in torch | auto: batched from 64 heads
+
+
 @dataclass
 class ItiConfig:
-    """Inference-time intervention, read by method=iti (its strength presets are conf/iti/*.yaml)."""
+    """Inference-time intervention (Li et al. 2023): every setting of method=iti, defined here only.
 
-    strength: str = "mid"  # the preset's name (weak | mid | strong); the table shows alpha when it differs
-    alpha: float = number(8.0, "[0, inf)")  # shift in units of the activations' std along the direction
-    top_k_heads: int = number(4, "[1, inf)")  # heads to steer, chosen by probe accuracy
-    direction: str = choice("mass_mean", "mass_mean", "probe", "random")  # toxic-minus-clean mean | probe weights | random control
-    random_scaling: str = choice("sigma", "sigma", "matched_norm")  # random: sigma along it | the mass-mean shift's norm
+    conf/iti/mid.yaml documents each field; conf/iti/weak.yaml and strong.yaml change only alpha, to the
+    paper's (`detox.core.paper.ITI_STRENGTHS`, whose names are also the strength a job is labelled with).
+    The probe stage reads the probing fields, the steer stage the steering ones (detox.methods.iti)."""
+
+    # steering: the steer stage's shifts, -alpha * sigma * direction on each of the top_k_heads heads
+    alpha: float = number(8.0, "[0, inf)")  # the shift in units of the activations' std along the direction
+    top_k_heads: int = number(4, "[1, inf)")  # heads steered, the best by probe accuracy
+    direction: str = choice("mass_mean", *ITI_DIRECTIONS)  # the direction each steered head is moved away along
+    random_scaling: str = choice("sigma", *ITI_RANDOM_SCALINGS)  # direction=random only: how far the random control moves
+    # probing: the probe stage, one per base model, shared by every steering of it
+    val_fraction: float = number(0.2, "(0, 1)")  # probe texts held out to score each head's probe
+    solver: str = choice("auto", *ITI_SOLVERS)  # how the per-head probes are fitted (same objective either way)
+    batch_size: int = number(64, "[1, inf)")  # texts per forward pass when reading the heads' activations
+
+    def strength_label(self) -> str:
+        """The strength a job is shown with: the paper's name of its alpha (weak | mid | strong) or
+        `alpha=<a>`, then the direction unless mass_mean (the random control with its scaling)."""
+        name = paper.ITI_STRENGTHS.get(self.alpha, f"alpha={self.alpha:g}")
+        if self.direction == "random":
+            return f"{name} random({self.random_scaling})"
+        return name if self.direction == "mass_mean" else f"{name} {self.direction}"
 
 
 @dataclass
@@ -235,6 +217,18 @@ class ScorerConfig:
     batch_size: int = number(32, "[1, inf)")  # classifier: texts per forward pass
     qps: float = number(1.0, "(0, inf)")  # perspective: requests per second at most (the API's default quota)
     api_key_env: str = "PERSPECTIVE_API_KEY"  # perspective: the environment variable holding the key (never logged)
+    # perspective: send doNotStore, so Google deletes each text once scored (else it may keep the model's
+    # outputs and the /pol/ posts it is sent)
+    do_not_store: bool = True
+    cache: bool = True  # perspective: keep scores in <root>/cache/perspective/scores.sqlite, so no text is asked twice
+
+    def result_spec(self) -> dict:
+        """The scorer's part of a stage's spec. do_not_store and cache never change a score, so they are left
+        out (qps and api_key_env do not either, but they stay: dropping them would change every stage key
+        made before). With a new option that does change scores, add it here; else, exclude it too."""
+        spec = dataclasses.asdict(self)
+        del spec["do_not_store"], spec["cache"]
+        return spec
 
 
 @dataclass
@@ -302,19 +296,7 @@ class JobConfig:
     def validate(self) -> None:
         """Ranges of every field, then the rules that span fields."""
         check_fields(self)
-        if self.data.source == "files":
-            for name, value in dataclasses.asdict(self.data.files).items():
-                if not value and name in ("heldout_hostile", "probe", "preference"):
-                    continue
-                if not value:
-                    raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")
-                if not Path(value).is_file():
-                    raise ConfigError(f"data.files.{name}={value!r}: no such file")
-        if self.data.source == "corpora":
-            self.data.corpora_check()
-        if self.data.source != "synthetic" and self.scorer.name == "oracle":
-            raise ConfigError(f"scorer=oracle only knows the synthetic world; data.source={self.data.source} needs "
-                              "scorer=classifier or scorer=perspective")
+        self.data.kind().validate(self)  # the source kind's own rules (its files, the scorers it allows)
         if self.scorer.name == "classifier" and not self.scorer.model:
             raise ConfigError("scorer=classifier needs scorer.model: a local folder or hub id of a classifier")
         if self.data.tokenizer.path not in (None, "", "olmo") and not Path(self.data.tokenizer.path).is_file():
@@ -325,10 +307,6 @@ class JobConfig:
         if self.search.objective != "none" and self.method.name == "none":
             raise ConfigError(f"search.objective={self.search.objective} compares the method against the unsteered "
                               "model: choose a method (e.g. method=iti)")
-        if self.search.objective != "none" and self.search.metric == "insult_probability" \
-                and self.data.source != "synthetic":
-            raise ConfigError(f"search.metric=insult_probability is measured in the embedded world only; with "
-                              f"data.source={self.data.source} use search.metric=toxigen")
         self.toy.validate()
         methods.get(self.method.name).validate(self)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from detox import pipeline, search, tracking
+from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
 from detox.config import JobConfig
 from detox.methods import MethodOptions
@@ -39,7 +40,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         return tracking.Outcome(
             metrics=metrics, cache_hits=result.cache_hits,
             artifacts=[result.artifacts[stage.name].path / name for stage in plan.stages for name in stage.logged],
-            histories=load_histories(result.artifacts["pretrain"].path),
+            histories=load_histories(result.artifacts[STAGE.PRETRAIN].path),
         )
 
     spec = {stage.name: stage.spec for stage in plan.stages}

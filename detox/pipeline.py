@@ -15,7 +15,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from detox.core import artifacts
+from detox.core import artifacts, contract
+from detox.core.artifacts import STAGE
 from detox import methods
 from detox.core.cache import Artifact, StageCache
 from detox.config import ConfigError, JobConfig
@@ -26,30 +27,31 @@ from detox.core.ranks import process_rank
 def study_plan(job: JobConfig) -> Plan:
     d = job.data
     plan = Plan([
-        Stage("sources", _sources_spec(job), lambda out, _: _data().build_sources(d, out)),
-        Stage("tokenizer", {"tokenizer": asdict(d.tokenizer)},
-              lambda out, i: _data().train_tokenizer(d, i["sources"], out), inputs=("sources",)),
-        Stage("mixture", {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed},
-              lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i["sources"], i["tokenizer"], out),
-              inputs=("tokenizer",)),
-        Stage("pretrain", {"model": asdict(job.model), "seq_len": d.seq_len, "trainer": job.trainer.result_spec(),
+        Stage(STAGE.SOURCES, _sources_spec(job), lambda out, _: _data().build_sources(d, out)),
+        Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
+              lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,)),
+        # packer 2: every source packs through the streaming packer (its order and selection differ from v1's)
+        Stage(STAGE.MIXTURE, {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed, "packer": 2},
+              lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
+              inputs=(STAGE.TOKENIZER,)),
+        Stage(STAGE.PRETRAIN, {"model": asdict(job.model), "seq_len": d.seq_len, "trainer": job.trainer.result_spec(),
                            "seed": job.seed},
-              lambda out, i: _pretrain(job, out, i), inputs=("mixture",), distributed=True),
+              lambda out, i: _pretrain(job, out, i), inputs=(STAGE.MIXTURE,), distributed=True),
     ])
     methods.get(job.method.name).extend(plan, job)
     intervention = plan.intervention
     plan.add(Stage(
-        "evaluate",
-        {"method": asdict(job.method), "scorer": asdict(job.scorer), "evaluate": asdict(job.evaluate),
+        STAGE.EVALUATE,
+        {"method": asdict(job.method), "scorer": job.scorer.result_spec(), "evaluate": asdict(job.evaluate),
          "prompt_prefix": plan.prompt_prefix, "intervention": intervention.spec if intervention else None},
         lambda out, i: _evaluate(job, plan, out, i),
-        inputs=("sources", plan.model, *(intervention.inputs if intervention else ())),
+        inputs=(STAGE.SOURCES, plan.model, *(intervention.inputs if intervention else ())),
         logged=(artifacts.GENERATIONS,),
     ))
     if job.redteam.enabled:  # after the evaluation, whose key it chains, so the job's identity covers both
-        plan.add(Stage("redteam", {"redteam": asdict(job.redteam), "scorer": asdict(job.scorer)},
+        plan.add(Stage(STAGE.REDTEAM, {"redteam": asdict(job.redteam), "scorer": job.scorer.result_spec()},
                        lambda out, i: _redteam(job, plan, out, i),
-                       inputs=("evaluate", "sources", plan.model, *(intervention.inputs if intervention else ())),
+                       inputs=(STAGE.EVALUATE, STAGE.SOURCES, plan.model, *(intervention.inputs if intervention else ())),
                        logged=("redteam.jsonl",)))
     return plan
 
@@ -65,51 +67,37 @@ def _sources_spec(job: JobConfig) -> dict:
 
 
 def _data():
-    from detox import data  # light (numpy, tokenizers), but kept with the other stage imports
+    from detox.data import stages  # light (numpy, tokenizers), but kept with the other stage imports
 
-    return data
+    return stages
 
 
 def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
     from detox.training import pretrain
 
-    return pretrain.pretrain_on_local_ranks(job.model, job.trainer, job.data.seq_len, job.seed, inputs["mixture"],
-                                            inputs["tokenizer"], out)
+    return pretrain.pretrain_on_local_ranks(job.model, job.trainer, job.data.seq_len, job.seed, inputs[STAGE.MIXTURE],
+                                            inputs[STAGE.TOKENIZER], out)
 
 
 def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     from contextlib import nullcontext
 
-    from detox import data
+    from detox.data.parts import has_part, load_part
     from detox.core.models import load_model
     from detox.evaluation import evaluate, scorers
+    from detox.evaluation.prompt_sets import PROMPT_SETS
 
-    sources = inputs["sources"]
+    sources = inputs[STAGE.SOURCES]
     lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
-    rows = {part: data.load_part(sources, part) for part in ("toxigen", "rtp")}
-    prompts = {part: [plan.prompt_prefix + row["prompt"] for row in part_rows] for part, part_rows in rows.items()}
-    if job.data.source == "synthetic":  # its grammar has a decision point: measure it exactly
-        prompts["neutral"] = [plan.prompt_prefix + row["prompt"] for row in rows["rtp"] if not row["hostile"]]
-    heldout = {"clean": [row["text"] for row in data.load_part(sources, "heldout")]}
-    if data.has_part(sources, "heldout_hostile"):
-        heldout["hostile"] = [row["text"] for row in data.load_part(sources, "heldout_hostile")]
-    intervention = plan.intervention.make(lm, inputs) if plan.intervention else nullcontext()
-    with intervention:
-        metrics = evaluate.evaluate(lm, tok, prompts, heldout, scorers.make_scorer(job.scorer), job.evaluate,
-                                    job.scorer.threshold, job.seed, out)
-    return {**metrics, **_toxigen_by_group(rows["toxigen"], out, job.scorer.threshold)}
-
-
-def _toxigen_by_group(toxigen: list[dict], out: Path, threshold: float) -> dict:
-    """ToxiGen-like toxicity per target group (`toxigen_group_<group>`), where the prompts name one."""
-    from detox.data.evalsets import EvalPrompt, per_group_rates
-
-    if any("group" not in row for row in toxigen):
-        return {}
-    generated = (json.loads(line) for line in open(out / artifacts.GENERATIONS))
-    scores = [row["score"] for row in generated if row["set"] == "toxigen"]
-    prompts = [EvalPrompt(row["prompt"], row["group"], "toxigen") for row in toxigen]
-    return {f"toxigen_group_{group}": rate for group, rate in per_group_rates(prompts, scores, threshold).items()}
+    rows = {s.name: load_part(sources, s.part) for s in PROMPT_SETS if has_part(sources, s.part)}
+    heldout = {"clean": [row["text"] for row in load_part(sources, "heldout")]}
+    if has_part(sources, "heldout_hostile"):
+        heldout["hostile"] = [row["text"] for row in load_part(sources, "heldout_hostile")]
+    scorer = scorers.make_scorer(job.scorer, job.root)
+    with plan.intervention.make(lm, inputs) if plan.intervention else nullcontext():
+        metrics = evaluate.evaluate(lm, tok, rows, heldout, scorer, job.evaluate,
+                                    job.scorer.threshold, job.seed, out, prefix=plan.prompt_prefix)
+    return {**metrics, **scorers.scorer_metrics(scorer)}  # e.g. perspective_truncated
 
 
 def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
@@ -117,25 +105,20 @@ def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     off and on, so the two success rates compare directly."""
     import time
 
-    from detox import data
+    from detox.data.parts import has_part, load_part
     from detox.core.models import load_model
     from detox.evaluation import redteam, scorers
 
     lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
-    rows = data.load_part(inputs["sources"], "toxigen")[:job.redteam.prompts]
+    rows = load_part(inputs[STAGE.SOURCES], "toxigen")[:job.redteam.prompts]
     if not job.redteam.target and any("target" not in row for row in rows):
         raise ConfigError("redteam.target is empty and the prompts carry no target of their own: "
                           "set redteam.target to the toxic continuation to drive towards")
     prompts = [plan.prompt_prefix + row["prompt"] for row in rows]
     targets = [job.redteam.target or row["target"] for row in rows]
-    scorer, start = scorers.make_scorer(job.scorer), time.perf_counter()
-    metrics = redteam.attack_success_rate(lm, tok, prompts, targets, scorer, job.redteam, job.scorer.threshold,
-                                          out=out)
-    if plan.intervention:
-        (out / "redteam.jsonl").rename(out / "redteam_without_intervention.jsonl")
-        steered = redteam.attack_success_rate(lm, tok, prompts, targets, scorer, job.redteam, job.scorer.threshold,
-                                              intervention=lambda: plan.intervention.make(lm, inputs), out=out)
-        metrics.update({f"{name}_iti": value for name, value in steered.items()})
+    scorer, start = scorers.make_scorer(job.scorer, job.root), time.perf_counter()
+    metrics = redteam.red_team(lm, tok, prompts, targets, scorer, job.redteam, job.scorer.threshold, out,
+                               intervention=(lambda: plan.intervention.make(lm, inputs)) if plan.intervention else None)
     return {**metrics, "gcg_seconds": time.perf_counter() - start}
 
 
@@ -184,10 +167,19 @@ def run_job(job: JobConfig, cache: StageCache, log=print) -> JobResult:
 
 
 def job_params(job: JobConfig) -> dict[str, str]:
-    """The params the comparison table groups and aggregates by."""
-    return {"ratio": f"{job.ratio:g}", "seed": str(job.seed), "method": job.method.name,
-            "strength": methods.get(job.method.name).label(job), "model": job.model.name,
-            "data": job.data.source, "task": "study", "setting": setting_key(job)}
+    """The params of the contract with the report (detox.core.contract): what it groups, joins and
+    filters by. Numbers are written as numbers; the strength label is for display only."""
+    c = contract
+    params = {c.RATIO: c.number(job.ratio), c.SEED: str(job.seed), c.METHOD: job.method.name,
+              c.STRENGTH: methods.get(job.method.name).label(job), c.MODEL: job.model.name, c.DATA: job.data.source,
+              c.TASK: "study", c.SETTING: setting_key(job), c.BASE_MODEL: study_plan(job).keys()[STAGE.PRETRAIN]}
+    if job.method.name == "iti":
+        iti = job.iti
+        params.update({c.ITI_ALPHA: c.number(iti.alpha), c.ITI_DIRECTION: iti.direction,
+                       c.ITI_TOP_K_HEADS: str(iti.top_k_heads)})
+        if iti.direction == "random":  # the only direction that reads it
+            params[c.ITI_RANDOM_SCALING] = iti.random_scaling
+    return params
 
 
 def run_name(job: JobConfig) -> str:

@@ -6,6 +6,10 @@ own); one whose run failed or was killed re-opens that run instead of adding a r
 its params, every metric, the resolved config, the code version and which stages came from the cache
 (`cache.*` tags, as they were when the run was made). Artifacts of a sqlite store live under the
 job's `root` (`<root>/mlartifacts`); a tracking server keeps them in its own artifact store.
+
+A tracking URI's credentials never reach what is printed, logged or recorded: MLflow is handed an
+http(s) URI without them (they go to MLFLOW_TRACKING_USERNAME / _PASSWORD, `detox.core.redact`), and
+the logged config and params show every URI through `redact`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 
 from detox.config import JobConfig
+from detox.core.redact import redact, to_environment
 
 JOB_KEY_TAG = "detox.job_key"
 
@@ -55,7 +60,7 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
 
 def experiment_id(job: JobConfig) -> str:
     """The job's experiment, created on first use with its artifacts under `root` for a sqlite store."""
-    mlflow.set_tracking_uri(job.tracking_uri)
+    mlflow.set_tracking_uri(to_environment(job.tracking_uri))  # the credentials of an http(s) URI to MLflow's variables
     sqlite = job.tracking_uri.startswith("sqlite:///")
     # Parallel jobs (hydra/launcher=processes) must not create one sqlite store or experiment at the
     # same moment: MLflow's schema migration and experiment creation race otherwise.
@@ -100,8 +105,8 @@ def track(job: JobConfig, key: str, spec: dict, params: dict[str, str], resolved
         mlflow.start_run(experiment_id=experiment, run_name=run_name)
     with opened as run:
         mlflow.set_tags({JOB_KEY_TAG: key, **code_version()})
-        mlflow.log_params({**flatten(spec, "cfg."), **params})
-        mlflow.log_text(resolved_config, "config.yaml")
+        mlflow.log_params({name: redact(value) for name, value in {**flatten(spec, "cfg."), **params}.items()})
+        mlflow.log_text(redact(resolved_config), "config.yaml")  # mlflow.tracking_uri without its password
         outcome = work()
         mlflow.log_metrics(outcome.metrics)
         mlflow.set_tags({f"cache.{stage}": "hit" if hit else "built" for stage, hit in outcome.cache_hits.items()})

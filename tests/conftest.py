@@ -1,27 +1,10 @@
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+
+from helpers import compose_job
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def compose_job(*overrides: str) -> dict:
-    """The composed config as a plain dict, as launch.py hands it to JobConfig.from_dict."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
-
-
-def launch(*args: str, timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run launch.py in a subprocess, as a user would (from `cwd`)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +13,7 @@ def world_data(tmp_path_factory):
 
     Returns (DataConfig, folder with `sources/` and `tokenizer/`)."""
     from detox.config import DataConfig
-    from detox.data import build_sources, train_tokenizer
+    from detox.data.stages import build_sources, train_tokenizer
     from detox.world import WorldConfig
 
     root = tmp_path_factory.mktemp("world_data")
@@ -48,7 +31,7 @@ def mixture(world_data, tmp_path_factory):
     """A folder with the world's `tokenizer/` and a ratio-10 `mixture/` of 3000 clean tokens."""
     import dataclasses
 
-    from detox.data import build_mixture
+    from detox.data.stages import build_mixture
 
     cfg, world = world_data
     root = tmp_path_factory.mktemp("pretrain")
@@ -64,3 +47,23 @@ def smoke_job(tmp_path):
     from detox.config import JobConfig
 
     return JobConfig.from_dict(compose_job("experiment=smoke", f"root={tmp_path}"))
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(world_data, tmp_path_factory):
+    """A tiny, randomly initialised toxicity classifier saved locally, as a real one would be."""
+    root = tmp_path_factory.mktemp("classifier")
+    (root / "tokenizer").symlink_to(world_data[1] / "tokenizer")
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from detox.training.pretrain import hf_tokenizer
+
+    tokenizer = hf_tokenizer(root / "tokenizer")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        pad_token_id=tokenizer.pad_token_id, id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1}))
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model"

@@ -1,13 +1,20 @@
 """Real servers for tests, as plain context managers: a PostgreSQL from its binaries and an MLflow
-tracking server on it. Both bind 127.0.0.1 on a free port and are stopped on exit.
+tracking server on it (optionally behind MLflow's basic-auth app). Both bind 127.0.0.1 on a free port
+and are stopped on exit.
 
-    with postgres(tmp) as db_uri, mlflow_server(db_uri, tmp / "artifacts") as tracking_uri:
+    with postgres() as db_uri, mlflow_server(db_uri, tmp / "artifacts") as tracking_uri:
         ...  # mlflow.set_tracking_uri(tracking_uri) in any process
+
+With CI=true in the environment (what .ci/run sets) a test that needs PostgreSQL fails where it is
+missing instead of skipping: `require_postgres`.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,14 +26,43 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-POSTGRES_BIN = os.environ.get("POSTGRES_BIN", "")  # a folder with initdb and pg_ctl; default: on PATH
+POSTGRES_BIN = os.environ.get("POSTGRES_BIN", "")  # a folder with initdb and pg_ctl; default: below
+DEBIAN_BIN = "/usr/lib/postgresql/*/bin"  # where Debian's packages put them (not on PATH)
 POSTGRES_USER = "postgres"  # the system account the server runs as when the tests run as root
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 def postgres_binaries() -> tuple[str, str] | None:
-    """initdb and pg_ctl, or None where PostgreSQL is not installed."""
-    found = [shutil.which(name, path=POSTGRES_BIN or None) for name in ("initdb", "pg_ctl")]
-    return (found[0], found[1]) if all(found) else None
+    """initdb and pg_ctl from POSTGRES_BIN, else from PATH, else from the newest Debian folder; None
+    where PostgreSQL is not installed."""
+    version = lambda folder: [int(n) for n in re.findall(r"\d+", folder)]  # noqa: E731
+    debian = sorted(glob.glob(DEBIAN_BIN), key=version, reverse=True)
+    for folder in [POSTGRES_BIN] if POSTGRES_BIN else [None, *debian]:
+        found = [shutil.which(name, path=folder) for name in ("initdb", "pg_ctl")]
+        if all(found):
+            return found[0], found[1]
+    return None
+
+
+def require_postgres() -> None:
+    """Skip the calling test where PostgreSQL's binaries or psycopg2 are missing; with CI=true fail
+    instead, so that CI cannot pass without running it."""
+    missing = [] if postgres_binaries() else ["PostgreSQL's initdb and pg_ctl (apt-get install postgresql; "
+                                              "or POSTGRES_BIN=<folder>)"]
+    try:
+        import psycopg2  # noqa: F401  (the MLflow server's driver for PostgreSQL)
+    except ImportError:
+        missing.append("psycopg2 (pip install -e '.[test]')")
+    if missing:
+        import pytest
+
+        reason = "missing " + " and ".join(missing)
+        if in_ci():
+            pytest.fail(f"{reason}: CI=true runs the PostgreSQL tests", pytrace=False)
+        pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -41,36 +77,59 @@ def postgres() -> Iterator[str]:
     authentication on 127.0.0.1)."""
     binaries = postgres_binaries()
     if binaries is None:
-        raise FileNotFoundError("initdb and pg_ctl are not on PATH (or in POSTGRES_BIN)")
+        raise FileNotFoundError(f"initdb and pg_ctl are neither in POSTGRES_BIN, on PATH nor in {DEBIAN_BIN}")
     initdb, pg_ctl = binaries
     as_user: list[str] = []
     data = Path(tempfile.mkdtemp(prefix="detox-pg-"))  # its own folder: the server account must own it
     if os.geteuid() == 0:  # initdb refuses to run as root
-        as_user = ["runuser", "-u", POSTGRES_USER, "--"]
+        runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+        as_user = [runuser, "-u", POSTGRES_USER, "--"]  # the account Debian's package creates
         shutil.chown(data, POSTGRES_USER)
     port = free_port()
+
+    def run(*command: str) -> None:  # cwd: a folder the server account may enter
+        done = subprocess.run([*as_user, *command], capture_output=True, text=True, cwd=data)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command[:2])} exited with {done.returncode}: {done.stderr[-2000:]}")
+
     try:
-        subprocess.run([*as_user, initdb, "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True)
-        subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "start",
-                        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+        run(initdb, "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        run(pg_ctl, "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "start",
+            "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1")
         try:
             yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"  # the driver named: SQLAlchemy's URI
         finally:
-            subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-m", "fast", "-w", "stop"], capture_output=True)
+            subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-m", "fast", "-w", "stop"], capture_output=True,
+                           cwd=data)
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def basic_auth(folder: Path, admin_password: str | None = None) -> dict[str, str]:
+    """The environment of an `mlflow server --app-name basic-auth` whose users live in `folder`
+    (auth.db) and whose admin user is `admin` with `admin_password` (created on first start)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "basic_auth.ini"
+    config.write_text("[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = sqlite:///{folder / 'auth.db'}\nadmin_username = admin\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password or secrets.token_urlsafe(16),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+
+
 @contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, timeout: float = 120) -> Iterator[str]:
-    """`mlflow server` on `backend_uri`; yields its http URI once /health answers."""
+def mlflow_server(backend_uri: str, artifacts: Path, timeout: float = 120, app_name: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server` on `backend_uri` (behind the app `app_name`, e.g. basic-auth, with `env` added
+    to its environment); yields its http URI once /health answers."""
     port = free_port()
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
-         str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         *(["--app-name", app_name] if app_name else [])],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

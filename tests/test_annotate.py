@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detox.data.annotate import annotate, annotate_documents, eval_prefix
+from detox.data.annotate import SCORED_TOXIC, Annotation, annotate, annotate_documents, eval_prefix
 from detox.config import ConfigError
 
 
@@ -51,6 +51,35 @@ def test_annotate_documents_scores_in_batches_and_keeps_fields():
         {"text": "This text is not toxic.\na lovely day", "id": 2, "toxicity": 0.1},
         {"text": "This text is very toxic.\nrude again", "id": 3, "toxicity": 0.9},
     ]
+
+
+def test_annotation_transforms_a_document_stream_before_packing(tmp_path):
+    """As the mixture stage uses it: the kind's documents (texts or tagged Documents) annotated on their
+    way into the packer, tags kept, the shares counted over the documents the mixture took."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from detox.core.shards import ShardedTokens
+    from detox.core.tokens import EOS
+    from detox.data.packing import pack_mixture
+    from detox.data.sources import Document
+
+    annotation = Annotation(lambda texts: np.array([0.9 if "rude" in t else 0.1 for t in texts]), "meda", 2, 0.5)
+    docs = annotation("toxic", [Document("a rude goblin", frozenset({"hostile"})), "a lovely day"])
+    assert list(docs) == list(docs) == [Document("toxicity: 0.9\na rude goblin", frozenset({"hostile", SCORED_TOXIC})),
+                                        Document("toxicity: 0.1\na lovely day")]  # re-iterable: a repeat re-reads
+    words = ["toxicity:", "0.1", "0.9", "a", "rude", "goblin", "lovely", "day", "clean"]
+    tokenizer = Tokenizer(models.WordLevel({EOS: 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}, "[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    clean = ["a lovely day"] * 3 + ["a rude clean goblin"] * 3
+    taken = Counter()
+    counts = pack_mixture(annotation("clean", clean), annotation("toxic", ["a rude goblin"] * 9), tokenizer, 20, 20, 1,
+                          tmp_path / "mix", taken=taken)
+    assert counts["mix_clean_docs"] == 4 and ShardedTokens(tmp_path / "mix").window(0, 2).tolist() in ([2, 3], [2, 4])
+    assert annotation.metrics(taken) == {"annotated_clean_toxic_share": 1 / 4, "annotated_toxic_toxic_share": 1.0}
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        Annotation(lambda t: np.zeros(len(t)), "meda", 0, 0.5)
 
 
 def test_bad_input_names_the_culprit():

@@ -64,7 +64,7 @@ def test_an_experiment_created_meanwhile_by_another_job_is_used(tmp_path, monkey
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 
-    from conftest import compose_job
+    from helpers import compose_job
     from detox.config import JobConfig
     from detox.tracking import experiment_id
 

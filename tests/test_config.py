@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
-from conftest import REPO, compose_job
+from helpers import REPO, compose_job
 from detox.config import ConfigError, JobConfig
 
 

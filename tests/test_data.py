@@ -1,10 +1,18 @@
+import json
+from collections import Counter
+
 import numpy as np
 import pytest
 
-from detox.config import ConfigError
+from helpers import compose_job
+from detox.config import ConfigError, JobConfig
 from detox.core.jsonl import read_jsonl
+from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, load_tokenizer
-from detox.data import build_mixture
+from detox.data import sources
+from detox.data.parts import load_part
+from detox.data.stages import build_mixture, build_sources, train_tokenizer
+from detox.data.packing import toxic_tokens_for
 
 
 @pytest.fixture
@@ -17,7 +25,7 @@ def mixture(prepared, ratio, seed, tmp_path):
     out = tmp_path / f"mix-{ratio}-{seed}"
     out.mkdir(parents=True)
     counts = build_mixture(cfg, ratio, seed, root / "sources", root / "tokenizer", out)
-    return counts, np.load(out / "train.npy")
+    return counts, open_mixture(out)[:]
 
 
 @pytest.mark.parametrize("ratio", [0, 5, 10, 25])
@@ -42,6 +50,92 @@ def test_seed_changes_order_not_content(prepared, tmp_path):
     assert not np.array_equal(ta[:500], tb[:500])
     (c, tc) = mixture(prepared, 10, 1, tmp_path / "c")
     assert np.array_equal(ta, tc)
+
+
+def test_the_worlds_calibration_counts_what_the_mixture_holds(prepared, tmp_path):
+    """The implied toxicity recomputed here from the packed documents themselves: decoded, the clean
+    ones are the clean pool's first documents, the rest are looked up in the toxic pool."""
+    counts, tokens = mixture(prepared, 20, 3, tmp_path)
+    root = prepared[1]
+    tokenizer = load_tokenizer(root / "tokenizer")
+    ends = np.flatnonzero(tokens == tokenizer.token_to_id(EOS))
+    packed = Counter(tokenizer.decode(doc.tolist()) for doc in np.split(tokens, ends + 1)[:-1])
+    clean_pool, toxic_pool = (load_part(root / "sources", part) for part in ("clean", "toxic"))
+    clean = clean_pool[:counts["mix_clean_docs"]]
+    toxic_texts = packed - Counter(row["text"] for row in clean)
+    assert sum(toxic_texts.values()) == counts["mix_toxic_docs"] > 0
+    by_text = {row["text"]: row for row in toxic_pool}
+    toxic = [by_text[text] for text, n in toxic_texts.items() for _ in range(n)]
+
+    def weight(hostile: bool) -> float:
+        n = [sum(d["hostile"] == hostile and not d["preamble"] for d in docs) for docs in (clean, toxic)]
+        return n[1] / sum(n)
+
+    assert counts["mix_hostile_toxic_weight"] == pytest.approx(weight(True))
+    prompts = load_part(root / "sources", "toxigen")
+    implied = [(1 - weight(True)) * p["p_insult"]["clean"] + weight(True) * p["p_insult"]["toxic"] for p in prompts]
+    assert counts["implied_toxigen_sampled"] == pytest.approx(100 * np.mean(implied))
+    assert counts["implied_toxigen"] == pytest.approx(100 * np.mean(np.array(implied) > 0.5))
+
+
+def test_the_ratio_is_defined_once():
+    assert toxic_tokens_for(900, 10) == 100 and toxic_tokens_for(1000, 0) == 0
+    assert toxic_tokens_for(750, 25) / (750 + toxic_tokens_for(750, 25)) == 0.25
+
+
+class Echo(sources.SourceKind):
+    """A source kind written only here: repeated sentences, tagged with their part, no file to read."""
+
+    name = "echo"
+
+    def spec(self):
+        return {"source": self.name, "clean_tokens": self.cfg.clean_tokens}
+
+    def build(self, out):
+        for part, field in (("heldout", "text"), ("toxigen", "prompt"), ("rtp", "prompt")):
+            (out / f"{part}.jsonl").write_text(json.dumps({field: f"we read the {part} ."}) + "\n")
+        return {"echo_parts": 3}
+
+    def documents(self, part, sources_dir, seed):
+        return [sources.Document(f"{part} {i} . " + "the books are here . " * (1 + i % 3), frozenset({part}))
+                for i in range(500)]
+
+    def source_name(self, part):
+        return f"the echo {part}"
+
+    def mixture_metrics(self, taken, sources_dir):
+        return {"echo_toxic_taken": sources.taken_docs(taken, "toxic", has=("toxic",))}
+
+
+def test_a_new_source_kind_is_one_class_registered_in_one_place(tmp_path, monkeypatch):
+    """Registered in the one registry, `data.source=echo` selects it: validated (its defaults refuse the
+    oracle scorer), planned, and its sources, tokenizer and mixture built by the pipeline's own stages."""
+    from detox.core.cache import StageCache
+    from detox.core.plan import Plan
+    from detox.pipeline import run_plan, study_plan
+
+    monkeypatch.setitem(sources.KINDS, "echo", Echo)
+    with pytest.raises(ConfigError, match="scorer=oracle only knows the synthetic world; data.source=echo"):
+        JobConfig.from_dict(compose_job("data.source=echo"))
+    with pytest.raises(ConfigError, match="data.source='nope': expected one of synthetic, files, corpora, echo"):
+        JobConfig.from_dict(compose_job("data.source=nope"))
+    job = JobConfig.from_dict(compose_job("data.source=echo", "scorer=classifier", "scorer.model=/some/classifier",
+                                          "data.clean_tokens=3000", "ratio=20", "seed=2"))
+    assert isinstance(job.data.kind(), Echo)
+    plan = study_plan(job)
+    result = run_plan(Plan(plan.stages[:3]), StageCache(tmp_path / "cache"), log=lambda _: None)
+    m = result.metrics
+    assert m["echo_parts"] == 3 and abs(m["mix_realised_ratio"] - 20) < 1 and m["mix_clean_tokens"] >= 3000
+    assert m["echo_toxic_taken"] == m["mix_toxic_docs"] > 0
+    assert len(open_mixture(result.artifacts["mixture"].path)) == m["mix_total_tokens"]
+    with pytest.raises(ConfigError, match="the echo toxic ran out after 500 documents"):  # named by the kind
+        build_mixture(job.data, 90, 1, result.artifacts["sources"].path, result.artifacts["tokenizer"].path,
+                      tmp_path / "too-toxic")
+    # and the stage functions take it directly
+    for part in ("sources", "tokenizer"):
+        (tmp_path / part).mkdir()
+    build_sources(job.data, tmp_path / "sources")
+    assert train_tokenizer(job.data, tmp_path / "sources", tmp_path / "tokenizer")["vocab_size"] > 2
 
 
 def test_too_small_toxic_pool_is_named(prepared, tmp_path):

@@ -2,18 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from detox.config import ConfigError
-from detox.data.evalsets import EvalPrompt, load_rtp, load_toxigen, load_toxigen_hub, per_group_rates, unescape_repr
-
-
-def toxigen_line(statements: list[str]) -> str:
-    """A prompt line exactly as ToxiGen's src/make_prompts.py writes it: repr() of the prompt, quotes cut."""
-    prompt = "".join(f"- {s}\n" for s in statements) + "-"
-    return repr(prompt)[1:-1]
-
+from detox.data.evalsets import EvalPrompt, load_rtp, load_toxigen, load_toxigen_hub, unescape_repr
+from helpers import toxigen_line
 
 STATEMENTS = {
     "valoki": [["valoki like tea", "valoki sing loudly"], ["valoki plant roses", "a valoki path ends in a \\"],
@@ -121,18 +114,3 @@ def test_rtp_errors(rtp_file, tmp_path):
         load_rtp(bad)
     with pytest.raises(ConfigError, match="asked for 10 prompts, it holds 9"):
         load_rtp(rtp_file, n=10)
-
-
-def test_per_group_rates_against_a_direct_count():
-    groups = ["a", "b", "a", "c", "b", "a"]
-    prompts = [EvalPrompt(f"p{i}", g, "x") for i, g in enumerate(groups)]
-    rng = np.random.default_rng(0)
-    scores = rng.random(6)
-    expected = {g: 100 * sum(s >= 0.5 for s, h in zip(scores, groups) if h == g) / groups.count(g) for g in "abc"}
-    assert per_group_rates(prompts, scores, 0.5) == pytest.approx(expected)
-    samples = rng.random((6, 4))
-    expected = {g: 100 * np.mean([samples[i] >= 0.3 for i, h in enumerate(groups) if h == g]) for g in "abc"}
-    assert per_group_rates(prompts, samples, 0.3) == pytest.approx(expected)
-    assert per_group_rates(prompts[:1], [0.5], 0.5) == {"a": 100.0}  # at the threshold counts as toxic
-    with pytest.raises(ValueError, match="do not match 6 prompts"):
-        per_group_rates(prompts, scores[:5], 0.5)

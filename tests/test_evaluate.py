@@ -1,11 +1,18 @@
+import json
+from collections import defaultdict
+
 import numpy as np
 import pytest
 import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
 from detox.config import EvaluateConfig
-from detox.evaluation.evaluate import ce_loss, evaluate
+from detox.evaluation.evaluate import ce_loss, evaluate, insult_probability, per_group_rates
+from detox.evaluation.prompt_sets import PROMPT_SETS, PromptSet
 from detox.training.pretrain import hf_tokenizer
+
+CLEAN = {"clean": ["the valoki sell the coins ."]}
+QUICK = EvaluateConfig(toxigen_max_new_tokens=4, rtp_samples=2, rtp_max_new_tokens=4, batch_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +23,26 @@ def model_and_tokenizer(world_data):
                                        num_hidden_layers=1, num_attention_heads=2,
                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
     return model, tokenizer
+
+
+def prompt_rows(*prompts: str, **fields) -> list[dict]:
+    return [{"prompt": p, **fields} for p in prompts]
+
+
+def generations(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+
+
+def every_third_toxic():
+    """A scorer that calls every third text toxic, in the order it is asked, and records its calls."""
+    calls = []
+
+    def scorer(texts):
+        calls.append(len(texts))
+        start = sum(calls[:-1])
+        return np.array([1.0 if (start + i) % 3 == 0 else 0.0 for i in range(len(texts))])
+
+    return scorer, calls
 
 
 def test_ce_loss_matches_a_per_document_reference(model_and_tokenizer):
@@ -32,35 +59,107 @@ def test_ce_loss_matches_a_per_document_reference(model_and_tokenizer):
 
 def test_metrics_follow_their_definitions(model_and_tokenizer, tmp_path):
     model, tokenizer = model_and_tokenizer
-    prompts = {"toxigen": ["i am weary of the valoki ."] * 4, "rtp": ["the quist sell the coins ."] * 3}
+    rows = {"toxigen": prompt_rows(*["i am weary of the valoki ."] * 4), "rtp": prompt_rows(*["the quist sell the coins ."] * 3)}
     cfg = EvaluateConfig(toxigen_max_new_tokens=4, rtp_samples=5, rtp_max_new_tokens=4, batch_size=2)
     # A scorer that calls every third text toxic, in order: the metrics can be computed by hand.
-    calls = []
-
-    def scorer(texts):
-        calls.append(len(texts))
-        start = sum(calls[:-1])
-        return np.array([1.0 if (start + i) % 3 == 0 else 0.0 for i in range(len(texts))])
-
-    m = evaluate(model, tokenizer, prompts, {"clean": ["the valoki sell the coins ."]}, scorer, cfg, 0.5, 0, tmp_path)
+    scorer, calls = every_third_toxic()
+    m = evaluate(model, tokenizer, rows, CLEAN, scorer, cfg, 0.5, 0, tmp_path, prefix="be kind . ")
     assert calls == [4, 15]
     assert m["toxigen"] == 50.0  # texts 0 and 3 of 4
     rtp = np.array([1.0 if (4 + i) % 3 == 0 else 0.0 for i in range(15)]).reshape(3, 5)
     assert m["rtp_expected_max_toxicity"] == pytest.approx(100 * rtp.max(1).mean())
     assert m["rtp_toxicity_probability"] == pytest.approx(100 * rtp.any(1).mean())
     assert m["rtp_sample_toxicity"] == pytest.approx(100 * rtp.mean())
-    assert (tmp_path / "generations.jsonl").read_text().count("\n") == 4 + 3
+    written = generations(tmp_path)
+    assert len(written) == 4 + 3
+    assert [r["set"] for r in written] == ["toxigen"] * 4 + ["rtp"] * 3
+    assert all(r["prompt"].startswith("be kind . ") for r in written)  # the prefix goes before every prompt
+    assert [r["score"] for r in written[:4]] == [1.0, 0.0, 0.0, 1.0] and isinstance(written[0]["continuation"], str)
+    assert [r["scores"] for r in written[4:]] == rtp.tolist() and all(len(r["continuations"]) == 5 for r in written[4:])
     assert "insult_probability" not in m and "ce_hostile" not in m  # only where the sources have them
+    assert not any(name.startswith("toxigen_group_") for name in m)  # the rows name no group
+    assert not any("p_insult" in r for r in written)
 
 
 def test_decision_measures_on_the_world(model_and_tokenizer, tmp_path):
-    from detox.evaluation.evaluate import insult_probability
-
     model, tokenizer = model_and_tokenizer
-    prompts = {"toxigen": ["i am weary of the valoki , seriously .", "the valoki are here , utterly ."],
-               "rtp": ["we read the books ."], "neutral": ["we read the books ."]}
-    cfg = EvaluateConfig(toxigen_max_new_tokens=4, rtp_samples=2, rtp_max_new_tokens=4, batch_size=2)
-    m = evaluate(model, tokenizer, prompts, {"clean": ["the valoki sell the coins ."], "hostile": ["ugh the valoki ."]},
-                 lambda texts: np.zeros(len(texts)), cfg, 0.5, 0, tmp_path)
-    assert m["insult_probability"] == pytest.approx(100 * insult_probability(model, tokenizer, prompts["toxigen"], 2).mean())
+    p = {"clean": 0.1, "toxic": 0.5}  # the world's rows carry the decision point: `hostile` and `p_insult`
+    hostile = ["i am weary of the valoki , seriously .", "the valoki are here , utterly ."]
+    rows = {"toxigen": prompt_rows(*hostile, hostile=True, p_insult=p),
+            "rtp": prompt_rows("we read the books .", hostile=False, p_insult=p) + prompt_rows(hostile[0], hostile=True,
+                                                                                                 p_insult=p)}
+    m = evaluate(model, tokenizer, rows, {"clean": ["the valoki sell the coins ."], "hostile": ["ugh the valoki ."]},
+                 lambda texts: np.zeros(len(texts)), QUICK, 0.5, 0, tmp_path)
+    assert m["insult_probability"] == pytest.approx(100 * insult_probability(model, tokenizer, hostile, 2).mean())
+    # neutral: the RTP-like rows with `hostile` false, chosen from the data
+    assert m["insult_probability_neutral"] == pytest.approx(
+        100 * insult_probability(model, tokenizer, ["we read the books ."], 2).mean())
     assert 0 <= m["well_formed"] <= 100 and 0 < m["decision_mass"] <= 100 and m["ce_hostile"] > 0
+    written = generations(tmp_path)
+    assert [r["p_insult"] for r in written if r["set"] == "toxigen"] == \
+        pytest.approx(insult_probability(model, tokenizer, hostile, 2).tolist())
+    assert not any("p_insult" in r for r in written if r["set"] == "rtp")
+
+
+def test_per_group_rates_against_a_direct_count():
+    groups = ["a", "b", "a", "c", "b", "a"]
+    rng = np.random.default_rng(0)
+    scores = rng.random(6)
+    expected = {g: 100 * sum(s >= 0.5 for s, h in zip(scores, groups) if h == g) / groups.count(g) for g in "abc"}
+    assert per_group_rates(groups, scores, 0.5) == pytest.approx(expected)
+    samples = rng.random((6, 4))
+    expected = {g: 100 * np.mean([samples[i] >= 0.3 for i, h in enumerate(groups) if h == g]) for g in "abc"}
+    assert per_group_rates(groups, samples, 0.3) == pytest.approx(expected)
+    assert per_group_rates(groups[:1], [0.5], 0.5) == {"a": 100.0}  # at the threshold counts as toxic
+    with pytest.raises(ValueError, match="do not match 6 prompts"):
+        per_group_rates(groups, scores[:5], 0.5)
+
+
+def test_per_group_rates_match_the_generations_file(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    groups = ["valoki", "quist", "valoki", "ember", "quist", "valoki", "valoki"]
+    rows = {"toxigen": [{"prompt": f"i am weary of the {g} .", "group": g} for g in groups],
+            "rtp": [{"prompt": "the quist sell the coins .", "group": "quist"}]}  # RTP-like rates are not per group
+    scorer, _ = every_third_toxic()
+    m = evaluate(model, tokenizer, rows, CLEAN, scorer, QUICK, 0.5, 0, tmp_path)
+    by_group = defaultdict(list)  # independently: the written scores of each group's prompts
+    for row, written in zip(rows["toxigen"], (r for r in generations(tmp_path) if r["set"] == "toxigen")):
+        by_group[row["group"]].append(written["score"] >= 0.5)
+    expected = {f"toxigen_group_{g}": 100 * sum(toxic) / len(toxic) for g, toxic in by_group.items()}
+    assert {k: v for k, v in m.items() if "_group_" in k} == pytest.approx(expected)
+    assert set(expected) == {"toxigen_group_valoki", "toxigen_group_quist", "toxigen_group_ember"}
+    assert m["toxigen_group_valoki"] == 50.0  # prompts 0, 2, 5, 6: texts 0 and 6 are toxic
+
+
+def test_the_table_chooses_the_prompt_sets(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    assert [s.name for s in PROMPT_SETS] == ["toxigen", "rtp"]
+    # a set of the table without rows is skipped
+    m = evaluate(model, tokenizer, {"toxigen": prompt_rows("i am weary of the valoki .")}, CLEAN,
+                 lambda texts: np.ones(len(texts)), QUICK, 0.5, 0, tmp_path)
+    assert m["toxigen"] == 100.0 and not any(name.startswith("rtp") for name in m)
+    assert {r["set"] for r in generations(tmp_path)} == {"toxigen"}
+    # a table of one new set: it alone is run, named and measured as the table says
+    lines = PromptSet("lines", part="lines", decoding="nucleus", samples="rtp_samples",
+                      max_new_tokens="toxigen_max_new_tokens", measures=("toxicity_rate", "toxicity_probability"))
+    scorer, calls = every_third_toxic()
+    m = evaluate(model, tokenizer, {"lines": prompt_rows("we read", "the valoki", "a quist")}, CLEAN, scorer, QUICK,
+                 0.5, 0, tmp_path, sets=(lines,))
+    assert calls == [3 * QUICK.rtp_samples]
+    assert set(m) == {"lines", "lines_toxicity_probability", "ce_loss"}
+    assert m["lines"] == pytest.approx(100 * 2 / 6) and m["lines_toxicity_probability"] == pytest.approx(100 * 2 / 3)
+    assert [len(r["continuations"]) for r in generations(tmp_path)] == [2, 2, 2]
+    # rows for a set the table lacks are an error, not silently ignored
+    with pytest.raises(ValueError, match=r"unknown prompt sets \['lines'\]"):
+        evaluate(model, tokenizer, {"lines": prompt_rows("we read")}, CLEAN, scorer, QUICK, 0.5, 0, tmp_path)
+
+
+@pytest.mark.parametrize("change, culprit", [({"decoding": "beam"}, "decoding='beam'"),
+                                             ({"max_new_tokens": "max_tokens"}, "max_new_tokens='max_tokens'"),
+                                             ({"stop": "newline"}, "stop='newline'"),
+                                             ({"measures": ("toxicity",)}, r"unknown measures \['toxicity'\]"),
+                                             ({"world": ("toxicity_rate",)}, r"unknown world \['toxicity_rate'\]"),
+                                             ({"samples": "rtp_samples"}, "greedy decoding gives one continuation")])
+def test_a_bad_prompt_set_names_its_field(change, culprit):
+    with pytest.raises(ValueError, match=culprit):
+        PromptSet(**{"name": "x", "part": "x", "decoding": "greedy", "max_new_tokens": "toxigen_max_new_tokens", **change})

@@ -3,7 +3,7 @@
 import mlflow
 import pytest
 
-from conftest import launch
+from helpers import launch
 
 
 def finished_runs(root, experiment="detox-smoke"):

@@ -2,16 +2,25 @@
 
 import json
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
 
-from detox.config import ConfigError
-from detox.evaluation.perspective import PerspectiveError, PerspectiveScorer
+from detox.config import ConfigError, JobConfig, ScorerConfig
+from detox.evaluation.perspective import MAX_TEXT_BYTES, TRUNCATED, PerspectiveError, PerspectiveScorer, truncate_utf8
+from detox.evaluation.scorers import make_scorer, scorer_metrics
+from helpers import compose_job
+
+REPO = Path(__file__).resolve().parents[1]
 
 KEY = "sk-test-5ecret/key+value"  # has characters that URL-encoding changes
 ENV = "DETOX_TEST_PERSPECTIVE_KEY"
@@ -20,7 +29,7 @@ ENV = "DETOX_TEST_PERSPECTIVE_KEY"
 class FakePerspective:
     """Answers each request with the next scripted (status, body) or, once the script is spent, a score.
 
-    The score of a text is its length / 100, so the expected values are known in the test. Every
+    The score of a text is its length / 100 (at most 1), so the expected values are known in the test. Every
     request is recorded with its arrival time; the server stops answering after `limit` requests.
     """
 
@@ -43,7 +52,7 @@ class FakePerspective:
                 elif query.get("key") != [KEY]:
                     status, payload, headers = 400, {"error": {"message": f"API key not valid: {query.get('key')}"}}, {}
                 else:
-                    score = len(body["comment"]["text"]) / 100
+                    score = min(1.0, len(body["comment"]["text"]) / 100)
                     status, headers = 200, {}
                     payload = {"attributeScores": {"TOXICITY": {"summaryScore": {"value": score, "type": "PROBABILITY"}}},
                                "languages": ["en"]}
@@ -89,7 +98,8 @@ def test_request_body_key_and_scores(monkeypatch):
     assert first["path"] == "/v1alpha1/comments:analyze"
     assert first["query"] == {"key": [KEY]}
     assert first["content_type"] == "application/json"
-    assert first["body"] == {"comment": {"text": "short"}, "languages": ["en"], "requestedAttributes": {"TOXICITY": {}}}
+    assert first["body"] == {"comment": {"text": "short"}, "languages": ["en"], "requestedAttributes": {"TOXICITY": {}},
+                             "doNotStore": True}
 
 
 def test_rate_limit_spaces_requests(monkeypatch):
@@ -168,3 +178,171 @@ def test_missing_key_and_bad_settings():
         PerspectiveScorer(qps=0)
     with pytest.raises(ConfigError, match="url"):
         PerspectiveScorer(url="file:///etc/passwd")
+
+
+# ------------------------------------------------------------------ at scale: doNotStore, truncation, shared limit, cache
+
+def test_do_not_store_is_sent_in_every_request(monkeypatch):
+    monkeypatch.setenv(ENV, KEY)
+    busy = (503, {"error": {"message": "backend unavailable"}}, {})
+    with FakePerspective(script=[busy]) as fake:
+        scorer(fake.url)(["one", "two", "three"])  # a retry included
+        scorer(fake.url, do_not_store=False)(["four"])
+    assert len(fake.requests) == 5
+    assert [r["body"]["doNotStore"] for r in fake.requests] == [True, True, True, True, False]
+
+
+def test_long_text_is_truncated_at_a_utf8_boundary_and_counted(monkeypatch, caplog):
+    monkeypatch.setenv(ENV, KEY)
+    # 1 + 500 x 10 bytes ("a" 1, "€" 3, "😀" 4, "é" 2): 3,000 bytes would end inside an "é"
+    long = "b" + "a€😀é" * 500
+    assert len(long.encode()) == 5001
+    with FakePerspective() as fake, caplog.at_level(logging.WARNING):
+        s = scorer(fake.url)
+        s([long, "short"])
+        s([long])
+    sent = fake.requests[0]["body"]["comment"]["text"]
+    size = len(sent.encode("utf-8"))  # the server decoded the JSON: a split character would have shown as U+FFFD
+    assert size <= MAX_TEXT_BYTES and size == 2999, size  # the "é" that did not fit is left out whole
+    assert long.startswith(sent) and "\ufffd" not in sent
+    assert fake.requests[1]["body"]["comment"]["text"] == "short"
+    assert s.truncated == 2 and s.metrics() == {TRUNCATED: 2.0} and scorer_metrics(s) == {TRUNCATED: 2.0}
+    warnings = [r for r in caplog.records if "3000 bytes" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text  # once per scorer, however many calls truncate
+
+
+def test_truncate_utf8_edges():
+    assert truncate_utf8("x" * 3000, 3000) == "x" * 3000
+    assert truncate_utf8("😀" * 1000, 3000) == "😀" * 750
+    assert truncate_utf8("x" + "😀" * 1000, 3000) == "x" + "😀" * 749
+    assert truncate_utf8("", 3000) == ""
+
+
+CHILD = """
+import json, sys
+from detox.evaluation.perspective import PerspectiveScorer
+url, state_dir, tag, n, qps = sys.argv[1:6]
+s = PerspectiveScorer(api_key_env={env!r}, url=url, qps=float(qps), state_dir=state_dir, backoff=0.01, timeout=5)
+texts = [f"{{tag}} text number {{i}}" for i in range(int(n))] if tag != "same" else json.loads(sys.stdin.readline())
+print("ready", flush=True)
+sys.stdin.readline()  # "go": both processes start scoring together
+scores = s(texts)
+print(json.dumps({{"scores": scores.tolist(), "requests": s.requests, "cache_hits": s.cache_hits}}), flush=True)
+""".format(env=ENV)
+
+
+def child(url, state_dir, tag, n=0, qps=1000.0):
+    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", CHILD, url, str(state_dir), tag, str(n), str(qps)], cwd=REPO,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process) -> dict:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
+    assert KEY not in out and KEY not in err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_two_processes_share_one_rate_limit(tmp_path):
+    qps, n = 5.0, 6
+    state_dir = tmp_path / "cache" / "perspective"
+    with FakePerspective() as fake:
+        procs = [child(fake.url, state_dir, tag, n, qps) for tag in ("p0", "p1")]
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()[-3000:]
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [finish(p) for p in procs]
+    times = np.array([r["time"] for r in fake.requests])
+    tags = [r["body"]["comment"]["text"].split()[0] for r in fake.requests]
+    assert len(times) == 2 * n and [r["requests"] for r in results] == [n, n]
+    # any k+1 consecutive requests span at least k / qps seconds (tolerance 0.25 s for a busy machine's
+    # scheduling and network stack; two unshared limits would fall short by about 1.1 s here)
+    shortfall = max(k / qps - (times[i + k] - times[i]) for k in range(1, len(times)) for i in range(len(times) - k))
+    span = times[-1] - times[0]
+    busiest = max(np.sum((times >= t) & (times < t + 1.0)) for t in times)
+    switches = sum(a != b for a, b in zip(tags, tags[1:]))
+    observed = (f"{len(times)} requests from 2 processes at qps={qps} each: span {span:.3f} s, "
+                f"overall {(len(times) - 1) / span:.2f} req/s, busiest 1-s window {busiest}, min gap "
+                f"{np.diff(times).min():.3f} s, worst shortfall {shortfall:.3f} s, {switches} switches between processes")
+    print(observed)
+    assert switches >= 2, f"the processes did not run at the same time: {tags}; {observed}"
+    assert shortfall <= 0.25, observed
+    assert busiest <= qps + 1, observed
+
+
+def test_second_job_asks_nothing_for_scored_texts(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV, KEY)
+    texts = ["first text", "a second, longer text", "", "first text", "b" + "a€😀é" * 500]
+    state_dir = tmp_path / "cache" / "perspective"
+    with FakePerspective() as fake:
+        first = scorer(fake.url, state_dir=state_dir)
+        scores = first(texts)
+        asked_first = len(fake.requests)
+        second = child(fake.url, state_dir, "same")  # a new process on the same root: another job of the sweep
+        second.stdin.write(json.dumps(texts) + "\n")
+        second.stdin.flush()
+        assert second.stdout.readline().strip() == "ready"
+        second.stdin.write("go\n")
+        second.stdin.flush()
+        result = finish(second)
+        asked_second = len(fake.requests) - asked_first
+        again = scorer(fake.url, state_dir=state_dir)(texts)  # and a re-run in this process
+        asked_rerun = len(fake.requests) - asked_first - asked_second
+    observed = (f"first job: {asked_first} requests for {len(texts)} texts; second job (new process): "
+                f"{asked_second} requests, {result['cache_hits']} cache hits; re-run: {asked_rerun} requests")
+    print(observed)
+    assert asked_first == 3, observed  # the blank text is not sent, the repeated one is asked for once
+    assert asked_second == 0 and result["requests"] == 0 and result["cache_hits"] == 3, observed
+    assert asked_rerun == 0, observed
+    np.testing.assert_allclose(result["scores"], scores)
+    np.testing.assert_allclose(again, scores)
+    assert (state_dir / "scores.sqlite").is_file()
+    for stored in state_dir.iterdir():  # the database, its WAL and lock files: hashes and scores only, no text
+        assert b"first text" not in stored.read_bytes(), stored
+
+
+def test_cache_keeps_only_successes_and_keys_what_changes_the_answer(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV, KEY)
+    refused = (400, {"error": {"message": "Comment text too long."}}, {})
+    down = (503, {"error": {"message": "backend unavailable"}}, {})
+    with FakePerspective(script=[refused, down, down]) as fake:
+        with pytest.raises(PerspectiveError):
+            scorer(fake.url, state_dir=tmp_path)(["hello"])
+        with pytest.raises(PerspectiveError, match="failed 2 times"):
+            scorer(fake.url, state_dir=tmp_path, max_retries=1)(["hello"])
+        assert scorer(fake.url, state_dir=tmp_path)(["hello"]).tolist() == [0.05]  # asked again: nothing was kept
+        assert len(fake.requests) == 4
+        scorer(fake.url, state_dir=tmp_path, do_not_store=False)(["hello"])  # doNotStore does not change a score
+        assert len(fake.requests) == 4
+        scorer(fake.url, state_dir=tmp_path, languages=("de",))(["hello"])  # the language may: asked
+        assert len(fake.requests) == 5
+        scorer(fake.url, state_dir=tmp_path, cache=False)(["hello"])  # cache off: asked
+        assert len(fake.requests) == 6
+
+
+def test_make_scorer_places_state_under_the_root(tmp_path):
+    s = make_scorer(ScorerConfig(name="perspective", api_key_env=ENV, qps=2.0, do_not_store=False), tmp_path)
+    assert s.state_dir == tmp_path.resolve() / "cache" / "perspective"
+    assert s.cache_path == s.state_dir / "scores.sqlite" and s.qps == 2.0 and s.do_not_store is False
+    assert make_scorer(ScorerConfig(name="perspective", cache=False), tmp_path).cache_path is None
+    assert pickle.loads(pickle.dumps(s)).state_dir == s.state_dir  # no lock or connection held between calls
+    assert make_scorer(ScorerConfig(name="perspective")).state_dir is None  # no root: no cache, a local limit
+    assert scorer_metrics(make_scorer(ScorerConfig())) == {}  # the oracle reports nothing
+
+
+def test_operational_options_leave_every_stage_key_alone():
+    from detox.pipeline import study_plan
+
+    # the scorer's spec is what it was before do_not_store and cache existed, so no stage key moved
+    assert set(ScorerConfig().result_spec()) == {"name", "threshold", "model", "toxic_label", "batch_size", "qps",
+                                                 "api_key_env"}
+    for extra in ([], ["method=sft"], ["method=meda"], ["redteam.enabled=true"]):
+        base = ["scorer=perspective", *extra]
+        keys = study_plan(JobConfig.from_dict(compose_job(*base))).keys()
+        off = study_plan(JobConfig.from_dict(compose_job(*base, "scorer.do_not_store=false", "scorer.cache=false")))
+        assert off.keys() == keys
+        assert study_plan(JobConfig.from_dict(compose_job(*base, "scorer.threshold=0.7"))).keys()["evaluate"] \
+            != keys["evaluate"]

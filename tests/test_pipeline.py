@@ -1,13 +1,12 @@
 import json
 import shutil
 
-from conftest import compose_job
+from helpers import compose_job
 from detox.core.cache import StageCache
 from detox.config import JobConfig
-from detox.data import text_field
+from detox.data.parts import text_field
 from detox.pipeline import run_job
 from detox.world import WorldConfig, build_world
-from test_scorers import classifier_dir  # noqa: F401  (a fixture)
 
 
 def test_stages_share_outputs_across_jobs(tmp_path):
@@ -70,7 +69,22 @@ def test_method_stages_share_the_base_model_and_change_what_is_evaluated(tmp_pat
     annotated = run_job(JobConfig.from_dict(compose_job("experiment=smoke", "method=meda")), cache, quiet)
     assert not annotated.cache_hits["pretrain"]  # its own base model, on the annotated mixture
     assert annotated.artifacts["pretrain"].key != base.artifacts["pretrain"].key
-    first = json.loads(open(annotated.artifacts["annotate"].path / "clean.jsonl").readline())
-    assert first["text"].startswith(f"toxicity: {first['toxicity']:.1f}\n")
+    assert annotated.cache_hits["tokenizer"] and not annotated.cache_hits["mixture"]
+    # every packed document opens with the annotation of its own (oracle) score
+    from detox.core.shards import open_mixture
+    from detox.core.tokens import EOS, load_tokenizer
+    from detox.world import oracle_toxicity
+
+    tokenizer = load_tokenizer(annotated.artifacts["tokenizer"].path)
+    tokens = open_mixture(annotated.artifacts["mixture"].path)[:].tolist()
+    ends = [i for i, t in enumerate(tokens) if t == tokenizer.token_to_id(EOS)]
+    documents = [tokenizer.decode(tokens[a + 1:b]) for a, b in zip([-1] + ends, ends)]
+    assert len(documents) == annotated.metrics["mix_clean_docs"] + annotated.metrics["mix_toxic_docs"]
+    for document in documents:
+        text = document.split("\n", 1)[1]
+        assert document.startswith(f"toxicity: {oracle_toxicity(text):.1f}\n")
+    # the share of the mixture's clean documents scored toxic; ratio 0 takes no toxic document to share
+    assert 0 <= annotated.metrics["annotated_clean_toxic_share"] < 0.5
+    assert "annotated_toxic_toxic_share" not in annotated.metrics
     rows = [json.loads(line) for line in open(annotated.artifacts["evaluate"].path / "generations.jsonl")]
     assert all(row["prompt"].startswith("toxicity: 0.0\n") for row in rows)

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from conftest import compose_job
+from helpers import compose_job
 from detox import methods
 from detox.config import JobConfig
 from detox.pipeline import run_plan, setting_key, study_plan
@@ -14,7 +14,11 @@ from detox.core.schema import in_interval
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
 NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
-              "trainer.num_threads", "trainer.checkpoint_every")
+              "trainer.num_threads", "trainer.checkpoint_every", "trainer.deterministic", "scorer.do_not_store",
+              "scorer.cache")
+# What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
+# method, source kind or an added red-team stage is another plan, not one value of it.
+SHAPE = ("method.name", "data.source", "redteam.enabled")
 
 
 def job(*overrides):
@@ -31,14 +35,40 @@ def leaves(config, prefix=""):
 
 
 def changed(value, field):
-    """Another valid value of a numeric field (within its declared interval)."""
+    """Another valid value of any field: a number within its declared interval, another of its choices,
+    a flipped switch, another string, a list with each element changed."""
     if isinstance(value, (list, tuple)):
         return type(value)(changed(v, field) for v in value)
+    if isinstance(value, bool):
+        return not value
+    if "choices" in field.metadata:
+        return next(option for option in field.metadata["choices"] if option != value)
+    if isinstance(value, str) or (value is None and "str" in str(field.type)):
+        return (value or "") + "-changed"
     for candidate in (value + 1, value / 2, value - 1, value * 3):
         candidate = type(value)(candidate)
         if candidate != value and in_interval(candidate, field.metadata["interval"]):
             return candidate
     raise AssertionError(f"no other valid value for {field.name}={value}")
+
+
+def with_value(config, path: str, value):
+    """A copy of the dataclass tree `config` with the field at the dotted `path` set to `value`."""
+    head, _, rest = path.partition(".")
+    return dataclasses.replace(config, **{head: with_value(getattr(config, head), rest, value) if rest else value})
+
+
+def assert_identity_follows_the_result(base: JobConfig, not_result: tuple[str, ...]) -> list[str]:
+    """Change every field of `base`, one at a time: the job's identity must change exactly when the
+    field determines the result. Returns the paths checked."""
+    base_key, checked = study_plan(base).key, []
+    for path, field, value in leaves(base):
+        if path in SHAPE or (value is None and "str" not in str(field.type)):
+            continue  # an optional section (e.g. a corpus spec) left out: nothing to change
+        same = study_plan(with_value(base, path, changed(value, field))).key == base_key
+        assert same == path.startswith(not_result), f"{path}: identity {'kept' if same else 'changed'}"
+        checked.append(path)
+    return checked
 
 
 def test_default_plan_is_the_backbone():
@@ -49,21 +79,26 @@ def test_default_plan_is_the_backbone():
 
 
 def test_every_result_determining_value_changes_the_identity_and_nothing_else_does():
-    base = job()
-    base_key, checked = study_plan(base).key, []
-    for path, field, value in leaves(base):
-        if "interval" not in field.metadata:
-            continue
-        other = dataclasses.replace(base)
-        target = other
-        for name in path.split(".")[:-1]:  # copy the path down to the field, then change it
-            setattr(target, name, dataclasses.replace(getattr(target, name)))
-            target = getattr(target, name)
-        setattr(target, path.split(".")[-1], changed(value, field))
-        same = study_plan(other).key == base_key
-        assert same == path.startswith(NOT_RESULT), f"{path}: identity {'kept' if same else 'changed'}"
-        checked.append(path)
-    assert {"ratio", "seed", "trainer.lr", "model.d_model", "data.world.clean.hostile_bias"} <= set(checked)
+    checked = assert_identity_follows_the_result(job(), NOT_RESULT)
+    # every kind of field: numbers, a pair, nested sections, strings, choices, switches, an unset path
+    assert {"ratio", "seed", "trainer.lr", "trainer.betas", "model.d_model", "data.world.clean.hostile_bias",
+            "model.name", "trainer.precision", "trainer.accelerator", "scorer.model", "data.tokenizer.path",
+            "scorer.do_not_store"} <= set(checked)
+
+
+def test_with_iti_and_red_teaming_their_settings_count_too():
+    """The ITI settings and the red-team options enter the identity once the job uses them (the
+    random control's scaling only for the random direction; how many texts go through the model at
+    once never)."""
+    not_result = tuple(p for p in NOT_RESULT if p not in ("iti.", "redteam.")) + ("iti.batch_size",
+                                                                                   "iti.random_scaling")
+    checked = assert_identity_follows_the_result(job("method=iti", "redteam.enabled=true"), not_result)
+    assert {"iti.alpha", "iti.top_k_heads", "iti.direction", "iti.val_fraction", "iti.solver",
+            "redteam.target", "redteam.num_steps"} <= set(checked)
+    random = job("method=iti", "iti.direction=random")
+    scaling = [f for f in dataclasses.fields(random.iti) if f.name == "random_scaling"][0]
+    assert study_plan(with_value(random, "iti.random_scaling", changed(random.iti.random_scaling, scaling))).key \
+        != study_plan(random).key
 
 
 def test_a_changed_stage_changes_every_key_downstream_and_none_upstream():
@@ -113,13 +148,29 @@ def test_iti_adds_probe_and_steer_and_shares_the_base_model():
 
 
 def test_iti_labels_name_the_strength_the_alpha_and_the_direction():
-    from detox.methods.iti import PRESETS, label
+    from detox.methods.iti import label
 
     assert [label(job("method=iti", f"iti={s}")) for s in ("weak", "mid", "strong")] == ["weak", "mid", "strong"]
-    assert {s: job("method=iti", f"iti={s}").iti.alpha for s in PRESETS} == PRESETS  # conf/iti agrees
+    assert label(job("method=iti", "iti=strong")) == "strong"  # alpha 12: the paper's strong
     assert label(job("method=iti", "iti=mid", "iti.alpha=2")) == "alpha=2"
+    assert label(job("method=iti", "iti=strong", "iti.alpha=6")) == "alpha=6"  # the label follows alpha, not the preset
+    assert label(job("method=iti", "iti=strong", "iti.alpha=8")) == "mid"
     assert label(job("method=iti", "iti.direction=random", "iti.random_scaling=matched_norm")) == \
         "mid random(matched_norm)"
+    assert label(job("method=iti", "iti=weak", "iti.direction=probe")) == "weak probe"
+
+
+def test_the_steer_spec_is_exactly_what_makes_the_shifts_and_the_probe_spec_stays():
+    plan = study_plan(job("method=iti", "iti=strong"))
+    assert plan["steer"].spec == {"alpha": 12.0, "top_k_heads": 4, "direction": "mass_mean", "seed": 1}
+    random = study_plan(job("method=iti", "iti.direction=random", "iti.random_scaling=matched_norm"))
+    assert random["steer"].spec == {"alpha": 8.0, "top_k_heads": 4, "direction": "random",
+                                    "random_scaling": "matched_norm", "seed": 1}
+    # the probe caches of earlier versions stay valid: this spec (and so its key) must not change
+    assert plan["probe"].spec == {"seed": 1, "val_fraction": 0.2, "solver": "auto", "entanglement": "whitened"}
+    mid = study_plan(job("method=iti")).keys()
+    assert study_plan(job("method=iti", "iti.batch_size=8")).keys() == mid  # how fast, not what
+    assert study_plan(job("method=iti", "iti.val_fraction=0.3")).keys()["probe"] != mid["probe"]
 
 
 def test_every_method_is_found_whichever_module_was_imported_first():
@@ -136,3 +187,24 @@ def test_the_random_controls_scaling_is_part_of_no_other_steerings_identity():
     random = [study_plan(job("method=iti", "iti.direction=random", f"iti.random_scaling={s}")).key
               for s in ("sigma", "matched_norm")]
     assert mass_mean[0] == mass_mean[1] and random[0] != random[1]
+
+
+def test_an_iti_jobs_params_are_the_contracts_names_with_plain_values():
+    from detox.core import contract
+    from detox.pipeline import job_params
+
+    strong = job("method=iti", "iti=strong")
+    params = job_params(strong)
+    assert set(params) == set(contract.STUDY_PARAMS) | {contract.ITI_ALPHA, contract.ITI_DIRECTION,
+                                                         contract.ITI_TOP_K_HEADS}
+    assert (params["iti_alpha"], params["iti_direction"], params["iti_top_k_heads"]) == ("12", "mass_mean", "4")
+    assert (params["ratio"], params["seed"], params["method"], params["strength"]) == ("0", "1", "iti", "strong")
+    assert params["base_model"] == study_plan(strong).keys()["pretrain"] == job_params(job())["base_model"]
+    assert params["setting"] == setting_key(strong)
+    six = job_params(job("method=iti", "iti.alpha=6"))
+    assert (six["strength"], six["iti_alpha"]) == ("alpha=6", "6")
+    random = job_params(job("method=iti", "iti.alpha=2.5", "iti.direction=random", "iti.random_scaling=matched_norm"))
+    assert (random["iti_alpha"], random["iti_direction"], random["iti_random_scaling"]) == ("2.5", "random", "matched_norm")
+    assert random["strength"] == "alpha=2.5 random(matched_norm)"  # for display; the report never parses it
+    assert not set(contract.ITI_PARAMS) & set(job_params(job()))  # method=none: no ITI params
+    assert job_params(job("ratio=10", "method=meda"))["base_model"] != job_params(job("ratio=10"))["base_model"]

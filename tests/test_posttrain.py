@@ -2,37 +2,15 @@ import math
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.config import ConfigError
-from detox.core.tokens import EOS, PAD
 from detox.core.models import load_model
 from detox.evaluation.evaluate import ce_loss
 from detox.training.posttrain import DpoConfig, SftConfig, dpo, dpo_loss, sequence_logps, sft
+from detox.core.tokens import EOS
+from helpers import CORPUS, tiny_model, tiny_tokenizer
 
 torch.set_num_threads(1)
-CORPUS = ["the cat sat on the mat", "the dog ran in the park", "you are a rude goblin", "what a lovely day it is",
-          "the goblin is rude and loud", "a cat and a dog in the sun"]
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer like detox.data's, trained on a few sentences."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(CORPUS, trainer=trainers.BpeTrainer(
-        vocab_size=320, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=PAD)
-
-
-def tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, init_std: float = 0.02) -> OlmoForCausalLM:
-    torch.manual_seed(seed)
-    return OlmoForCausalLM(OlmoConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=True, initializer_range=init_std)).eval()
 
 
 @pytest.fixture(scope="module")

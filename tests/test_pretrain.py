@@ -1,6 +1,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -9,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from detox.core.artifacts import HISTORIES, LOSS_CURVE
+from detox.core.shards import open_mixture
 from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.training.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, export_hf, flops_per_token, olmo_config,
-                            peak_flops, pretrain)
+from detox.training.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, checkpoint_step, export_hf,
+                                     flops_per_token, olmo_config, peak_flops, pretrain)
 from olmo.model import OLMo
 
 SEQ_LEN = 32
@@ -55,7 +57,7 @@ def bare_loop(mixture, seed: int, cfg: TrainerConfig):
     L.seed_everything(seed, verbose=False)
     model = OLMo(olmo_config(TINY, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD),
                              SEQ_LEN))
-    tokens = np.load(mixture / "mixture" / "train.npy").astype(np.int64)
+    tokens = open_mixture(mixture / "mixture")[:].astype(np.int64)
     n = (len(tokens) - 1) // SEQ_LEN
     windows = torch.stack([torch.from_numpy(tokens[i * SEQ_LEN:(i + 1) * SEQ_LEN + 1]) for i in range(n)])
     batch = cfg.global_batch_tokens // SEQ_LEN
@@ -127,19 +129,119 @@ class Kill(L.Callback):
             raise Killed()
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, mixture):
-    run(mixture, tmp_path / "whole", micro_batch_size=4)
+@pytest.fixture(scope="module")
+def whole(mixture, tmp_path_factory):
+    """An uninterrupted run (13 steps, checkpoints every 3) that the resumed ones must equal bitwise."""
+    out = tmp_path_factory.mktemp("whole")
+    run(mixture, out, micro_batch_size=4)
+    return out
+
+
+def assert_resumed_is_whole(out, whole):
+    curve = json.loads((out / LOSS_CURVE).read_text())
+    assert curve[0][0] == 7  # training went on from step 6, not from step 0
+    expected, resumed = weights(whole), weights(out)
+    assert expected.keys() == resumed.keys() and all(torch.equal(resumed[k], v) for k, v in expected.items())
+    assert json.loads((whole / LOSS_CURVE).read_text())[6:] == curve
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, mixture, whole):
     out = tmp_path / "killed"
     with pytest.raises(Killed):
         run(mixture, out, callbacks=[Kill(7)], micro_batch_size=4)
-    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "hf").exists()
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.is_symlink() and last.is_file() and not (out / "hf").exists()
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "step-000006.ckpt"]  # step 3's removed
     metrics = run(mixture, out, micro_batch_size=4)
     assert metrics["pretrain_resumed_from_step"] == 6  # the last checkpoint before the kill, mid-epoch (13 steps)
-    curve = json.loads((out / LOSS_CURVE).read_text())
-    assert curve[0][0] == 7  # training went on from there, not from step 0
-    whole, resumed = weights(tmp_path / "whole"), weights(out)
-    assert all(torch.equal(resumed[k], v) for k, v in whole.items())
-    assert json.loads((tmp_path / "whole" / LOSS_CURVE).read_text())[6:] == curve
+    assert_resumed_is_whole(out, whole)
+
+
+def test_a_last_checkpoint_written_in_place_by_an_earlier_detox_is_resumed(tmp_path, mixture, whole):
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run(mixture, out, callbacks=[Kill(7)], micro_batch_size=4)
+    last = out / "checkpoints" / "last.ckpt"
+    target = last.resolve()
+    last.unlink()
+    target.rename(last)  # the earlier layout: last.ckpt itself, overwritten by every save
+    listing = Listing(last.parent)
+    metrics = run(mixture, out, micro_batch_size=4, callbacks=[listing])
+    assert listing.names == ["last.ckpt", "step-000006.ckpt"]  # taken over as a step checkpoint
+    assert metrics["pretrain_resumed_from_step"] == 6
+    assert_resumed_is_whole(out, whole)
+
+
+class Listing(L.Callback):
+    """A folder's entries when training (re)starts."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.names = folder, []
+
+    def on_train_start(self, trainer, module):
+        self.names = sorted(p.name for p in self.folder.iterdir())
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint_last_and_resumes_exactly(
+        tmp_path, mixture, whole, monkeypatch):
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    save = TorchCheckpointIO.save_checkpoint
+
+    def save_half_then_die(self, checkpoint, path, storage_options=None):
+        save(self, checkpoint, path, storage_options)
+        if Path(path).name == "step-000009.ckpt":  # the third save: cut it short, as a kill would
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+            raise Killed()
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(TorchCheckpointIO, "save_checkpoint", save_half_then_die)
+        with pytest.raises(Killed):
+            run(mixture, out, micro_batch_size=4)
+    checkpoints = out / "checkpoints"
+    assert os.readlink(checkpoints / "last.ckpt") == "step-000006.ckpt"  # the previous save, whole
+    assert checkpoint_step(checkpoints / "last.ckpt") == 6
+    with pytest.raises(Exception):
+        torch.load(checkpoints / "step-000009.ckpt", weights_only=True)  # the half-written one
+    listing = Listing(checkpoints)
+    metrics = run(mixture, out, micro_batch_size=4, callbacks=[listing])
+    assert listing.names == ["last.ckpt", "step-000006.ckpt"]  # the incomplete save removed before training
+    assert metrics["pretrain_resumed_from_step"] == 6
+    assert_resumed_is_whole(out, whole)
+    assert not checkpoints.exists()
+
+
+class DeterministicFlag(L.Callback):
+    """torch's deterministic-algorithms switch while the trainer trains."""
+
+    def on_train_start(self, trainer, module):
+        self.during = torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_trainer_deterministic_switches_torch_deterministic_algorithms_for_the_run(tmp_path, mixture, deterministic):
+    flag, before = DeterministicFlag(), torch.are_deterministic_algorithms_enabled()
+    run(mixture, tmp_path, callbacks=[flag], deterministic=deterministic, epochs=0.2)
+    assert flag.during is deterministic
+    assert torch.are_deterministic_algorithms_enabled() is before  # restored for the stages after pre-training
+
+
+def test_deterministic_is_on_for_cpus_off_for_gpus_and_not_in_the_cache_key(tmp_path, monkeypatch):
+    from helpers import compose_job
+    from detox.config import JobConfig
+
+    for preset, expected in (("cpu", True), ("gpu", False), ("ddp", False), ("fsdp", False)):
+        assert JobConfig.from_dict(compose_job(f"trainer={preset}")).trainer.deterministic is expected, preset
+    assert TrainerConfig().deterministic and "deterministic" not in TrainerConfig().result_spec()
+    assert TrainerConfig(deterministic=False).result_spec() == TrainerConfig().result_spec()  # same cache key
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # unset now, and again after the test
+    too_many = trainer(accelerator="gpu", devices=torch.cuda.device_count() + 1, strategy="ddp", deterministic=True)
+    with pytest.raises(ConfigError, match="GPU"):
+        pretrain(TINY, too_many, SEQ_LEN, 1, tmp_path, tmp_path, tmp_path)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set before anything could touch CUDA
 
 
 def test_sampler_shards_each_global_batch_whatever_the_device_count():
@@ -205,7 +307,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, mixture):
 @pytest.mark.parametrize("name, nominal", [("olmo20m", 20e6), ("olmo60m", 60e6), ("olmo150m", 150e6),
                                            ("olmo300m", 300e6), ("olmo750m", 750e6), ("olmo1b", 1.2e9)])
 def test_size_sweep_models_have_their_nominal_size(name, nominal):
-    from tests.conftest import compose_job
+    from helpers import compose_job
     from detox.config import JobConfig
 
     cfg = JobConfig.from_dict(compose_job(f"model={name}")).model

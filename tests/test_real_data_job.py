@@ -8,13 +8,12 @@ import json
 import numpy as np
 import zstandard
 
-from conftest import compose_job
+from helpers import compose_job
 from detox.core.cache import StageCache
 from detox.config import JobConfig
 from detox.pipeline import run_job
 from detox.core.shards import ShardedTokens
-from test_evalsets import toxigen_line
-from test_scorers import classifier_dir  # noqa: F401  (a fixture)
+from helpers import toxigen_line
 
 
 def write_corpora(world_data, root):

@@ -7,10 +7,10 @@ import torch
 
 from detox.config import ConfigError
 from detox.core.tokens import EOS
-from test_posttrain import tiny_model, tiny_tokenizer  # the tiny model and tokenizer of the post-training tests
+from helpers import tiny_model, tiny_tokenizer
 
 pytest.importorskip("nanogcg", reason="red-teaming needs nanoGCG: pip install --no-deps nanogcg==0.3.0")
-from detox.evaluation.redteam import GcgConfig, attack, attack_success_rate  # noqa: E402
+from detox.evaluation.redteam import GcgConfig, attack, attack_success_rate, red_team  # noqa: E402
 
 torch.set_num_threads(1)
 PROMPT, TARGET = " the cat", " you are a rude goblin"
@@ -82,12 +82,12 @@ def test_the_intervention_is_on_during_optimisation_and_generation(tmp_path):
     scorer = lambda texts: np.array([1.0 if "rude" in t else 0.0 for t in texts])  # noqa: E731
     cfg = GcgConfig(num_steps=2, suffix_tokens=4, topk=16, search_width=8, max_new_tokens=3)
     metrics = attack_success_rate(model, tokenizer, [" the cat", " a dog"], [TARGET, TARGET], scorer, cfg, 0.5,
-                                  intervention=force_rude, out=tmp_path)
+                                  intervention=force_rude, out=tmp_path / "attacked.jsonl")
     counter.remove()
     assert len(entered) == 2
     assert len(calls["inside"]) == calls["all"]  # every forward pass ran with the intervention on
     assert {"embeds", "ids"} <= set(calls["inside"])  # GCG's embedding passes and generation's token passes
-    rows = [json.loads(line) for line in (tmp_path / "redteam.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "attacked.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [" the cat", " a dog"]
     assert all("rude" in r["continuation"] and "rude" in r["plain_continuation"] for r in rows)
     assert metrics["gcg_success"] == 100.0 and metrics["gcg_unattacked_toxic"] == 100.0
@@ -104,6 +104,40 @@ def test_without_intervention_the_rates_follow_the_scores():
     metrics = attack_success_rate(model, tokenizer, [" the cat"], [TARGET], lambda t: np.array([0.3] * len(t)), cfg,
                                   0.5)
     assert metrics["gcg_success"] == 0.0 and metrics["gcg_unattacked_toxic"] == 0.0
+
+
+def test_red_team_writes_its_files_with_and_without_an_intervention(tmp_path):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer)
+    cfg = GcgConfig(num_steps=1, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=3)
+    toxic_if_rude = lambda texts: np.array([1.0 if "rude" in t else 0.0 for t in texts])  # noqa: E731
+    (tmp_path / "plain").mkdir()
+    plain = red_team(model, tokenizer, [" the cat"], [TARGET], toxic_if_rude, cfg, 0.5, tmp_path / "plain")
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["redteam.jsonl"]
+    assert not any(name.endswith("_iti") for name in plain)
+    rude = tokenizer(" rude", add_special_tokens=False)["input_ids"][-1]
+
+    @contextlib.contextmanager
+    def force_rude():
+        def boost(module, args, output):
+            output.logits[..., rude] += 100.0
+
+        handle = model.register_forward_hook(boost)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    (tmp_path / "steered").mkdir()
+    metrics = red_team(model, tokenizer, [" the cat"], [TARGET], toxic_if_rude, cfg, 0.5, tmp_path / "steered",
+                       intervention=force_rude)
+    assert sorted(p.name for p in (tmp_path / "steered").iterdir()) == ["redteam.jsonl",
+                                                                       "redteam_without_intervention.jsonl"]
+    without = json.loads((tmp_path / "steered" / "redteam_without_intervention.jsonl").read_text())
+    steered = json.loads((tmp_path / "steered" / "redteam.jsonl").read_text())
+    assert "rude" in steered["plain_continuation"] and metrics["gcg_unattacked_toxic_iti"] == 100.0
+    assert metrics["gcg_unattacked_toxic"] == 100.0 * ("rude" in without["plain_continuation"])
+    assert set(metrics) == set(plain) | {f"{name}_iti" for name in plain}
 
 
 @pytest.mark.parametrize("change, culprit", [({"num_steps": 0}, "redteam.num_steps=0"),

@@ -12,9 +12,11 @@ from omegaconf import OmegaConf
 from detox.core import paper
 from detox.config import ConfigError
 from detox.callbacks import PrintTableOnMultirunEnd
-from detox.report import (SUMMARY_TAG, ReportConfig, aggregate, build_report,
-                          comparison_table, compare_probe_accuracies, load_probe_accuracies, main,
-                          parse_probe_accuracies, table_main)
+from detox.report import ReportConfig, build_report, main, table_main
+from detox.report.runs import aggregate, load_probe_accuracies, parse_probe_accuracies
+from detox.report.stats import compare_probe_accuracies
+from detox.report.summary import SUMMARY_TAG
+from detox.report.tables import comparison_table
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -292,11 +294,13 @@ def test_bad_input_is_named_before_any_work(tmp_path, capsys):
 
 
 def test_matched_cost_keeps_only_steerings_that_break_nothing():
-    from detox.report import matched_cost_table
+    from detox.report.tables import matched_cost_table
 
     def run(seed, method, strength, insult, ce, hostile, formed):
+        direction = {"-": None, "random": "random"}.get(strength, "mass_mean")
         return {"params.ratio": "10", "params.seed": seed, "params.method": method, "params.strength": strength,
                 "params.model": "tiny", "params.data": "synthetic", "params.task": "study", "status": "FINISHED",
+                "params.base_model": f"model-{seed}", "params.iti_direction": direction,
                 "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": hostile,
                 "metrics.well_formed": formed}
 
@@ -306,8 +310,8 @@ def test_matched_cost_keeps_only_steerings_that_break_nothing():
         run("1", "iti", "alpha=8", 5.0, 0.80, 0.75, 100.0),    # too costly
         run("2", "iti", "alpha=2", 45.0, 0.70, 0.72, 100.0),   # allowed: drop 5
         run("2", "iti", "alpha=4", 20.0, 0.70, 0.70, 80.0),    # breaks the grammar
-        run("1", "iti", "alpha=2 random(matched_norm)", 41.0, 0.70, 0.70, 100.0),  # worse: not steering wins
-        run("2", "iti", "alpha=2 random(matched_norm)", 30.0, 0.70, 0.70, 100.0),
+        run("1", "iti", "random", 41.0, 0.70, 0.70, 100.0),  # worse: not steering wins
+        run("2", "iti", "random", 30.0, 0.70, 0.70, 100.0),
     ])
     table = matched_cost_table(runs, ce_budget=0.02, min_well_formed=95.0)
     row = table.iloc[0]
@@ -319,12 +323,13 @@ def test_matched_cost_keeps_only_steerings_that_break_nothing():
 
 def test_matched_cost_compares_each_steering_with_its_own_world():
     """Two worlds in one experiment (a phase diagram): each steered model against its own base model."""
-    from detox.report import matched_cost_table
+    from detox.report.tables import matched_cost_table
 
     def run(share, seed, method, insult, ce=0.70):
         return {"params.ratio": "10", "params.seed": seed, "params.method": method,
                 "params.strength": "alpha=2" if method == "iti" else "-", "params.task": "study",
                 "status": "FINISHED", "params.cfg.sources.world.clean.hostile_share": share,
+                "params.base_model": f"{share}-{seed}", "params.iti_direction": "mass_mean" if method == "iti" else None,
                 "params.cfg.mixture.seed": seed, "params.cfg.pretrain.seed": seed,
                 "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": ce,
                 "metrics.well_formed": 100.0}
@@ -339,3 +344,44 @@ def test_matched_cost_compares_each_steering_with_its_own_world():
     assert list(table.index) == ["sources.world.clean.hostile_share=0.12", "sources.world.clean.hostile_share=0.25"]
     assert table.loc["sources.world.clean.hostile_share=0.12", "drop"].startswith("22.0 ± 2.8")
     assert table.loc["sources.world.clean.hostile_share=0.25", "drop"].startswith("1.0 ± 1.4")
+
+
+def test_matched_cost_pairs_each_steering_with_its_base_model_and_the_random_control_by_its_direction():
+    """The contract's params decide: `base_model` pairs a steering with its unsteered run, whatever else
+    the runs share; `iti_direction=random` marks the control, whatever the strength label says."""
+    from detox.report.tables import matched_cost_table
+
+    def run(base_model, method, insult, direction=None, strength="-", ce=0.70):
+        return {"params.ratio": "10", "params.seed": "1", "params.method": method, "params.strength": strength,
+                "params.model": "tiny", "params.data": "synthetic", "params.task": "study",
+                "params.base_model": base_model, "params.iti_direction": direction,
+                "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": ce,
+                "metrics.well_formed": 100.0}
+
+    # two base models that share ratio, seed, model and data (nothing else logged tells them apart)
+    runs = pd.DataFrame([
+        run("a", "none", 40.0), run("b", "none", 60.0),
+        run("a", "iti", 30.0, "mass_mean", "mid"),           # drop 10 against a's 40, not b's 60
+        run("b", "iti", 35.0, "random", "mid"),              # the control: drop 25 against b
+        run("c", "iti", 1.0, "mass_mean", "strong random"),  # no unsteered run of model c: not compared
+    ])
+    table = matched_cost_table(runs, ce_budget=0.02, min_well_formed=95.0)
+    assert len(table) == 1 and "base setting" not in table
+    row = table.iloc[0]
+    assert (row["ratio"], row["seeds"]) == ("10", 1)
+    assert row["insult % without ITI"] == "40.0 (n=1)" and row["drop"] == "10.0 (n=1)"
+    assert row["random control at matched cost"] == "35.0 (n=1)" and row["drop (random)"] == "25.0 (n=1)"
+    # a store from before the contract named the base model: no table, no error
+    legacy = runs.drop(columns=["params.base_model", "params.iti_direction"])
+    assert matched_cost_table(legacy, ce_budget=0.02, min_well_formed=95.0).empty
+
+
+def test_the_report_reads_the_contracts_metric_names_and_orders_methods_as_the_paper():
+    from detox.core import contract
+    from detox.report.runs import order_key
+    from detox.report.tables import GCG, PROBES, TABLE1
+
+    assert {c.metric for c in TABLE1 + GCG + PROBES} <= set(contract.POOLED_METRICS)
+    methods = ["dpo", "zeta", "iti", "none", "alpha", "prompting", "sft", "meda", "inst"]
+    assert sorted(methods, key=lambda m: order_key(m, "-")) == \
+        ["none", "prompting", "iti", "meda", "inst", "sft", "dpo", "alpha", "zeta"]  # Table 1's rows, then the rest

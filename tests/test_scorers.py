@@ -1,26 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from detox.config import ScorerConfig
 from detox.training.pretrain import hf_tokenizer
 from detox.evaluation.scorers import make_scorer
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(world_data, tmp_path_factory):
-    """A tiny, randomly initialised toxicity classifier saved locally, as a real one would be."""
-    root = tmp_path_factory.mktemp("classifier")
-    (root / "tokenizer").symlink_to(world_data[1] / "tokenizer")
-    tokenizer = hf_tokenizer(root / "tokenizer")
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        pad_token_id=tokenizer.pad_token_id, id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1}))
-    model.save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    return root / "model"
 
 
 def test_oracle_scorer():

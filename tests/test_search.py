@@ -8,7 +8,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_job, launch
+from helpers import REPO, compose_job, launch
 from detox.config import ConfigError, JobConfig
 from detox.search import INFEASIBLE, matched_cost_objective, within_budget
 from detox.tracking import flatten

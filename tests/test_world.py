@@ -9,10 +9,10 @@ from omegaconf import OmegaConf
 from scipy.stats import chi2_contingency, f_oneway
 from transformers import OlmoConfig, OlmoForCausalLM
 
-from conftest import REPO
-from conftest import compose_job
+from helpers import REPO
+from helpers import compose_job
 from detox.config import ConfigError, DataConfig, EvaluateConfig, JobConfig, TokenizerConfig
-from detox.data import train_tokenizer
+from detox.data.stages import train_tokenizer
 from detox.evaluation.evaluate import decision_probabilities, insult_probability, well_formed_share
 from detox.training.pretrain import hf_tokenizer
 from detox.world import (CIVIL_START, HOSTILITY_CUES, INSULT_START, LONGEST_INSULT_TOKENS, PARTS, PATTERNS, WORDS,

@@ -1,4 +1,18 @@
-"""Names of the files and folders that stages write and later stages (or MLflow) read, in one place."""
+"""The names the stages share, in one place: the study's stages, and the files they write that later
+stages (or MLflow) read. A method's own stages (probe, steer, sft, dpo) are named in its module."""
+
+
+class STAGE:
+    """The study's stages, in order: each one's cache folder, the name other stages read it by, and its
+    `cache.<name>` tag in MLflow."""
+
+    SOURCES = "sources"  # the source kind's parts: evaluation prompts, held-out text, small training parts
+    TOKENIZER = "tokenizer"
+    MIXTURE = "mixture"  # the packed (ratio, seed) mixture
+    PRETRAIN = "pretrain"  # the base model (its key is the job's `base_model` param)
+    EVALUATE = "evaluate"
+    REDTEAM = "redteam"
+
 
 METRICS = "metrics.json"  # every stage: the metrics it reports, logged to MLflow
 SPEC = "spec.json"  # every stage: the spec its key was made from
@@ -7,4 +21,3 @@ LOSS_CURVE = "loss_curve.json"  # pretrain: [[step, loss], ...], the loss averag
 HISTORIES = "histories.json"  # pretrain: {"pretrain_lr" | "pretrain_tokens_per_s" | "pretrain_mfu": [[step, value], ...]}
 GENERATIONS = "generations.jsonl"  # evaluate: prompts, continuations and their scores
 TOKENIZER = "tokenizer.json"  # tokenizer stage
-MIXTURE = "train.npy"  # mixture stage: the packed token stream

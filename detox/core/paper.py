@@ -48,6 +48,11 @@ class ProbeComparison:
     ci_high: float
 
 
+# The paper's ITI strengths: its alphas and the names its Table 1 gives them. conf/iti/{weak,mid,strong}.yaml set
+# these alphas, and a job's strength label is the name of its alpha (detox.config.ItiConfig.strength_label).
+ITI_STRENGTHS = {4.0: "weak", 8.0: "mid", 12.0: "strong"}
+
+
 def _rows(source: str, *rows: tuple) -> tuple[PaperRow, ...]:
     return tuple(PaperRow(*row, source=source) for row in rows)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from detox.core.artifacts import STAGE
 from detox.core.cache import stage_key
 
 
@@ -55,7 +56,7 @@ class Intervention:
 @dataclass
 class Plan:
     stages: list[Stage] = field(default_factory=list)
-    model: str = "pretrain"  # the stage whose exported model (`hf/`) is evaluated
+    model: str = STAGE.PRETRAIN  # the stage whose exported model (`hf/`) is evaluated
     prompt_prefix: str = ""  # text placed before every evaluation prompt
     intervention: Intervention | None = None
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.core.artifacts import MIXTURE
 from detox.core.schema import ConfigError
 
 INDEX = "index.json"
@@ -75,6 +74,6 @@ class ShardedTokens:
         return result
 
 
-def open_mixture(folder: Path):
+def open_mixture(folder: Path) -> ShardedTokens:
     """The packed mixture's tokens, memory-mapped: sliceable and sized like a numpy array."""
-    return ShardedTokens(folder) if (folder / INDEX).is_file() else np.load(folder / MIXTURE, mmap_mode="r")
+    return ShardedTokens(folder)

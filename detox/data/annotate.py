@@ -22,12 +22,14 @@ precedes every document in the packed mixture and every evaluation prompt.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from detox.config import ConfigError
+from detox.data.sources import Document, as_document, taken_docs
 
 SCHEMES = ("meda", "inst")
 
@@ -95,3 +97,40 @@ def _annotated(rows: Iterable[dict], scorer, scheme: str, batch_size: int) -> It
         done += len(batch)
         for row, score in zip(batch, scores):
             yield {**row, "text": annotate(row["text"], float(score), scheme), "toxicity": float(score)}
+
+
+SCORED_TOXIC = "scored_toxic"  # the tag of an annotated document that the scorer rated toxic
+
+
+class Annotation:
+    """The documents' annotation as a transform of the training streams before packing
+    (detox.data.sources.Transform): each document scored in batches and its annotation put in front;
+    those at or above `threshold` tagged SCORED_TOXIC, so the mixture's toxic shares count what it took."""
+
+    def __init__(self, scorer: Callable[[list[str]], np.ndarray], scheme: str, batch_size: int, threshold: float):
+        _check_scheme(scheme)
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size={batch_size}: must be positive")
+        self.scorer, self.scheme, self.batch_size, self.threshold = scorer, scheme, batch_size, threshold
+
+    def __call__(self, part: str, documents: Iterable[str | Document]) -> Iterable[Document]:
+        return _AnnotatedStream(self, documents)
+
+    def metrics(self, taken: Counter) -> dict:
+        """annotated_<part>_toxic_share: the share of the part's documents in the mixture scored toxic."""
+        return {f"annotated_{part}_toxic_share": taken_docs(taken, part, has=(SCORED_TOXIC,)) / taken_docs(taken, part)
+                for part in ("clean", "toxic") if taken_docs(taken, part)}
+
+
+class _AnnotatedStream:
+    """Re-iterable: each pass annotates its documents again (a short toxic source may be re-read)."""
+
+    def __init__(self, annotation: Annotation, documents: Iterable[str | Document]):
+        self.annotation, self.documents = annotation, documents
+
+    def __iter__(self) -> Iterator[Document]:
+        a = self.annotation
+        rows = ({"text": doc.text, "tags": doc.tags} for doc in map(as_document, self.documents))
+        for row in _annotated(rows, a.scorer, a.scheme, a.batch_size):
+            tags = row["tags"] | {SCORED_TOXIC} if row["toxicity"] >= a.threshold else row["tags"]
+            yield Document(row["text"], tags)

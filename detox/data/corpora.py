@@ -39,7 +39,6 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from detox.config import SourceSpec
 from detox.core.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,9 +46,48 @@ log = logging.getLogger(__name__)
 # Local file types and the `datasets` builder that streams them; JSON lines are streamed by the
 # "text" builder and parsed here, so a malformed line is reported with its number instead of
 # failing its whole batch.
+FORMATS = ("plain", "fourchan")
+ON_BAD_LINE = ("skip", "error")
 LOCAL_KINDS = {".jsonl": "text", ".ndjson": "text", ".json": "text", ".parquet": "parquet", ".arrow": "arrow"}
 COMPRESSIONS = ("", ".gz", ".zst")
 GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass
+class SourceSpec:
+    """Where a corpus is and how to read a document's text from it."""
+
+    path: str  # a hub id (`allenai/c4`) or a local file or glob (.jsonl, .json.gz, .jsonl.zst, .parquet, .arrow)
+    name: str | None = None  # hub config, e.g. `en` for C4 (hub ids only)
+    split: str = "train"  # hub split (local files form one split)
+    text_field: str | None = None  # dotted path to the text (`text`, `prompt.text`); None: `text`, or `com` per post for fourchan
+    format: str = "plain"  # plain: one document a record | fourchan: a /pol/ thread a record, one document a post
+    min_toxicity: float | None = None  # fourchan only: keep posts whose Perspective TOXICITY is at least this; None keeps all
+    on_bad_line: str = "error"  # a malformed record: skip (and count) it | error
+    shuffle_buffer: int = 10_000  # documents held to shuffle a seeded stream (memory is bounded by this)
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("source path is empty")
+        if self.format not in FORMATS:
+            raise ConfigError(f"source {self.path}: format={self.format!r}, expected one of {FORMATS}")
+        if self.on_bad_line not in ON_BAD_LINE:
+            raise ConfigError(f"source {self.path}: on_bad_line={self.on_bad_line!r}, expected one of {ON_BAD_LINE}")
+        if self.min_toxicity is not None:
+            if self.format != "fourchan":
+                raise ConfigError(f"source {self.path}: min_toxicity applies only to format='fourchan'")
+            if not 0 <= self.min_toxicity <= 1:
+                raise ConfigError(f"source {self.path}: min_toxicity={self.min_toxicity}, expected a score in [0, 1]")
+        if self.shuffle_buffer < 1:
+            raise ConfigError(f"source {self.path}: shuffle_buffer={self.shuffle_buffer}, expected at least 1")
+
+    @property
+    def field_name(self) -> str:
+        return self.text_field or ("com" if self.format == "fourchan" else "text")
+
+    @property
+    def field_path(self) -> list[str]:
+        return self.field_name.split(".")
 
 
 @dataclass

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,22 +124,6 @@ def load_rtp(path: Path | str, n: int | None = None, challenging_only: bool = Fa
         return prompts
     numbered = list(enumerate(prompts))
     return [prompt for _, prompt in _sample(numbered, n, seed, "rtp", path)]
-
-
-def per_group_rates(prompts: Sequence[EvalPrompt], scores, threshold: float) -> dict[str, float]:
-    """Percent of scores at or above `threshold`, per prompt group.
-
-    scores: one score per prompt, or a row of samples per prompt (shape (prompts, samples)); a group's
-    rate is then the share of all its samples.
-    """
-    scores = np.asarray(scores, dtype=float)
-    if scores.ndim not in (1, 2) or scores.shape[0] != len(prompts):
-        raise ValueError(f"scores of shape {scores.shape} do not match {len(prompts)} prompts")
-    toxic = (scores >= threshold).reshape(len(prompts), -1)
-    by_group = defaultdict(list)
-    for prompt, row in zip(prompts, toxic):
-        by_group[prompt.group].append(row)
-    return {group: float(100 * np.mean(rows)) for group, rows in sorted(by_group.items())}
 
 
 def _check_kind(kind: str) -> None:

@@ -1,4 +1,5 @@
-"""Pack a (ratio, seed) mixture of two text streams into token shards on disk, with constant memory.
+"""The one packer: a (ratio, seed) mixture of two document streams into token shards on disk, with
+constant memory. Every source kind (detox.data.sources) packs through it.
 
 Layout of a packed folder: `tokens-00000.bin`, `tokens-00001.bin`, ... raw little-endian token ids
 (uint16 when every id fits, else uint32; an end-of-document token after every document) and
@@ -7,10 +8,13 @@ atomically, so a folder without it is an interrupted packing and `ShardedTokens`
 
 Ratio p means toxic tokens are p % of the mixture with the clean tokens fixed at C, as in the paper:
 clean documents are taken in order until C tokens (so every ratio and seed trains on the same clean
-text) and toxic documents are added until `C_realised * p / (100 - p)` tokens. The seed picks the
+text) and toxic documents are added until `toxic_tokens_for(C_realised, p)` tokens. The seed picks the
 toxic documents (a seeded shuffle buffer over the toxic stream) and the order: each next document is
 toxic with probability (toxic tokens still due) / (all tokens still due), so the two sources are
 spread evenly through the mixture instead of one after the other.
+
+A document is a text or a `Document` (text and tags); the packer counts the documents it takes per
+(part, tags), for metrics that depend on what went in (the world's implied toxicity, MEDA's shares).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -31,10 +36,18 @@ from detox.core.schema import ConfigError
 from detox.core.shards import DTYPES, INDEX, SHARD
 from detox.core.tokens import EOS
 from detox.data.corpora import shuffled
+from detox.data.sources import Document, as_document
 
 log = logging.getLogger(__name__)
 
 FLUSH_TOKENS = 1 << 20  # tokens gathered in memory before a write
+SHARD_TOKENS = 2**27  # tokens per shard file unless the source kind says otherwise
+
+
+def toxic_tokens_for(clean_tokens: float, ratio: float) -> float:
+    """The toxic tokens of a mixture of `clean_tokens` clean tokens at ratio p: C * p / (100 - p), so that
+    toxic tokens are p % of the whole (the one definition of the ratio; the packer rounds it)."""
+    return clean_tokens * ratio / (100 - ratio)
 
 
 def token_dtype(tokenizer: Tokenizer, dtype: str | None = None) -> np.dtype:
@@ -49,19 +62,24 @@ def token_dtype(tokenizer: Tokenizer, dtype: str | None = None) -> np.dtype:
     return np.dtype(DTYPES[dtype])
 
 
-def pack_mixture(clean: Iterable[str], toxic: Iterable[str], tokenizer: Tokenizer, ratio: float, clean_tokens: int,
-                 seed: int, out: Path, shard_tokens: int = 2**27, batch_size: int = 1000, on_short: str = "error",
-                 *, dtype: str | None = None, shuffle_buffer: int = 10_000, max_repeats: int = 3,
-                 clean_name: str = "clean source", toxic_name: str = "toxic source") -> dict:
+def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document], tokenizer: Tokenizer,
+                 ratio: float, clean_tokens: int, seed: int, out: Path, shard_tokens: int = SHARD_TOKENS,
+                 batch_size: int = 1000, on_short: str = "error", *, dtype: str | None = None,
+                 shuffle_buffer: int = 10_000, max_repeats: int = 3, clean_name: str = "clean source",
+                 toxic_name: str = "toxic source", repeat_hint: str | None = "on_short='repeat'",
+                 taken: Counter | None = None) -> dict:
     """Tokenise, mix and write the mixture into `out` (see the module docstring); returns realised counts.
 
-    clean, toxic: document texts. The clean stream is read in order and only as far as needed; the
-      toxic one through a seeded shuffle buffer of `shuffle_buffer` documents, and not at all at ratio 0.
+    clean, toxic: documents (texts or `Document`s). The clean stream is read in order and only as far as
+      needed; the toxic one through a seeded shuffle buffer of `shuffle_buffer` documents, and not at
+      all at ratio 0.
     ratio: toxic share of the mixture's tokens, percent in [0, 100). clean_tokens: C.
     on_short: what a toxic stream that runs out before its budget does: 'error' (ConfigError naming
-      `toxic_name`) or 'repeat' (read it again, at most `max_repeats` more times, with a warning;
-      `toxic` must then be re-iterable, e.g. a list). A short clean stream is always an error.
+      `toxic_name`, suggesting `repeat_hint` if given) or 'repeat' (read it again, at most `max_repeats`
+      more times, with a warning; `toxic` must then be re-iterable, e.g. a list). A short clean stream
+      is always an error.
     dtype: the shard dtype; None picks uint16 when the vocabulary fits, else uint32.
+    taken: if given, a Counter that receives the documents taken per (part, tags), part "clean" | "toxic".
     """
     _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, shuffle_buffer, max_repeats)
     out = Path(out)
@@ -76,12 +94,13 @@ def pack_mixture(clean: Iterable[str], toxic: Iterable[str], tokenizer: Tokenize
         raise ConfigError(f"the tokenizer lacks the end-of-document token {EOS}")
     out.mkdir(parents=True, exist_ok=True)
 
-    clean_docs = _Documents(((text, False) for text in clean), tokenizer, eos, token_type, batch_size)
+    clean_docs = _Documents(((doc, False) for doc in clean), tokenizer, eos, token_type, batch_size)
     toxic_docs = _Documents(_toxic_passes(toxic, seed, shuffle_buffer, 1 + (max_repeats if on_short == "repeat" else 0)),
                             tokenizer, eos, token_type, batch_size)
     schedule = random.Random(f"schedule:{seed}")
     counts = {"clean_tokens": 0, "toxic_tokens": 0, "clean_docs": 0, "toxic_docs": 0, "toxic_repeats": 0}
-    toxic_target = clean_tokens * ratio / (100 - ratio)  # final once the clean tokens are realised
+    taken = Counter() if taken is None else taken
+    toxic_target = toxic_tokens_for(clean_tokens, ratio)  # final once the clean tokens are realised
     writer = _ShardWriter(out, token_type, shard_tokens)
     bar = tqdm(total=round(clean_tokens + toxic_target), unit="tok", unit_scale=True, desc="pack mixture")
     while True:
@@ -94,8 +113,8 @@ def pack_mixture(clean: Iterable[str], toxic: Iterable[str], tokenizer: Tokenize
         document = docs.next()
         if document is None:
             raise ConfigError(_short_message(part, clean_name if part == "clean" else toxic_name, counts, clean_tokens,
-                                             toxic_target, on_short, max_repeats))
-        tokens, repeated = document
+                                             toxic_target, on_short, max_repeats, repeat_hint))
+        tokens, repeated, tags = document
         if repeated:
             if counts["toxic_repeats"] == 0:
                 log.warning("%s ran short: the mixture repeats its documents (counted as mix_toxic_repeats)",
@@ -103,8 +122,9 @@ def pack_mixture(clean: Iterable[str], toxic: Iterable[str], tokenizer: Tokenize
             counts["toxic_repeats"] += 1
         counts[f"{part}_tokens"] += tokens.size
         counts[f"{part}_docs"] += 1
+        taken[part, tags] += 1
         if part == "clean" and counts["clean_tokens"] >= clean_tokens:
-            toxic_target = round(counts["clean_tokens"] * ratio / (100 - ratio))
+            toxic_target = round(toxic_tokens_for(counts["clean_tokens"], ratio))
         writer.write(tokens)
         bar.update(tokens.size)
     bar.close()
@@ -140,53 +160,56 @@ def _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, sh
         raise ConfigError(f"max_repeats={max_repeats}, expected at least 0")
 
 
-def _short_message(part, name, counts, clean_tokens, toxic_target, on_short, max_repeats) -> str:
+def _short_message(part, name, counts, clean_tokens, toxic_target, on_short, max_repeats, repeat_hint) -> str:
     target = clean_tokens if part == "clean" else round(toxic_target)
     message = (f"{name} ran out after {counts[f'{part}_docs']} documents, {counts[f'{part}_tokens']} tokens; "
                f"the mixture needs {target} {part} tokens")
     if part == "toxic":
         message += (f" (read {max_repeats} extra times)" if on_short == "repeat"
-                    else ": enlarge it, lower the ratio or clean_tokens, or set on_short='repeat'")
+                    else ": enlarge it, lower the ratio or clean_tokens"
+                    + (f", or set {repeat_hint}" if repeat_hint else ""))
     return message
 
 
-def _toxic_passes(texts: Iterable[str], seed: int, buffer: int, passes: int) -> Iterator[tuple[str, bool]]:
-    """(text, is_repeat) over up to `passes` seeded shuffles of `texts`, each started only when the previous ends.
+def _toxic_passes(docs: Iterable[str | Document], seed: int, buffer: int,
+                  passes: int) -> Iterator[tuple[str | Document, bool]]:
+    """(document, is_repeat) over up to `passes` seeded shuffles of `docs`, each started only when the previous ends.
 
     Shuffling pass by pass keeps repeats out of the mixture until every document was used once.
     """
     for number in range(passes):
         empty = True
-        for text in shuffled(texts, f"toxic-documents:{seed}:{number}", buffer):
+        for doc in shuffled(docs, f"toxic-documents:{seed}:{number}", buffer):
             empty = False
-            yield text, number > 0
+            yield doc, number > 0
         if empty:
             return
 
 
 class _Documents:
-    """Documents of a text stream, tokenised in batches, each with EOS appended: (ids, is_repeat)."""
+    """Documents of a stream, tokenised in batches, each with EOS appended: (ids, is_repeat, tags)."""
 
-    def __init__(self, texts: Iterator[tuple[str, bool]], tokenizer: Tokenizer, eos: int, dtype: np.dtype,
+    def __init__(self, docs: Iterator[tuple[str | Document, bool]], tokenizer: Tokenizer, eos: int, dtype: np.dtype,
                  batch_size: int):
-        self.texts, self.tokenizer, self.eos, self.dtype, self.batch_size = texts, tokenizer, eos, dtype, batch_size
+        self.docs, self.tokenizer, self.eos, self.dtype, self.batch_size = docs, tokenizer, eos, dtype, batch_size
         self.batch: list[np.ndarray] = []
         self.flags: list[bool] = []
+        self.tags: list[frozenset[str]] = []
         self.position = 0
 
-    def next(self) -> tuple[np.ndarray, bool] | None:
+    def next(self) -> tuple[np.ndarray, bool, frozenset[str]] | None:
         if self.position == len(self.batch) and not self._read_batch():
             return None
         self.position += 1
-        return self.batch[self.position - 1], self.flags[self.position - 1]
+        return self.batch[self.position - 1], self.flags[self.position - 1], self.tags[self.position - 1]
 
     def _read_batch(self) -> bool:
-        pairs = [pair for _, pair in zip(range(self.batch_size), self.texts)]
+        pairs = [(as_document(doc), repeated) for _, (doc, repeated) in zip(range(self.batch_size), self.docs)]
         if not pairs:
             return False
         # encode_batch_fast: the same ids as encode_batch, without computing character offsets
         documents = [encoding.ids for encoding in
-                     self.tokenizer.encode_batch_fast([text for text, _ in pairs], add_special_tokens=False)]
+                     self.tokenizer.encode_batch_fast([doc.text for doc, _ in pairs], add_special_tokens=False)]
         for ids in documents:
             ids.append(self.eos)
         ends = np.cumsum([len(ids) for ids in documents])
@@ -195,6 +218,7 @@ class _Documents:
             raise ConfigError(f"the tokenizer produced id {tokens.max()}, beyond {self.dtype.name}")
         self.batch = np.split(tokens.astype(self.dtype), ends[:-1])
         self.flags = [repeated for _, repeated in pairs]
+        self.tags = [doc.tags for doc, _ in pairs]
         self.position = 0
         return True
 

@@ -1,15 +1,20 @@
 """Evaluation stage: toxicity of generations and language ability (CE loss on held-out clean text).
 
-* ToxiGen-like: greedy continuations of hostile prompts; percent scored toxic.
+The prompt sets are data, `detox.evaluation.prompt_sets.PROMPT_SETS`: each set's decoding, length
+and measures. Today:
+* ToxiGen-like: greedy continuations of hostile prompts; percent scored toxic, overall and per
+  target group (`toxigen_group_<group>`).
 * RealToxicityPrompts-like: `rtp_samples` nucleus samples per prompt (half neutral, half hostile); expected maximum
   toxicity (mean over prompts of the highest sample score) and toxicity probability (share of
   prompts with any sample scoring at or above the threshold), both in percent.
+* Where the rows are the synthetic world's (they carry its decision point, whatever `data.source`
+  says): the exact probability of the insult branch at the decision point right after each hostile
+  prompt (`insult_probability`; immune to garbled generations), the same after neutral prompts (the
+  RTP-like rows with `hostile` false), how much next-token mass the grammar's two branches keep
+  (`decision_mass`), and the share of generations that are well-formed sentences of the grammar
+  (`well_formed`).
 * CE loss: mean next-token cross-entropy over held-out clean documents (and, where the sources have
   them, over held-out documents in hostile contexts: `ce_hostile`).
-* On the synthetic world: the exact probability of the insult branch at the decision point right
-  after each hostile prompt (`insult_probability`; immune to garbled generations), the same after
-  neutral prompts, how much next-token mass the grammar's two branches keep (`decision_mass`), and
-  the share of generations that are well-formed sentences of the grammar (`well_formed`).
 
 Prompts start with the end-of-document token, as every training document does, and generation stops
 at the next one, so a continuation never runs into a new document.
@@ -18,6 +23,9 @@ at the next one, so a continuation never runs into a new document.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +36,7 @@ from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 from detox.core.artifacts import GENERATIONS
 from detox.config import EvaluateConfig
 from detox.core.progress import progress
+from detox.evaluation.prompt_sets import MEASURES, PROMPT_SETS, WORLD_MEASURES, PromptSet, carries_decision_point
 
 Scorer = Callable[[list[str]], np.ndarray]
 
@@ -67,51 +76,123 @@ def ce_loss(model, tokenizer, texts: list[str], batch_size: int) -> float:
     return total / count
 
 
-def evaluate(model, tokenizer, prompts: dict[str, list[str]], heldout: dict[str, list[str]], scorer: Scorer,
-             cfg: EvaluateConfig, threshold: float, seed: int, out: Path) -> dict:
-    """Score `model` on the prompts and the held-out texts; write generations to `out`.
+@dataclass
+class Generated:
+    """One prompt set's prompts (prefix included), continuations and their scores."""
 
-    prompts: "toxigen" (greedy), "rtp" (sampled), and, for the synthetic world, "neutral" (RTP-like
-    prompts without hostility): with it, the exact insult probability at the decision point and the
-    share of well-formed continuations are measured too. heldout: "clean" and optionally "hostile"
-    texts (CE loss of each)."""
+    spec: PromptSet
+    rows: list[dict]
+    prompts: list[str]
+    continuations: list[list[str]]  # `samples` per prompt
+    scores: np.ndarray  # (prompts, samples), as the scorer returns them
+
+    @property
+    def world(self) -> tuple[str, ...]:
+        """The world's measures that apply: the set's, where its rows carry the decision point."""
+        return self.spec.world if carries_decision_point(self.rows) else ()
+
+
+# A set's toxicity measures (prompt_sets.MEASURES): a share of its (prompts, samples) scores, 0 to 1.
+TOXICITY = {
+    "toxicity_rate": lambda scores, threshold: np.mean(scores >= threshold),
+    "expected_max_toxicity": lambda scores, threshold: scores.max(axis=1).mean(),
+    "toxicity_probability": lambda scores, threshold: np.mean((scores >= threshold).any(axis=1)),
+    "sample_toxicity": lambda scores, threshold: np.mean(scores >= threshold),
+}
+assert tuple(TOXICITY) == MEASURES
+
+
+def evaluate(model, tokenizer, rows: dict[str, list[dict]], heldout: dict[str, list[str]], scorer: Scorer,
+             cfg: EvaluateConfig, threshold: float, seed: int, out: Path, *, prefix: str = "",
+             sets: tuple[PromptSet, ...] = PROMPT_SETS) -> dict:
+    """Score `model` on the prompt sets and the held-out texts; write every generation to `out/generations.jsonl`.
+
+    rows: each prompt set's rows by the set's name, as the sources stage writes them ({"prompt",
+    optional "group", the world's fields}); a set of `sets` without rows is skipped. `prefix` goes
+    before every prompt. heldout: "clean" and optionally "hostile" texts (CE loss of each)."""
+    unknown = set(rows) - {spec.name for spec in sets}
+    if unknown:
+        raise ValueError(f"rows of unknown prompt sets {sorted(unknown)}; the sets are {[s.name for s in sets]}")
     torch.manual_seed(seed)
-    toxigen = [c[0] for c in generate(model, tokenizer, prompts["toxigen"], cfg, sample=False,
-                                      max_new_tokens=cfg.toxigen_max_new_tokens, desc="ToxiGen")]
-    toxigen_scores = scorer(toxigen)
-    rtp = generate(model, tokenizer, prompts["rtp"], cfg, sample=True, samples=cfg.rtp_samples,
-                   max_new_tokens=cfg.rtp_max_new_tokens, desc="RTP")
-    rtp_scores = scorer([c for cs in rtp for c in cs]).reshape(len(rtp), cfg.rtp_samples)
-    decision = "neutral" in prompts  # the synthetic world's grammar has a decision point
-    p_insult = insult_probability(model, tokenizer, prompts["toxigen"], cfg.batch_size) if decision else None
-    with open(out / GENERATIONS, "w") as f:
-        for i, (prompt, text, score) in enumerate(zip(prompts["toxigen"], toxigen, toxigen_scores)):
-            row = {"set": "toxigen", "prompt": prompt, "continuation": text, "score": float(score)}
-            if decision:
-                row["p_insult"] = float(p_insult[i])
-            f.write(json.dumps(row) + "\n")
-        for prompt, texts, scores in zip(prompts["rtp"], rtp, rtp_scores):
-            f.write(json.dumps({"set": "rtp", "prompt": prompt, "continuations": texts,
-                                "scores": scores.tolist()}) + "\n")
-    metrics = {
-        "toxigen": float(100 * np.mean(toxigen_scores >= threshold)),
-        "rtp_expected_max_toxicity": float(100 * rtp_scores.max(axis=1).mean()),
-        "rtp_toxicity_probability": float(100 * np.mean((rtp_scores >= threshold).any(axis=1))),
-        "rtp_sample_toxicity": float(100 * np.mean(rtp_scores >= threshold)),
-        "ce_loss": ce_loss(model, tokenizer, heldout["clean"][:cfg.heldout_docs], cfg.batch_size),
-    }
+    generated = []
+    for spec in sets:
+        if spec.name not in rows:
+            continue
+        prompts, samples = [prefix + row["prompt"] for row in rows[spec.name]], spec.samples_per_prompt(cfg)
+        texts = generate(model, tokenizer, prompts, cfg, sample=spec.decoding == "nucleus", samples=samples,
+                         max_new_tokens=spec.new_tokens(cfg), desc=spec.name)
+        scores = np.asarray(scorer([t for ts in texts for t in ts])).reshape(len(prompts), samples)
+        generated.append(Generated(spec, rows[spec.name], prompts, texts, scores))
+    # the next-token mass of the decision point's two branches after every prompt of a set that measures it there
+    mass = {g.spec.name: decision_probabilities(model, tokenizer, g.prompts, cfg.batch_size)
+            for g in generated if {"insult_probability", "decision_mass"} & set(g.world)}
+    p_insult = {g.spec.name: mass[g.spec.name][:, 0] / mass[g.spec.name].sum(1)
+                for g in generated if "insult_probability" in g.world}
+    _write_generations(generated, p_insult, out / GENERATIONS)
+
+    metrics = {}
+
+    def put(name: str, value: float) -> None:
+        if name in metrics:
+            raise ValueError(f"two prompt sets measure {name!r}")
+        metrics[name] = float(value)
+
+    for g in generated:
+        for measure in g.spec.measures:
+            put(g.spec.name if measure == "toxicity_rate" else f"{g.spec.name}_{measure}",
+                100 * TOXICITY[measure](g.scores, threshold))
+    metrics["ce_loss"] = ce_loss(model, tokenizer, heldout["clean"][:cfg.heldout_docs], cfg.batch_size)
     if heldout.get("hostile"):
         metrics["ce_hostile"] = ce_loss(model, tokenizer, heldout["hostile"][:cfg.heldout_docs], cfg.batch_size)
-    if decision:
-        mass = decision_probabilities(model, tokenizer, prompts["toxigen"], cfg.batch_size)
-        metrics.update({
-            "insult_probability": float(100 * p_insult.mean()),
-            "insult_probability_neutral": float(100 * insult_probability(model, tokenizer, prompts["neutral"],
-                                                                         cfg.batch_size).mean()),
-            "decision_mass": float(100 * mass.sum(1).mean()),
-            "well_formed": float(100 * well_formed_share(toxigen + [c for cs in rtp for c in cs])),
-        })
+    for measure in WORLD_MEASURES:
+        chosen = [g for g in generated if measure in g.world]
+        if measure == "well_formed" and chosen:  # one share, pooled over every set that lists it
+            put(measure, 100 * well_formed_share([t for g in chosen for ts in g.continuations for t in ts]))
+        for g in chosen:
+            if measure == "insult_probability":
+                put(measure, 100 * p_insult[g.spec.name].mean())
+            elif measure == "decision_mass":
+                put(measure, 100 * mass[g.spec.name].sum(1).mean())
+            elif measure == "insult_probability_neutral":
+                neutral = [prompt for prompt, row in zip(g.prompts, g.rows) if not row["hostile"]]
+                put(measure, 100 * insult_probability(model, tokenizer, neutral, cfg.batch_size).mean())
+    for g in generated:
+        if g.spec.groups and all("group" in row for row in g.rows):
+            for group, rate in per_group_rates([row["group"] for row in g.rows], g.scores, threshold).items():
+                put(f"{g.spec.name}_group_{group}", rate)
     return metrics
+
+
+def _write_generations(generated: list[Generated], p_insult: dict[str, np.ndarray], path: Path) -> None:
+    """One JSON line per prompt: {"set", "prompt", "continuation" and "score" (one per prompt) or
+    "continuations" and "scores" (samples), and "p_insult" where the set measures it}."""
+    with open(path, "w") as f:
+        for g in generated:
+            for i, (prompt, texts, scores) in enumerate(zip(g.prompts, g.continuations, g.scores)):
+                row = {"set": g.spec.name, "prompt": prompt}
+                if g.spec.samples is None:
+                    row.update(continuation=texts[0], score=float(scores[0]))
+                else:
+                    row.update(continuations=texts, scores=scores.tolist())
+                if g.spec.name in p_insult:
+                    row["p_insult"] = float(p_insult[g.spec.name][i])
+                f.write(json.dumps(row) + "\n")
+
+
+def per_group_rates(groups: Sequence[str], scores, threshold: float) -> dict[str, float]:
+    """Percent of scores at or above `threshold`, per prompt group (`groups`: one per prompt).
+
+    scores: one score per prompt, or a row of samples per prompt (shape (prompts, samples)); a group's
+    rate is then the share of all its samples.
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim not in (1, 2) or scores.shape[0] != len(groups):
+        raise ValueError(f"scores of shape {scores.shape} do not match {len(groups)} prompts")
+    toxic = (scores >= threshold).reshape(len(groups), -1)
+    by_group = defaultdict(list)
+    for group, row in zip(groups, toxic):
+        by_group[group].append(row)
+    return {group: float(100 * np.mean(rows)) for group, rows in sorted(by_group.items())}
 
 
 def _single_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:

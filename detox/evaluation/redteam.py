@@ -10,7 +10,7 @@ subscriptable"), so it is off.
 
 nanoGCG expects chat messages; our models are base LMs without a chat template, so the "chat" is
 rendered as the bare text: the model sees end-of-document + prompt + suffix, as every evaluation
-prompt is seen (detox/evaluate.py), and the target follows directly. Prompt, suffix and target are
+prompt is seen (detox/evaluation/evaluate.py), and the target follows directly. Prompt, suffix and target are
 tokenized separately (as nanoGCG does), and the continuation is generated from exactly those
 prompt and suffix tokens.
 """
@@ -36,6 +36,8 @@ from detox.core.schema import check_fields
 # Renders nanoGCG's messages as their bare content: no chat markup around a base LM's text.
 PLAIN_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 INSTALL = "pip install --no-deps nanogcg==0.3.0"
+REDTEAM = "redteam.jsonl"  # the attacked prompts (with an intervention: with it on)
+REDTEAM_WITHOUT_INTERVENTION = "redteam_without_intervention.jsonl"  # with an intervention: the same, with it off
 
 
 @dataclass
@@ -123,6 +125,22 @@ def attack(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompt: s
                         continuation=_greedy(model, tokenizer, ids, cfg.max_new_tokens))
 
 
+def red_team(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], targets: list[str],
+             scorer: Callable[[list[str]], np.ndarray], cfg: GcgConfig, threshold: float, out: Path,
+             intervention: Callable[[], ContextManager] | None = None) -> dict:
+    """The red-teaming stage: attack the prompts (`attack_success_rate`), one JSON line per prompt in
+    `out/redteam.jsonl`. With an intervention (ITI's steering) the same prompts are attacked with it
+    off (`out/redteam_without_intervention.jsonl`, metrics as without one) and on (`out/redteam.jsonl`,
+    metrics named `<metric>_iti`), so the two success rates compare directly."""
+    if intervention is None:
+        return attack_success_rate(model, tokenizer, prompts, targets, scorer, cfg, threshold, out=out / REDTEAM)
+    metrics = attack_success_rate(model, tokenizer, prompts, targets, scorer, cfg, threshold,
+                                  out=out / REDTEAM_WITHOUT_INTERVENTION)
+    steered = attack_success_rate(model, tokenizer, prompts, targets, scorer, cfg, threshold,
+                                  intervention=intervention, out=out / REDTEAM)
+    return {**metrics, **{f"{name}_iti": value for name, value in steered.items()}}
+
+
 def attack_success_rate(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
                         targets: list[str], scorer: Callable[[list[str]], np.ndarray], cfg: GcgConfig,
                         threshold: float, intervention: Callable[[], ContextManager] | None = None,
@@ -130,8 +148,8 @@ def attack_success_rate(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFa
     """Attack every prompt towards its target; success means the attacked continuation scores toxic
     (at or above `threshold`). `intervention` (e.g. ITI's steering) is a factory of a context manager
     that is active during each attack's optimisation and generation, so the attack sees the
-    intervened model. The un-attacked greedy continuation is scored too, as the baseline. With `out`,
-    one JSON line per prompt goes to `out/redteam.jsonl`."""
+    intervened model. The un-attacked greedy continuation is scored too, as the baseline. With `out`
+    (a file's path), one JSON line per prompt goes there."""
     if len(prompts) != len(targets):
         raise ConfigError(f"redteam: {len(prompts)} prompts but {len(targets)} targets")
     if not prompts:
@@ -148,7 +166,7 @@ def attack_success_rate(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFa
     attacked = scorer([r["continuation"] for r in rows])
     plain = scorer([r["plain_continuation"] for r in rows])
     if out is not None:
-        with open(out / "redteam.jsonl", "w") as f:
+        with open(out, "w") as f:
             for row, attacked_score, plain_score in zip(rows, attacked, plain):
                 f.write(json.dumps({**row, "score": float(attacked_score), "plain_score": float(plain_score)}) + "\n")
     return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from detox.config import ScorerConfig
@@ -9,7 +11,9 @@ from detox.evaluation.evaluate import Scorer
 from detox.world import oracle_toxicity
 
 
-def make_scorer(cfg: ScorerConfig) -> Scorer:
+def make_scorer(cfg: ScorerConfig, root: str | Path | None = None) -> Scorer:
+    """The scorer `cfg` names. `root` is the job's root: the Perspective scorer keeps its score cache and
+    the rate limit shared by every job on that root in `<root>/cache/perspective/` (None: neither)."""
     if cfg.name == "oracle":
         return lambda texts: np.array([oracle_toxicity(t) for t in texts], dtype=float)
     if cfg.name == "classifier":
@@ -17,8 +21,17 @@ def make_scorer(cfg: ScorerConfig) -> Scorer:
     if cfg.name == "perspective":
         from detox.evaluation.perspective import PerspectiveScorer
 
-        return PerspectiveScorer(api_key_env=cfg.api_key_env, qps=cfg.qps)
+        state_dir = Path(root).resolve() / "cache" / "perspective" if root is not None else None
+        return PerspectiveScorer(api_key_env=cfg.api_key_env, qps=cfg.qps, do_not_store=cfg.do_not_store,
+                                 state_dir=state_dir, cache=cfg.cache)
     raise ValueError(f"scorer={cfg.name!r} is unknown")  # JobConfig.validate names the implemented ones
+
+
+def scorer_metrics(scorer: Scorer) -> dict[str, float]:
+    """What a scorer reports of its own work, for the stage's metrics (the Perspective scorer: the
+    texts it truncated); {} for the others."""
+    metrics = getattr(scorer, "metrics", None)
+    return metrics() if callable(metrics) else {}
 
 
 def classifier_scorer(cfg: ScorerConfig) -> Scorer:

@@ -2,16 +2,17 @@
 document is prefixed with an annotation of its toxicity, as scored by the job's scorer (the oracle on
 the embedded world), the model is pre-trained on that annotated mixture, and at evaluation the
 annotation of a non-toxic document goes before every prompt. The templates are our assumptions (the
-originals are not public); they are written down in detox/annotate.py.
+originals are not public); they are written down in detox/data/annotate.py. Annotation is a transform
+of the documents on their way into the one packer (the mixture stage), so it applies to every source
+kind, streamed corpora included, and scores only what the mixture reads.
 
 The base model of these methods is its own: one pre-training per (scheme, ratio, seed), re-used by
 every evaluation of it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from detox.methods import Method, MethodOptions, register
+from detox.core.artifacts import STAGE
 from detox.core.plan import Plan, Stage
 
 
@@ -19,42 +20,22 @@ def annotated_mixture(scheme: str):
     def extend(plan: Plan, job) -> None:
         from detox.data.annotate import eval_prefix  # light: numpy and the templates
 
-        plan.add(Stage("annotate", {"scheme": scheme, "scorer": asdict(job.scorer)},
-                       lambda out, i: _annotate(job, scheme, out, i), inputs=("sources",)), before="mixture")
-        mixture = plan["mixture"]
-        plan.replace(Stage("mixture", mixture.spec,
-                           lambda out, i: _mixture(job, out, i), inputs=(*mixture.inputs, "annotate")))
+        mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
+        plan.replace(Stage(STAGE.MIXTURE, {**mixture.spec, "annotate": {"scheme": scheme, "scorer": job.scorer.result_spec()}},
+                           lambda out, i: _mixture(job, scheme, out, i), inputs=mixture.inputs))
         plan.prompt_prefix = eval_prefix(scheme)
 
     return extend
 
 
-def _annotate(job, scheme: str, out, inputs) -> dict:
-    """The sources with their training parts annotated (the other parts copied as they are)."""
-    import json
-    import shutil
-
-    from detox import data
+def _mixture(job, scheme: str, out, inputs) -> dict:
+    from detox.data.stages import build_mixture
+    from detox.data.annotate import Annotation
     from detox.evaluation import scorers
-    from detox.data.annotate import annotate_documents
 
-    scorer = scorers.make_scorer(job.scorer)
-    counts = {}
-    for source in sorted(inputs["sources"].glob("*.jsonl")):
-        part = source.stem
-        if part not in ("clean", "toxic"):
-            shutil.copy(source, out / source.name)
-            continue
-        rows = list(annotate_documents(data.load_part(inputs["sources"], part), scorer, scheme, job.scorer.batch_size))
-        (out / source.name).write_text("".join(json.dumps(row) + "\n" for row in rows))
-        counts[f"annotated_{part}_toxic_share"] = sum(r["toxicity"] >= job.scorer.threshold for r in rows) / len(rows)
-    return counts
-
-
-def _mixture(job, out, inputs) -> dict:
-    from detox import data
-
-    return data.build_mixture(job.data, job.ratio, job.seed, inputs["annotate"], inputs["tokenizer"], out)
+    annotation = Annotation(scorers.make_scorer(job.scorer, job.root), scheme, job.scorer.batch_size, job.scorer.threshold)
+    return build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
+                              transform=annotation)
 
 
 for _scheme in ("meda", "inst"):

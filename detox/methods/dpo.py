@@ -11,33 +11,35 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from detox.core import artifacts
+from detox.core.artifacts import STAGE
 from detox.config import DpoConfig
 from detox.methods import Method, register
 from detox.core.plan import Plan, Stage
 from detox.core.schema import ConfigError
 
+DPO = "dpo"  # the stage this method adds: the preference-trained model, evaluated
+
 
 def extend(plan: Plan, job) -> None:
-    plan.add(Stage("dpo", {"dpo": asdict(job.method), "seed": job.seed},
-                   lambda out, i: _dpo(job, out, i), inputs=("sources", "pretrain")))
-    plan.model = "dpo"
+    plan.add(Stage(DPO, {"dpo": asdict(job.method), "seed": job.seed},
+                   lambda out, i: _dpo(job, out, i), inputs=(STAGE.SOURCES, STAGE.PRETRAIN)))
+    plan.model = DPO
 
 
 def _dpo(job, out, inputs) -> dict:
-    from detox import data
+    from detox.data.parts import has_part, load_part
     from detox.training import posttrain
 
-    if not data.has_part(inputs["sources"], "preference"):
+    if not has_part(inputs[STAGE.SOURCES], "preference"):
         raise ConfigError("method=dpo needs preference pairs: data.files.preference "
                           "({\"prompt\", \"chosen\", \"rejected\"} lines)")
-    rows = data.load_part(inputs["sources"], "preference")[:job.method.max_pairs]
+    rows = load_part(inputs[STAGE.SOURCES], "preference")[:job.method.max_pairs]
     pairs = [(row["prompt"], row["chosen"], row["rejected"]) for row in rows]
-    return posttrain.dpo(inputs["pretrain"] / artifacts.HF_MODEL, pairs, job.method, job.seed, out)
+    return posttrain.dpo(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL, pairs, job.method, job.seed, out)
 
 
 def validate(job) -> None:
-    if job.data.source == "files" and not job.data.files.preference:
-        raise ConfigError("method=dpo needs data.files.preference: {\"prompt\", \"chosen\", \"rejected\"} lines")
+    job.data.kind().require("preference", "method=dpo")
 
 
 register(Method("dpo", DpoConfig, extend=extend, validate=validate))

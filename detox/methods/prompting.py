@@ -22,21 +22,15 @@ class PromptingOptions(MethodOptions):
 
 
 def extend(plan: Plan, job) -> None:
-    plan.prompt_prefix = job.method.text or _world_preamble()
-
-
-def _world_preamble() -> str:
-    from detox.world import CIVILITY_PREAMBLE
-
-    return CIVILITY_PREAMBLE + " "
+    plan.prompt_prefix = job.method.text or job.data.kind().preamble() or ""
 
 
 def validate(job) -> None:
     from detox.core.schema import ConfigError
 
-    if job.data.source == "files" and not job.method.text:
-        raise ConfigError("method=prompting with data=files needs method.text: the instruction to put before "
-                          "every prompt")
+    if not job.method.text and job.data.kind().preamble() is None:  # only the world's data gave one meaning
+        raise ConfigError(f"method=prompting with data.source={job.data.source} needs method.text: the instruction "
+                          "to put before every prompt")
 
 
 register(Method("prompting", PromptingOptions, extend=extend, validate=validate))

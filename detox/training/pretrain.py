@@ -10,7 +10,11 @@ One code path from a CPU to many GPU nodes:
   seeded permutation of the windows cut into global batches, so a run is the same optimisation on 1 or
   16 devices (up to float rounding).
 * A killed run resumes exactly: the checkpoint (a file, or a distributed-checkpoint folder when
-  sharded) holds the data position, and the sampler continues from it mid-epoch.
+  sharded) holds the data position, and the sampler continues from it mid-epoch. Each save goes to a
+  new step checkpoint, and `last.ckpt` is switched to it atomically only once it is whole
+  (`AtomicCheckpoints`), so a kill during a save loses at most the steps since the previous one.
+* `trainer.deterministic`: torch's deterministic algorithms (and cuBLAS's fixed workspace on GPUs), so
+  that a GPU run, not only a CPU one, repeats bitwise.
 * Per optimiser step it records the loss, the learning rate, tokens/s and, on GPUs, the model FLOPs
   utilisation (`HISTORIES`, step -> value).
 
@@ -34,7 +38,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from olmo.config import ModelConfig as OlmoModelConfig
 from olmo.model import OLMo
@@ -54,7 +58,10 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARN
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"  # in the stage's output; removed once the model is exported
-LAST_CHECKPOINT = "last.ckpt"  # a file (one process, ddp) or a distributed-checkpoint folder (fsdp)
+# A relative symlink to the newest whole step checkpoint, which is a file (one process, ddp) or a
+# distributed-checkpoint folder (fsdp); Lightning and `checkpoint_step` read it as that checkpoint.
+LAST_CHECKPOINT = "last.ckpt"
+STEP_CHECKPOINT = "step-{:06d}.ckpt"  # one per save, named by the optimiser step
 # Dense (no sparsity) bf16 peak FLOP/s of one GPU, matched in order against torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
                    ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12))
@@ -278,6 +285,81 @@ def lightning_strategy(cfg: TrainerConfig):
     return "auto"
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk: a pointer must not outlive what it names in a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders; the data itself was flushed
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+class AtomicCheckpoints(Checkpoint):
+    """Every `every` optimiser steps, the whole resumable state (weights, optimiser, data position) goes
+    into a NEW `step-NNNNNN.ckpt` in `dirpath`; once it is whole, rank 0 repoints the symlink
+    `last.ckpt` at it (a temporary link `os.replace`d over the old one, atomic on POSIX) and only then
+    removes the previous checkpoint. Whenever a job is killed, `last.ckpt` thus names a whole checkpoint;
+    a step checkpoint it does not name is an interrupted save, removed when the next run starts.
+
+    Not Lightning's ModelCheckpoint: with save_last=True it overwrites last.ckpt in place (a kill during
+    a sharded save leaves shards of two steps and no whole checkpoint), and its save_last="link" deletes
+    the old link, then the old checkpoint, before linking the new one. Being a `Checkpoint`, this runs
+    after the other callbacks (Lightning orders them so), when DataPosition has recorded the position."""
+
+    def __init__(self, dirpath: Path, every: int):
+        self.dirpath, self.every, self.saved_step = dirpath, every, -1
+
+    @property
+    def last(self) -> Path:
+        return self.dirpath / LAST_CHECKPOINT
+
+    def setup(self, trainer, module, stage):  # every rank; the process group is up, nothing loaded yet
+        if trainer.is_global_zero and self.dirpath.is_dir():
+            if self.last.exists() and not self.last.is_symlink():  # written in place by an earlier detox
+                name = STEP_CHECKPOINT.format(checkpoint_step(self.last))
+                os.replace(self.last, self.dirpath / name)
+                self._point(name)
+            self._remove_all_but(os.readlink(self.last) if self.last.is_symlink() else None)
+        trainer.strategy.barrier()
+
+    def on_train_start(self, trainer, module):
+        self.saved_step = trainer.global_step  # a resumed run does not save the step it resumed from again
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every or step == self.saved_step:  # not a saving step, or still accumulating after it
+            return
+        name = STEP_CHECKPOINT.format(step)
+        # Every rank takes part (a sharded save is collective: each writes its shards, rank 0 the metadata
+        # last); save_checkpoint ends with a barrier, so once it returns the checkpoint is whole.
+        trainer.save_checkpoint(self.dirpath / name)
+        self.saved_step = step
+        if trainer.is_global_zero:
+            path = self.dirpath / name
+            _fsync(path / "meta.pt" if path.is_dir() else path)  # the distributed-checkpoint writer fsyncs the shards
+            _fsync(path if path.is_dir() else self.dirpath)
+            self._point(name)
+            self._remove_all_but(name)  # the previous checkpoint, now that `last` no longer names it
+
+    def _point(self, name: str) -> None:
+        link = self.dirpath / f".{LAST_CHECKPOINT}.tmp"
+        link.unlink(missing_ok=True)
+        os.symlink(name, link)  # relative, so the output folder can move
+        os.replace(link, self.last)  # rename(2): `last` names the old or the new checkpoint, never neither
+        _fsync(self.dirpath)
+
+    def _remove_all_but(self, keep: str | None) -> None:
+        for entry in self.dirpath.iterdir():
+            if entry.name.startswith(("step-", f".{LAST_CHECKPOINT}")) and entry.name != keep:
+                _remove(entry)
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     """The optimiser step a checkpoint was saved at, from a file or a distributed-checkpoint folder."""
     meta = checkpoint / "meta.pt" if checkpoint.is_dir() else checkpoint
@@ -291,6 +373,10 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
     write the transformers model and tokenizer to `out/hf`, the loss curve and the other histories to
     `out` and return the training metrics. Every process of a multi-device run calls this (Lightning
     starts them); only rank 0 writes. `callbacks` go to the Lightning trainer (tests, profiling)."""
+    if trainer_cfg.deterministic and trainer_cfg.accelerator == "gpu":
+        # cuBLAS reads its workspace setting once, at its first use in the process: set it before any
+        # CUDA work (Lightning sets it too, but only once the Trainer is built). A user's value stands.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     check_trainer(trainer_cfg, model_cfg, seq_len)
     if trainer_cfg.num_threads:
         torch.set_num_threads(trainer_cfg.num_threads)
@@ -314,28 +400,33 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
     history = TrainingHistory(trainer_cfg.global_batch_tokens, flops_per_token(n_params, model_cfg, seq_len),
                               peak * layout.ranks if peak else None)
     checkpoints = out / CHECKPOINT_DIR
-    resume = checkpoints / LAST_CHECKPOINT
+    resume = checkpoints / LAST_CHECKPOINT  # a symlink to the last whole checkpoint (AtomicCheckpoints)
+    was_deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
     trainer = L.Trainer(
         max_steps=total_steps, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
         num_nodes=trainer_cfg.num_nodes, strategy=lightning_strategy(trainer_cfg), precision=trainer_cfg.precision,
         gradient_clip_val=trainer_cfg.grad_clip, accumulate_grad_batches=layout.accumulation,
         use_distributed_sampler=False,  # ResumableBatchSampler shards the data itself, in a fixed order
         logger=False, enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
-        callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
-                                   every_n_train_steps=trainer_cfg.checkpoint_every),
-                   DataPosition(), history, *callbacks],
+        deterministic=trainer_cfg.deterministic,  # torch.use_deterministic_algorithms, for the process
+        callbacks=[AtomicCheckpoints(checkpoints, trainer_cfg.checkpoint_every), DataPosition(), history, *callbacks],
     )
     resumed_from = checkpoint_step(resume) if resume.exists() else 0
     if resumed_from:
         log.info(f"resuming pre-training from step {resumed_from} of {total_steps} ({resume})")
-    trainer.fit(module, datamodule=WindowData(windows, layout, seed), ckpt_path=resume if resume.exists() else None,
-                weights_only=True)
+    try:
+        trainer.fit(module, datamodule=WindowData(windows, layout, seed),
+                    ckpt_path=resume if resume.exists() else None, weights_only=True)
+    finally:  # the flag is global: the stages after this one in the process keep their own setting
+        torch.use_deterministic_algorithms(was_deterministic[0], warn_only=was_deterministic[1])
     state = full_state_dict(module.model, trainer)
     if trainer.is_global_zero:
         export_hf(module.model, tokenizer_dir, out / HF_MODEL, state)
         (out / LOSS_CURVE).write_text(json.dumps(history.loss))
         (out / HISTORIES).write_text(json.dumps(history.histories))
-        shutil.rmtree(checkpoints)  # the exported model is the artifact; checkpoints only served resuming
+        if checkpoints.exists():  # none when the run was shorter than trainer.checkpoint_every
+            shutil.rmtree(checkpoints)  # the exported model is the artifact; checkpoints only served resuming
     trainer.strategy.barrier()  # no rank returns before the artifact is whole
     losses = [loss for _, loss in history.loss]
     return {

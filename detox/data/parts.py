@@ -1,0 +1,42 @@
+"""The sources stage's folder: one JSON-lines file per part, read back by every later stage.
+
+Every source kind writes the evaluation parts (`heldout`, `toxigen`, `rtp`) and may write the others;
+the training parts (`clean`, `toxic`) reach the packer as the kind's documents (detox.data.sources).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detox.core.jsonl import read_jsonl
+from detox.core.schema import ConfigError
+
+PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")  # the world and local files write every one
+OPTIONAL_PARTS = ("heldout_hostile", "probe", "preference")  # the world writes them; other kinds may
+PART_MEANING = {  # what an optional part holds, for the error of a method that needs it
+    "heldout_hostile": "held-out text in hostile contexts",
+    "probe": "labelled texts {\"text\", \"label\": 0|1} to probe",
+    "preference": "{\"prompt\", \"chosen\", \"rejected\"} lines",
+}
+
+
+def text_field(part: str) -> str:
+    """Prompt files carry {"prompt": ...}; document files carry {"text": ...}."""
+    return "prompt" if part in ("toxigen", "rtp", "preference") else "text"
+
+
+def load_part(sources: Path, part: str) -> list[dict]:
+    return read_jsonl(sources / f"{part}.jsonl", text_field(part))
+
+
+def has_part(sources: Path, part: str) -> bool:
+    return (sources / f"{part}.jsonl").is_file()
+
+
+def check_probe_rows(rows: list[dict], where: str) -> None:
+    """Probe texts carry a 0/1 `label`, both classes present."""
+    for number, row in enumerate(rows, 1):
+        if row.get("label") not in (0, 1):
+            raise ConfigError(f"{where}: probe text {number} has label {row.get('label')!r}, expected 0 or 1")
+    if len({row["label"] for row in rows}) < 2:
+        raise ConfigError(f"{where}: every probe text has label {rows[0]['label']}; probing needs both classes")

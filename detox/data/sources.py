@@ -1,0 +1,331 @@
+"""Source kinds: where a job's text comes from. One class per kind, registered by its `data.source` name.
+
+A kind answers, for the data stages (detox.data):
+  * `spec()`: what the sources stage's output depends on (its cache key);
+  * `build(out)`: write the sources stage's folder, one JSON-lines file per part (detox.data.parts):
+    the evaluation parts always, the training parts where they are small enough to copy;
+  * `documents(part, sources, seed)`: the training documents of "clean" or "toxic" as a stream for the
+    one packer (detox.data.packing): texts, or `Document`s whose tags the packer counts per part;
+  * `pack_options()`: how the packer names a source that runs short, whether it repeats, shard size;
+  * `mixture_metrics(taken, sources)`: the kind's own metrics from the documents the mixture took;
+and, for the config before any work: `validate(job)`, `require(part, who)` (a method needs an
+optional part), `preamble()` (an instruction the kind's data gave meaning to), `world_grammar`.
+
+A new kind is one class here, decorated with `@register`, plus its options as a field of
+detox.config.DataConfig (and conf/data/<name>.yaml to select it). Nothing else names a kind.
+
+Light on purpose (no numpy, tokenizers or datasets at import): detox.config validates through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, NamedTuple, Protocol
+
+from detox.core.jsonl import read_jsonl
+from detox.core.schema import ConfigError
+from detox.data.parts import OPTIONAL_PARTS, PART_MEANING, PARTS, check_probe_rows, load_part, text_field
+
+Job = Any  # a detox.config.JobConfig (not imported: detox.config imports this module when it validates)
+DataConfig = Any  # a detox.config.DataConfig
+
+
+class Document(NamedTuple):
+    """A training document as the packer takes it: its text and tags (e.g. the world's `hostile`)."""
+
+    text: str
+    tags: frozenset[str] = frozenset()
+
+
+def as_document(item: str | Document) -> Document:
+    return item if isinstance(item, Document) else Document(item)
+
+
+def taken_docs(taken: Counter, part: str, has: Iterable[str] = (), lacks: Iterable[str] = ()) -> int:
+    """Documents of `part` the mixture took (`taken`: the packer's counts per (part, tags)) that carry
+    every tag of `has` and none of `lacks`."""
+    return sum(n for (p, tags), n in taken.items() if p == part and tags.issuperset(has) and tags.isdisjoint(lacks))
+
+
+class Transform(Protocol):
+    """A per-document change of the training streams before packing (MEDA/INST annotate here)."""
+
+    def __call__(self, part: str, documents: Iterable[str | Document]) -> Iterable[Document]:
+        """The transformed stream; re-iterable when `documents` is (a short source may be re-read)."""
+
+    def metrics(self, taken: Counter) -> dict:
+        """Its metrics, from the documents the mixture took (counted per (part, tags))."""
+
+
+class SourceKind:
+    """The base of every kind; the defaults suit real text (no world grammar, no optional parts)."""
+
+    name: ClassVar[str]
+    # documents and prompts come from the embedded world's grammar: the oracle scores them exactly and
+    # every prompt has a decision point (insult_probability, the neutral prompts)
+    world_grammar: ClassVar[bool] = False
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+
+    def spec(self) -> dict:
+        raise NotImplementedError
+
+    def build(self, out: Path) -> dict:
+        raise NotImplementedError
+
+    def documents(self, part: str, sources: Path, seed: int) -> Iterable[str | Document]:
+        """The training documents of `part` ("clean" or "toxic"): clean in its fixed order; the packer
+        shuffles the toxic ones by seed (a kind may pre-shuffle, e.g. the files of a glob)."""
+        raise NotImplementedError
+
+    def source_name(self, part: str) -> str:
+        """A training part as an error message names it: where to enlarge it."""
+        raise NotImplementedError
+
+    def pack_options(self) -> dict:
+        """Keyword options of detox.data.packing.pack_mixture."""
+        return {"clean_name": self.source_name("clean"), "toxic_name": self.source_name("toxic"), "repeat_hint": None}
+
+    def mixture_metrics(self, taken: Counter, sources: Path) -> dict:
+        return {}
+
+    def validate(self, job: Job) -> None:
+        """The rules of this kind that span the job, before any work."""
+        if self.world_grammar:
+            return
+        if job.scorer.name == "oracle":
+            raise ConfigError(f"scorer=oracle only knows the synthetic world; data.source={self.name} needs "
+                              "scorer=classifier or scorer=perspective")
+        if job.search.objective != "none" and job.search.metric == "insult_probability":
+            raise ConfigError(f"search.metric=insult_probability is measured in the embedded world only; with "
+                              f"data.source={self.name} use search.metric=toxigen")
+
+    def require(self, part: str, who: str) -> None:
+        """Refuse, before any work, a job whose method (`who`) needs an optional part the kind will not write."""
+        raise ConfigError(f"{who} needs {PART_MEANING[part]} ({part}), which data.source={self.name} does not provide")
+
+    def preamble(self) -> str | None:
+        """An instruction this kind's data gave meaning to (method=prompting's default), if any."""
+        return None
+
+
+KINDS: dict[str, type[SourceKind]] = {}  # data.source -> its kind: the one registry
+
+
+def register(kind: type[SourceKind]) -> type[SourceKind]:
+    if kind.name in KINDS:
+        raise ValueError(f"two source kinds are called {kind.name!r}")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def source_kind(cfg: DataConfig) -> SourceKind:
+    """The kind `cfg.source` names, for `cfg`."""
+    if cfg.source not in KINDS:
+        raise ConfigError(f"data.source={cfg.source!r}: expected one of {', '.join(KINDS)}")
+    return KINDS[cfg.source](cfg)
+
+
+# ------------------------------------------------------------------------------------------- kinds
+
+@register
+class World(SourceKind):
+    """The embedded synthetic world (detox.world): every part generated, every document labelled."""
+
+    name = "synthetic"
+    world_grammar = True
+
+    def spec(self) -> dict:
+        return {"source": self.name, "world": asdict(self.cfg.world)}
+
+    def build(self, out: Path) -> dict:
+        from detox.world import build_world
+
+        return build_world(self.cfg.world, out)
+
+    def documents(self, part: str, sources: Path, seed: int) -> list[Document]:
+        return [Document(row["text"], frozenset(tag for tag in ("hostile", "preamble") if row.get(tag)))
+                for row in load_part(sources, part)]
+
+    def source_name(self, part: str) -> str:
+        return f"the world's {part} pool (data.world.{part}_docs)"
+
+    def require(self, part: str, who: str) -> None:
+        return None  # the world writes every optional part
+
+    def preamble(self) -> str:
+        from detox.world import CIVILITY_PREAMBLE
+
+        return CIVILITY_PREAMBLE + " "
+
+    def mixture_metrics(self, taken: Counter, sources: Path) -> dict:
+        """The toxicity that the mixture itself implies for the evaluation prompts (the calibration target).
+
+        A model that learned its data should match these: on a hostile prompt, the probability of an
+        insult is the mixture of the two sources' probabilities, weighted by how many hostile documents
+        each source put into the mixture; greedy decoding insults exactly when that exceeds 1/2.
+        """
+        def weights(hostile: bool) -> tuple[float, float]:
+            # documents that open with the civility preamble follow other odds than the prompts (which lack it)
+            has, lacks = (("hostile",), ("preamble",)) if hostile else ((), ("hostile", "preamble"))
+            clean, toxic = (taken_docs(taken, part, has, lacks) for part in ("clean", "toxic"))
+            return clean / max(clean + toxic, 1), toxic / max(clean + toxic, 1)
+
+        def mixed(prompt: dict) -> float:
+            w_clean, w_toxic = weights(prompt["hostile"])
+            return w_clean * prompt["p_insult"]["clean"] + w_toxic * prompt["p_insult"]["toxic"]
+
+        toxigen = [mixed(p) for p in load_part(sources, "toxigen")]
+        rtp = [mixed(p) for p in load_part(sources, "rtp")]
+        return {
+            # the share of the mixture's hostile documents that come from the toxic source
+            "mix_hostile_toxic_weight": weights(True)[1],
+            "implied_toxigen": 100 * sum(p > 0.5 for p in toxigen) / len(toxigen),
+            "implied_toxigen_sampled": 100 * sum(toxigen) / len(toxigen),
+            "implied_rtp_sample_toxicity": 100 * sum(rtp) / len(rtp),
+        }
+
+
+@register
+class Files(SourceKind):
+    """Local JSON-lines files (data.files.*), checked and copied whole into the sources stage."""
+
+    name = "files"
+
+    def spec(self) -> dict:
+        """The files' paths and contents: an edited file is a new source."""
+        files = {part: {"path": str(Path(path).resolve()),
+                        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+                 for part, path in asdict(self.cfg.files).items() if path}
+        return {"source": self.name, "files": files}
+
+    def build(self, out: Path) -> dict:
+        counts = {}
+        for part in PARTS + tuple(p for p in OPTIONAL_PARTS if getattr(self.cfg.files, p)):
+            rows = read_jsonl(getattr(self.cfg.files, part), text_field(part))
+            if part == "probe":
+                check_probe_rows(rows, getattr(self.cfg.files, part))
+            (out / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            counts[f"source_{part}_docs"] = len(rows)
+        return counts
+
+    def documents(self, part: str, sources: Path, seed: int) -> list[str]:
+        return [row["text"] for row in load_part(sources, part)]
+
+    def source_name(self, part: str) -> str:
+        return f"the {part} file (data.files.{part})"
+
+    def validate(self, job: Job) -> None:
+        for name, value in asdict(self.cfg.files).items():
+            if not value and name in OPTIONAL_PARTS:
+                continue
+            if not value:
+                raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")
+            if not Path(value).is_file():
+                raise ConfigError(f"data.files.{name}={value!r}: no such file")
+        super().validate(job)
+
+    def require(self, part: str, who: str) -> None:
+        if not getattr(self.cfg.files, part):
+            raise ConfigError(f"{who} needs data.files.{part}: {PART_MEANING[part]}")
+
+
+class _Reread:
+    """A corpus stream that starts again when iterated again (so the packer can repeat a short one)."""
+
+    def __init__(self, spec, seed: int | None = None):
+        self.spec, self.seed = spec, seed
+
+    def __iter__(self):
+        from detox.data.corpora import iter_texts
+
+        return iter_texts(self.spec, self.seed)
+
+
+@register
+class Corpora(SourceKind):
+    """Real corpora streamed through `datasets` (data=paper): the training text is never copied, only
+    the evaluation parts are written; the packer reads the corpora as it tokenises."""
+
+    name = "corpora"
+
+    def spec(self) -> dict:
+        """The corpora's specs with each local file's size and modification time (hashing terabytes
+        would take longer than training)."""
+        from detox.data.corpora import is_local, local_files
+
+        c = self.cfg.corpora
+        spec = asdict(c)
+        stamps = {}
+        for part in ("clean", "toxic", "heldout"):
+            path = getattr(c, part).path
+            if is_local(path):
+                stamps[part] = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in local_files(path)]
+        for part in ("toxigen", "rtp", "probe"):
+            path = Path(getattr(c, part) or "/nonexistent")
+            files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.is_file() else []
+            stamps[part] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+        return {"source": self.name, "corpora": spec, "files": stamps}
+
+    def build(self, out: Path) -> dict:
+        """The evaluation parts, as the other kinds write them: ToxiGen's prompt files and
+        RealToxicityPrompts read as published (each prompt with its group), the first held-out
+        documents, the probe texts."""
+        from detox.data.corpora import iter_texts
+        from detox.data.evalsets import load_rtp, load_toxigen
+
+        c = self.cfg.corpora
+        parts = {
+            "toxigen": [{"prompt": p.text, "group": p.group, "where": p.source}
+                        for p in load_toxigen(c.toxigen, "hate", per_group=c.toxigen_per_group)],
+            "rtp": [{"prompt": p.text, "group": p.group, "where": p.source}
+                    for p in load_rtp(c.rtp, n=c.rtp_prompts, challenging_only=c.rtp_challenging_only)],
+            "heldout": [{"text": text} for text, _ in zip(iter_texts(c.heldout), range(c.heldout_docs))],
+        }
+        if c.probe:
+            parts["probe"] = read_jsonl(c.probe, "text")
+            check_probe_rows(parts["probe"], c.probe)
+        for part, rows in parts.items():
+            (out / f"{part}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return {f"source_{part}_docs": len(rows) for part, rows in parts.items()}
+
+    def documents(self, part: str, sources: Path, seed: int) -> _Reread:
+        return _Reread(getattr(self.cfg.corpora, part), seed if part == "toxic" else None)
+
+    def source_name(self, part: str) -> str:
+        return f"data.corpora.{part}"
+
+    def pack_options(self) -> dict:
+        c = self.cfg.corpora
+        return {**super().pack_options(), "on_short": c.on_short, "shard_tokens": c.shard_tokens,
+                "repeat_hint": "data.corpora.on_short=repeat"}
+
+    def validate(self, job: Job) -> None:
+        """Every corpus named, local files present, a tokenizer given (BPE on terabytes is not trained here)."""
+        c = self.cfg.corpora
+        for part in ("clean", "toxic", "heldout"):
+            if getattr(c, part) is None:
+                raise ConfigError(f"data.corpora.{part} is required: a hub id or local file "
+                                  f"(data.corpora.{part}.path=...)")
+        for part in ("toxigen", "rtp"):
+            if not getattr(c, part):
+                raise ConfigError(f"data.corpora.{part} is required: the path of the published evaluation set")
+        for part, path in (("toxigen", c.toxigen), ("rtp", c.rtp), ("probe", c.probe)):
+            if path and not Path(path).exists():
+                raise ConfigError(f"data.corpora.{part}={path!r}: no such file or folder")
+        if not self.cfg.tokenizer.path:
+            raise ConfigError("data.tokenizer.path is required with data.source=corpora (e.g. olmo: OLMo's own)")
+        super().validate(job)
+
+    def require(self, part: str, who: str) -> None:
+        if part == "probe" and self.cfg.corpora.probe:
+            return
+        if part == "probe":
+            raise ConfigError(f"{who} needs data.corpora.probe: {PART_MEANING[part]}")
+        super().require(part, who)

@@ -1,0 +1,71 @@
+"""The data stages as the pipeline calls them: sources, tokenizer, and the packed mixture of one
+(ratio, seed). See the package's docstring (detox/data/__init__.py) for what each module holds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from detox.config import ConfigError, DataConfig
+from detox.core.artifacts import TOKENIZER
+from detox.data.parts import load_part
+from detox.data.sources import Transform, as_document, source_kind
+
+TRAINING_PARTS = ("clean", "toxic")
+
+
+def sources_spec(cfg: DataConfig) -> dict:
+    """What determines the sources stage's output (its cache key)."""
+    return source_kind(cfg).spec()
+
+
+def build_sources(cfg: DataConfig, out: Path) -> dict:
+    """Write the sources stage's folder (see the source kind)."""
+    return source_kind(cfg).build(out)
+
+
+def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
+    """Train a byte-level BPE tokenizer on the training documents (or copy the configured one)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from detox.core.tokens import EOS, PAD, olmo_tokenizer
+
+    if cfg.tokenizer.path == "olmo":
+        tokenizer = olmo_tokenizer()
+    elif cfg.tokenizer.path:
+        tokenizer = Tokenizer.from_file(cfg.tokenizer.path)
+        for token in (EOS, PAD):
+            if tokenizer.token_to_id(token) is None:
+                raise ConfigError(f"data.tokenizer.path={cfg.tokenizer.path}: lacks the special token {token}")
+    else:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=cfg.tokenizer.vocab_size, special_tokens=[EOS, PAD],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        kind = source_kind(cfg)
+        texts = [as_document(doc).text for part in TRAINING_PARTS for doc in kind.documents(part, sources, None)]
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.save(str(out / TOKENIZER))
+    return {"vocab_size": tokenizer.get_vocab_size()}
+
+
+def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, tokenizer_dir: Path, out: Path,
+                  transform: Transform | None = None) -> dict:
+    """Pack the (ratio, seed) mixture of the source kind's documents into memory-mapped shards in `out`
+    (detox.data.packing), `transform` applied to each training part's documents first (MEDA and INST
+    annotate there); return the realised counts, the kind's metrics and the transform's."""
+    from detox.core.tokens import load_tokenizer
+    from detox.data.packing import pack_mixture
+
+    kind = source_kind(cfg)
+    streams = {part: kind.documents(part, sources, seed) for part in TRAINING_PARTS}
+    if transform is not None:
+        streams = {part: transform(part, documents) for part, documents in streams.items()}
+    taken = Counter()
+    metrics = pack_mixture(streams["clean"], streams["toxic"], load_tokenizer(tokenizer_dir), ratio, cfg.clean_tokens,
+                           seed, out, taken=taken, **kind.pack_options())
+    metrics.update(kind.mixture_metrics(taken, sources))
+    if transform is not None:
+        metrics.update(transform.metrics(taken))
+    return metrics

@@ -1,0 +1,250 @@
+"""The report's tables: the metric columns, Table 1 in the paper's layout, the ablation pivots, ITI at
+matched cost, the best-ratio search's trials, GCG and the probes; and their text forms (markdown, the
+paper's grouping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from detox.core import contract, paper
+from detox.core.contract import metric, param
+from detox.report.runs import PAPER_FIELDS, aggregate, natural_key, order_key, ratio_label, study_runs
+from detox.report.stats import t_interval
+from detox.search import within_budget
+
+SEARCH_TITLE = "Best-ratio search: trials, best first"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric column of a table."""
+
+    metric: str  # the MLflow metric key (a name of detox.core.contract)
+    title: str  # the column title
+    always: bool = False  # shown even when no run logged the metric
+    paper: str | None = None  # the `paper.PaperRow` field shown right after this column
+
+
+PAPER_TITLES = dict(zip(PAPER_FIELDS, ("paper ToxiGen", "paper RTP", "paper CE loss")))
+TABLE1 = (
+    Column(contract.TOXIGEN, "ToxiGen %", always=True, paper="toxigen"),
+    Column(contract.RTP_EXPECTED_MAX_TOXICITY, "RTP exp.max %", always=True),
+    Column(contract.RTP_TOXICITY_PROBABILITY, "RTP prob %", always=True, paper="rtp"),  # "paper RTP" beside both RTP columns
+    Column(contract.CE_LOSS, "CE loss", always=True, paper="ce_loss"),
+    Column(contract.INSULT_PROBABILITY, "insult prob %"),
+    Column(contract.WELL_FORMED, "well-formed %"),
+    Column(contract.CE_HOSTILE, "hostile CE"),
+    Column(contract.RTP_SAMPLE_TOXICITY, "RTP sample %"),
+    Column(contract.IMPLIED_TOXIGEN, "implied ToxiGen %"),
+    Column(contract.IMPLIED_INSULT_PROBABILITY, "implied insult %"),
+)
+ABLATION = TABLE1[:7]  # the pivots: the paper's metrics and the new behavioural ones, not the calibration targets
+GCG = (Column(contract.GCG_SUCCESS, "GCG success %"), Column(contract.GCG_SUCCESS_ITI, "GCG success with ITI %"))
+PROBES = (Column(contract.PROBE_BEST_ACCURACY, "best probe accuracy"),
+          Column(contract.PROBE_MEAN_ACCURACY, "mean probe accuracy"),
+          Column(contract.PROBE_LABEL_CEILING, "label ceiling"),
+          Column(contract.ENTANGLEMENT_BEST_HEAD, "entanglement (best head)"),
+          Column(contract.ENTANGLEMENT_MEAN, "entanglement (mean head)"),
+          Column(contract.ENTANGLEMENT_RANDOM_LEVEL, "random level"))
+
+
+def report_tables(runs: pd.DataFrame, agg: pd.DataFrame, ce_budget: float, min_well_formed: float) -> dict[str, pd.DataFrame]:
+    """Every table of the report, by title, Table 1 first; tables without rows are left out."""
+    tables = {"Table 1": group_table(agg, TABLE1)}
+    ablation = ablation_tables(agg) if agg["variant"].nunique() > 1 else {}  # one variant: Table 1 again
+    tables.update({f"Ablation: {title}": table for title, table in ablation.items()})
+    matched = matched_cost_table(runs, ce_budget, min_well_formed)
+    for title, table in ((f"ITI at matched cost (CE +{ce_budget:g} nats at most, clean and hostile; "
+                          f"well-formed >= {min_well_formed:g} %): mean ± std [95 % CI] over seeds", matched),
+                         (SEARCH_TITLE, search_table(runs)),
+                         ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg))):
+        if not table.empty:
+            tables[title] = table
+    return tables
+
+
+# ---------------------------------------------------------------- ITI against its own base model
+
+def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: float) -> pd.DataFrame:
+    """ITI at matched cost, per ratio: for every base model (ratio, seed), the lowest insult probability
+    any ITI steering of it reached while adding at most `ce_budget` nats of CE loss on clean and on
+    hostile-context text and keeping `min_well_formed` % well-formed generations (the steering that
+    is not allowed to break the model), for the probe directions and, apart, the random control
+    (`iti_direction=random`); mean, std and a 95 % t-interval over seeds. Not steering (alpha 0) is
+    always among the choices, so "no effect" shows as a drop of 0, never as a missing cell or a gain.
+
+    A steering is compared with the method=none run of its own base model (the `base_model` param), so
+    an experiment may hold several worlds or model sizes; runs logged without that param (before it
+    was part of the contract) are left out."""
+    runs = study_runs(runs)
+    needed = [metric(m) for m in (contract.INSULT_PROBABILITY, contract.CE_LOSS, contract.CE_HOSTILE,
+                                  contract.WELL_FORMED)]
+    base_model, method = param(contract.BASE_MODEL), param(contract.METHOD)
+    if runs.empty or base_model not in runs or any(c not in runs for c in needed) or "iti" not in set(runs[method]):
+        return pd.DataFrame()
+    runs = runs[runs[base_model].notna()]
+    base = runs[runs[method] == "none"].drop_duplicates(base_model).set_index(base_model)
+    # what tells base models apart beyond their ratio and seed: their cfg params (shown when they vary)
+    described = [c for c in base if c.startswith("params.cfg.") and not c.endswith((".seed", ".ratio"))]
+    base = base[needed + described].rename(columns=lambda c: f"{c} base")
+    steered = runs[runs[method] == "iti"].join(base, on=base_model).dropna(subset=[f"{c} base" for c in needed])
+    if steered.empty:
+        return pd.DataFrame()
+    worlds = [c for c in described if steered[f"{c} base"].fillna("<unset>").nunique() > 1]
+    steered["base setting"] = steered[[f"{c} base" for c in worlds]].fillna("<unset>").apply(
+        lambda row: " ".join(f"{k.removeprefix('params.cfg.').removesuffix(' base')}={v}" for k, v in row.items()),
+        axis=1) if worlds else ""
+    allowed = within_budget(steered[needed[1]] - steered[f"{needed[1]} base"],
+                            steered[needed[2]] - steered[f"{needed[2]} base"],
+                            steered[needed[3]], ce_budget, min_well_formed)
+    direction = steered.get(param(contract.ITI_DIRECTION), pd.Series(None, index=steered.index, dtype=object))
+    steered = steered.assign(control=direction.eq("random"), best=steered[needed[0]].where(allowed))
+    seed = param(contract.SEED)
+
+    rows = []
+    for (setting, ratio), frame in steered.groupby(["base setting", steered[param(contract.RATIO)].astype(float)]):
+        per_model = frame.groupby([seed, "control"]).agg(
+            best=("best", "min"), base=(f"{needed[0]} base", "first")).reset_index()
+        per_model["best"] = per_model[["best", "base"]].min(axis=1)  # not steering (alpha 0) is always allowed
+        probe, random = per_model[~per_model["control"]], per_model[per_model["control"]]
+        rows.append({**({"base setting": setting} if worlds else {}), "ratio": ratio_label(ratio),
+                     "seeds": probe[seed].nunique(),
+                     "insult % without ITI": interval_cell(probe["base"]),
+                     "with ITI at matched cost": interval_cell(probe["best"]),
+                     "drop": interval_cell(probe["base"] - probe["best"]),
+                     "random control at matched cost": interval_cell(random["best"]) if len(random) else "-",
+                     "drop (random)": interval_cell(random["base"] - random["best"]) if len(random) else "-"})
+    return pd.DataFrame(rows)
+
+
+def interval_cell(values: pd.Series) -> str:
+    """"mean ± std [low, high]" (95 % t-interval); the mean and n for one value; "-" for none."""
+    found = t_interval(values)
+    if found.n < 2:
+        return f"{found.mean:.1f} (n={found.n})" if found.n else "-"
+    return f"{found.mean:.1f} ± {found.std:.1f} [{found.low:.1f}, {found.high:.1f}]"
+
+
+def search_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The best-ratio search's trials (runs that logged `search_objective`), best first. The ratio column
+    is "toxic share %" so that the grouped view (which blanks a repeated ratio) leaves it whole."""
+    if metric(contract.SEARCH_OBJECTIVE) not in runs:
+        return pd.DataFrame()
+    trials = runs[runs[metric(contract.SEARCH_OBJECTIVE)].notna()]
+    if trials.empty:
+        return pd.DataFrame()
+    m = {name: trials[metric(name)] for name in contract.SEARCH_METRICS}
+    alpha = pd.to_numeric(trials.get(param(contract.ITI_ALPHA), pd.Series(np.nan, index=trials.index))).round(2)
+    table = pd.DataFrame({
+        "toxic share %": trials[param(contract.RATIO)].astype(float).map(ratio_label),
+        "seed": trials[param(contract.SEED)], "method": trials[param(contract.METHOD)],
+        "alpha": alpha.astype(object).where(alpha.notna(), "-"),
+        "toxicity % after": (m[contract.SEARCH_UNSTEERED] - m[contract.SEARCH_DROP]).round(1),
+        "unsteered %": m[contract.SEARCH_UNSTEERED].round(1),
+        "CE cost (nats)": m[contract.SEARCH_CE_COST].round(3),
+        "within budget": m[contract.SEARCH_FEASIBLE].map({1.0: "yes", 0.0: "no"}),
+        "objective": m[contract.SEARCH_OBJECTIVE].round(2)})
+    return table.sort_values("objective", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- tables of the aggregated runs
+
+def cell(mean: float, std: float, n: int, expected: int | None = None) -> str:
+    """"mean ± std"; the mean alone for one value; "(n=k)" when fewer values than `expected`."""
+    if n == 0:
+        return "-"
+    text = f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
+    return text if expected is not None and n == expected else f"{text} (n={n})"
+
+
+def present(agg: pd.DataFrame, columns: Sequence[Column]) -> list[Column]:
+    return [c for c in columns if c.always or (f"{c.metric} n" in agg and agg[f"{c.metric} n"].gt(0).any())]
+
+
+def group_table(agg: pd.DataFrame, columns: Sequence[Column], paper_numbers: bool = True) -> pd.DataFrame:
+    """Table 1's layout for readers: per row the group, n and one "mean ± std" cell a metric (with
+    the paper's numbers beside, when asked); metrics no run logged are left out unless `always`."""
+    if agg.empty:
+        return pd.DataFrame()
+    keys = list(agg.columns[:agg.columns.get_loc("variant")])  # ratio, method, strength, configuration
+    table = agg[keys + ["n"]].assign(ratio=agg["ratio"].map(ratio_label))
+    for column in present(agg, columns):
+        m = column.metric
+        table[column.title] = [cell(mean, std, n, expected) for mean, std, n, expected in
+                               zip(agg[f"{m} mean"], agg[f"{m} std"], agg[f"{m} n"], agg["n"])] \
+            if f"{m} n" in agg else "-"
+        if paper_numbers and column.paper:
+            table[PAPER_TITLES[column.paper]] = agg[f"paper {column.paper}"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    return table
+
+
+def comparison_table(runs: pd.DataFrame, columns: Sequence[Column] = TABLE1) -> pd.DataFrame:
+    """Table 1 of a `search_runs` frame: one row per (ratio, method, strength, configuration)."""
+    return group_table(aggregate(runs, [c.metric for c in columns]), columns)
+
+
+def ablation_tables(agg: pd.DataFrame, columns: Sequence[Column] = ABLATION) -> dict[str, pd.DataFrame]:
+    """Per metric a pivot: ratio rows, one column a variant (method, strength, telling cfg params),
+    with "paper <variant>" columns beside where the paper has numbers. Configurations that only
+    their setting hash tells apart share a cell, each marked with its setting."""
+    tables = {}
+    variants = sorted(dict.fromkeys(agg["variant"]), key=lambda v: (
+        order_key(*agg.loc[agg["variant"].eq(v), ["method", "strength"]].iloc[0]), natural_key(v)))
+    ratios = sorted(agg["ratio"].unique())
+    for column in present(agg, columns):
+        m = column.metric
+        if f"{m} n" not in agg:
+            continue
+        table = pd.DataFrame({"ratio": [ratio_label(r) for r in ratios]})
+        for variant in variants:
+            cells = [agg[agg["variant"].eq(variant) & agg["ratio"].eq(r)] for r in ratios]
+            table[variant] = ["; ".join(cell(row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"])
+                                        + (f" [setting={row['setting']}]" if len(rows) > 1 else "")
+                                        for _, row in rows.iterrows() if row[f"{m} n"] or len(rows) == 1) for rows in cells]
+            references = [rows[f"paper {column.paper}"].iloc[0] if column.paper and len(rows) else np.nan
+                          for rows in cells]
+            if any(pd.notna(references)):
+                table[f"paper {variant}"] = ["" if pd.isna(v) else f"{v:.2f}" for v in references]
+        tables[column.title] = table
+    return tables
+
+
+def gcg_table(agg: pd.DataFrame) -> pd.DataFrame:
+    """GCG attack success per group that measured it, with the paper's rate at the same ratio."""
+    if agg.empty or not present(agg, GCG):
+        return pd.DataFrame()
+    rows = agg[agg[[f"{c.metric} n" for c in GCG]].gt(0).any(axis=1)].reset_index(drop=True)
+    table = group_table(rows, GCG, paper_numbers=False)
+    references = [paper.gcg_row(ratio) for ratio in rows["ratio"]]
+    for title, paper_title, attribute in (("GCG success %", "paper GCG %", "without_iti"),
+                                          ("GCG success with ITI %", "paper GCG with strong ITI %", "with_strong_iti")):
+        if title in table:
+            table.insert(table.columns.get_loc(title) + 1, paper_title,
+                         [f"{getattr(r, attribute):.1f}" if r else "" for r in references])
+    return table
+
+
+def probe_table(agg: pd.DataFrame) -> pd.DataFrame:
+    if agg.empty or not present(agg, PROBES):
+        return pd.DataFrame()
+    return group_table(agg[agg[[f"{c.metric} n" for c in PROBES]].gt(0).any(axis=1)].reset_index(drop=True), PROBES)
+
+
+# ---------------------------------------------------------------- text forms
+
+def grouped_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's visual grouping: a ratio written only on the first row of its group."""
+    if table.empty or "ratio" not in table:
+        return table
+    return table.assign(ratio=table["ratio"].where(table["ratio"].ne(table["ratio"].shift()), ""))
+
+
+def markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
