@@ -26,7 +26,11 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
 
-    run_id, outcome = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
+    try:  # what only the running job can check (SLURM's tasks, trainer.require_cached_pretrain): one line too
+        run_id, outcome = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
+    except ConfigError as error:
+        log.error(f"invalid configuration: {error}")
+        sys.exit(2)
     if not run_id:  # a rank other than 0: rank 0 reports
         return None
     uri = redact(job.tracking_uri)  # never a password, whatever the URI carries

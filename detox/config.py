@@ -125,6 +125,11 @@ class TrainerConfig:
     # conf/trainer/gpu.yaml (so ddp, fsdp) turns it off: on GPUs it forgoes the fast non-deterministic
     # kernels (atomic-add scatters and reductions, cuDNN autotuning), and runs then agree to a tolerance.
     deterministic: bool = True
+    # A treatment job (phase 2 of a cluster study, README "Running at scale"): its pre-trained models
+    # must already be in the cache, so a one-GPU job never pre-trains a base model for days; a missing
+    # one stops the job before any stage, naming it. It changes what a job may do, not what it
+    # computes: no cache key reads it.
+    require_cached_pretrain: bool = False
 
     def check(self, seq_len: int) -> None:
         """The rules that span trainer fields (and the sequence length)."""
@@ -142,9 +147,10 @@ class TrainerConfig:
 
     def result_spec(self) -> dict:
         """The settings that change the trained weights (thread count and checkpoint spacing do not;
-        `deterministic` changes how exactly a run reproduces, not what it computes)."""
+        `deterministic` changes how exactly a run reproduces, not what it computes; nor does
+        `require_cached_pretrain`, which only forbids building it)."""
         spec = dataclasses.asdict(self)
-        del spec["num_threads"], spec["checkpoint_every"], spec["deterministic"]
+        del spec["num_threads"], spec["checkpoint_every"], spec["deterministic"], spec["require_cached_pretrain"]
         return spec
 
 

@@ -12,9 +12,9 @@ from filelock import FileLock
 from detox import pipeline, search, tracking
 from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
-from detox.config import JobConfig
+from detox.config import ConfigError, JobConfig
 from detox.methods import MethodOptions
-from detox.core.ranks import process_rank
+from detox.core.ranks import check_slurm_tasks, process_rank
 
 
 def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
@@ -22,8 +22,11 @@ def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.
 
 
 def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
+    check_slurm_tasks(job.trainer)  # before any stage: the tasks SLURM started are the trainer's ranks
     plan = pipeline.study_plan(job)
     cache = StageCache(Path(job.root).resolve() / "cache")
+    if job.trainer.require_cached_pretrain:  # a treatment job (phase 2): it never pre-trains
+        require_cached_pretrain(job, plan, cache)
     if process_rank() != 0:  # another rank of a multi-process job: it trains, rank 0 records
         pipeline.run_plan(plan, cache, log)
         return "", None
@@ -43,7 +46,8 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
             histories=load_histories(result.artifacts[STAGE.PRETRAIN].path),
         )
 
-    spec = {stage.name: stage.spec for stage in plan.stages}
+    # each stage's spec and code version (detox.core.plan.Stage.version), logged as cfg.<stage>.version
+    spec = {stage.name: {**stage.spec, "version": stage.version} for stage in plan.stages}
     key = plan.key
     if job.search.objective != "none":  # a search trial logs more than the study job: its own identity
         spec["search"] = asdict(job.search)
@@ -69,6 +73,23 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
                 f"{m['search_unsteered']:.1f} % unsteered; CE cost {m['search_ce_cost']:+.4f} nats, "
                 f"{'within' if m['search_feasible'] else 'beyond'} the budget of {job.search.ce_budget:g})")
     return run_id, outcome
+
+
+def require_cached_pretrain(job: JobConfig, plan, cache: StageCache) -> None:
+    """With trainer.require_cached_pretrain, one ConfigError line before any stage when a model the job
+    would pre-train (a distributed stage: the base model, or MEDA's and INST's own) is not in the
+    cache, naming it and the phase-1 command that builds it (README "Running at scale")."""
+    base = pipeline.study_plan(replace(job, method=MethodOptions())).keys()[STAGE.PRETRAIN]
+    keys = plan.keys()
+    needed = [(stage.name, keys[stage.name]) for stage in plan.stages if stage.distributed]
+    if job.search.objective == "matched_cost":  # it also evaluates the base model unsteered
+        needed.append((STAGE.PRETRAIN, base))
+    for name, key in needed:
+        if not cache.path(name, key).is_dir():
+            point = f"ratio={job.ratio:g} seed={job.seed} method={'none' if key == base else job.method.name}"
+            raise ConfigError(f"trainer.require_cached_pretrain=true but the pre-trained model of {point} ({name} key "
+                              f"{key}) is not in {cache.root}: pre-train it first (phase 1): python launch.py -m "
+                              f"hydra/launcher=slurm {point} with this job's data, model and trainer overrides")
 
 
 def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:

@@ -22,18 +22,20 @@ from detox.core.cache import Artifact, StageCache
 from detox.config import ConfigError, JobConfig
 from detox.core.plan import Inputs, Plan, Stage
 from detox.core.ranks import process_rank
+from detox.data.sources import source_kind
 
 
 def study_plan(job: JobConfig) -> Plan:
     d = job.data
     plan = Plan([
-        Stage(STAGE.SOURCES, _sources_spec(job), lambda out, _: _data().build_sources(d, out)),
+        Stage(STAGE.SOURCES, _sources_spec(job), lambda out, _: _data().build_sources(d, out),
+              logged=source_kind(d).logged),  # e.g. the commits the hub corpora resolved to
         Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
               lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,)),
-        # packer 2: every source packs through the streaming packer (its order and selection differ from v1's)
-        Stage(STAGE.MIXTURE, {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed, "packer": 2},
+        # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
+        Stage(STAGE.MIXTURE, {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed},
               lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
-              inputs=(STAGE.TOKENIZER,)),
+              inputs=(STAGE.TOKENIZER,), version=2),
         Stage(STAGE.PRETRAIN, {"model": asdict(job.model), "seq_len": d.seq_len, "trainer": job.trainer.result_spec(),
                            "seed": job.seed},
               lambda out, i: _pretrain(job, out, i), inputs=(STAGE.MIXTURE,), distributed=True),

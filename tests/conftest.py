@@ -5,6 +5,7 @@ import pytest
 from helpers import compose_job
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DETOX_HASH_CACHE", "")  # file hashes memoised per process: no memo in the home folder
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from detox.core.schema import in_interval
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
 NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
               "trainer.num_threads", "trainer.checkpoint_every", "trainer.deterministic", "scorer.do_not_store",
-              "scorer.cache")
+              "scorer.cache", "trainer.require_cached_pretrain")
 # What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
 # method, source kind or an added red-team stage is another plan, not one value of it.
 SHAPE = ("method.name", "data.source", "redteam.enabled")

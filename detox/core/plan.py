@@ -1,8 +1,9 @@
 """A job's plan as data: the stages it runs, what each reads, and the key that identifies each output.
 
 A stage's key is the hash of its name, its spec (exactly the config values that determine its
-output) and the keys of the stages it reads, so a key changes exactly when something upstream that
-matters changes. The job's identity (its MLflow run) is the key of its last stage: the cache and
+output), its version (the code's: bumped when what the stage produces for the same spec changes) and
+the keys of the stages it reads, so a key changes exactly when something upstream that matters
+changes. The job's identity (its MLflow run) is the key of its last stage: the cache and
 MLflow cannot drift apart. Methods change the plan (add or replace stages, choose the evaluated
 model, a prompt prefix, an intervention during generation) before it runs; a test can inspect a
 plan without running it. Nothing here imports torch.
@@ -31,6 +32,8 @@ class Inputs:
         return self._paths[name]
 
 
+VERSION = "version"  # where a stage's version (when above 1) goes in its keyed spec (and its spec.json)
+
 Build = Callable[[Path, Inputs], "dict[str, float] | None"]
 
 
@@ -42,6 +45,15 @@ class Stage:
     inputs: tuple[str, ...] = ()  # earlier stages whose keys enter this key (and whose artifacts it reads)
     logged: tuple[str, ...] = ()  # files of its artifact to attach to the job's MLflow run
     distributed: bool = False  # every rank of a multi-process run takes part in its build (pre-training)
+    # The version of what the build produces: bump it when a code change makes the same spec give a
+    # different artifact (another packing order, a new file), so no job re-uses the old output. The
+    # stage fingerprints (tests/test_stage_versions.py) fail when a study stage's output changes while
+    # its version did not. Version 1 stays out of the key (see `Plan.keyed_spec`).
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(f"stage {self.name!r}: version={self.version!r}, expected an integer of at least 1")
 
 
 @dataclass
@@ -87,8 +99,16 @@ class Plan:
 
     @staticmethod
     def keyed_spec(stage: Stage, keys: dict[str, str]) -> dict:
-        """The stage's spec with the keys of its inputs: what its key is made from."""
-        return {**stage.spec, **{name: keys[name] for name in stage.inputs}}
+        """The stage's spec with the keys of its inputs and its version: what its key is made from."""
+        spec = {**stage.spec, **{name: keys[name] for name in stage.inputs}}
+        if stage.version != 1:
+            # Only a version above 1 enters the key: a stage that never bumped its version keeps the key
+            # it had before stages had versions, so every existing cache stays valid.
+            if VERSION in spec:
+                raise ValueError(f"stage {stage.name!r}: {VERSION!r} is reserved for the stage's version, "
+                                 "not a spec field or an input's name")
+            spec[VERSION] = stage.version
+        return spec
 
     def upstream(self, names: tuple[str, ...]) -> set[str]:
         """`names` and every stage they depend on."""

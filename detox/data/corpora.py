@@ -3,7 +3,8 @@
 One code path reads a hub dataset (`allenai/c4`, config `en`) and local files (JSON lines, optionally
 gzip- or zstd-compressed, parquet, arrow; a glob picks several): `iter_texts(spec)` yields one text
 per document with constant memory, whatever the corpus size. Hub ids need the network (they fail
-cleanly offline); the tests read local files.
+cleanly offline) and are pinned by `revision` (a commit; None reads main, not reproducibly); the
+tests read local files.
 
 The 4chan /pol/ corpus (Papasavva et al. 2020, "Raiders of the Lost Kek", Zenodo record 3606810)
 reads with `format="fourchan"`. What was verified, and how:
@@ -60,6 +61,11 @@ class SourceSpec:
     path: str  # a hub id (`allenai/c4`) or a local file or glob (.jsonl, .json.gz, .jsonl.zst, .parquet, .arrow)
     name: str | None = None  # hub config, e.g. `en` for C4 (hub ids only)
     split: str = "train"  # hub split (local files form one split)
+    # hub ids only: the dataset's git revision (a commit sha, tag or branch) to read; part of the sources
+    # stage's key. None reads the hub's current main: results are then not reproducible (a warning
+    # says so); the commit main pointed to is resolved when the sources are built, logged, and read by
+    # every mixture built from those sources (see `resolve_revision`).
+    revision: str | None = None
     text_field: str | None = None  # dotted path to the text (`text`, `prompt.text`); None: `text`, or `com` per post for fourchan
     format: str = "plain"  # plain: one document a record | fourchan: a /pol/ thread a record, one document a post
     min_toxicity: float | None = None  # fourchan only: keep posts whose Perspective TOXICITY is at least this; None keeps all
@@ -141,6 +147,30 @@ def shuffled(items: Iterable, seed: int | str, buffer_size: int) -> Iterator:
     yield from buffer
 
 
+UNRESOLVED = "unresolved"  # a hub revision that could not be resolved to a commit (e.g. offline)
+
+
+def resolve_revision(spec: SourceSpec) -> str:
+    """The commit sha the hub dataset's `revision` (None: main) points to now, or UNRESOLVED when the
+    hub cannot be asked (offline, no such dataset): the job goes on, the log says so."""
+    if spec.revision is None:
+        log.warning("%s: no revision pinned, reading the hub's current main: results are not reproducible "
+                    "(set the source's revision to a commit sha)", spec.path)
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(spec.path, revision=spec.revision).sha
+    except Exception as error:  # offline, unknown dataset, hub error: none of them stops the job
+        log.warning("%s: revision %s not resolved (%s: %s)", spec.path, spec.revision or "main",
+                    type(error).__name__, error)
+        return UNRESOLVED
+    if not sha:
+        log.warning("%s: the hub gave no commit for revision %s", spec.path, spec.revision or "main")
+        return UNRESOLVED
+    log.info("%s: revision %s is commit %s", spec.path, spec.revision or "main", sha)
+    return sha
+
+
 def is_local(path: str) -> bool:
     return bool(GLOB_CHARS.search(path)) or os.path.exists(os.path.expanduser(path)) or local_kind(path) is not None \
         or path.startswith(("/", "./", "../", "~"))
@@ -179,8 +209,8 @@ def _records(spec: SourceSpec, files: list[str] | None, seed: int | None,
 
     datasets.disable_progress_bars()
     if files is None:
-        opened = _guarded(lambda: datasets.load_dataset(spec.path, spec.name, split=spec.split, streaming=True),
-                          spec.path)
+        opened = _guarded(lambda: datasets.load_dataset(spec.path, spec.name, split=spec.split, streaming=True,
+                                                        revision=spec.revision), spec.path)
         for number, row in enumerate(_guarded_iter(opened, spec.path), 1):
             stats.records += 1
             yield spec.path, number, row

@@ -12,8 +12,9 @@ from detox.core.jsonl import read_jsonl
 from detox.core.schema import ConfigError
 
 PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")  # the world and local files write every one
-OPTIONAL_PARTS = ("heldout_hostile", "probe", "preference")  # the world writes them; other kinds may
-PART_MEANING = {  # what an optional part holds, for the error of a method that needs it
+DOCUMENT_PARTS = ("clean", "toxic", "heldout", "heldout_hostile", "probe")  # {"text": ...}; every other part, a
+# prompt set or the preference pairs, carries {"prompt": ...}, so a new prompt set needs no entry here
+PART_MEANING = {  # what an optional part (one a kind need not write) holds, for the error of a method that needs it
     "heldout_hostile": "held-out text in hostile contexts",
     "probe": "labelled texts {\"text\", \"label\": 0|1} to probe",
     "preference": "{\"prompt\", \"chosen\", \"rejected\"} lines",
@@ -21,8 +22,8 @@ PART_MEANING = {  # what an optional part holds, for the error of a method that 
 
 
 def text_field(part: str) -> str:
-    """Prompt files carry {"prompt": ...}; document files carry {"text": ...}."""
-    return "prompt" if part in ("toxigen", "rtp", "preference") else "text"
+    """Document files carry {"text": ...}; prompt files (and preference pairs) carry {"prompt": ...}."""
+    return "text" if part in DOCUMENT_PARTS else "prompt"
 
 
 def load_part(sources: Path, part: str) -> list[dict]:

@@ -8,6 +8,8 @@ A kind answers, for the data stages (detox.data):
     one packer (detox.data.packing): texts, or `Document`s whose tags the packer counts per part;
   * `pack_options()`: how the packer names a source that runs short, whether it repeats, shard size;
   * `mixture_metrics(taken, sources)`: the kind's own metrics from the documents the mixture took;
+  * `logged`: files of the sources stage's folder attached to the job's MLflow run (corpora: the
+    commits its hub corpora resolved to, `revisions.json`);
 and, for the config before any work: `validate(job)`, `require(part, who)` (a method needs an
 optional part), `preamble()` (an instruction the kind's data gave meaning to), `world_grammar`.
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, ClassVar, Iterable, NamedTuple, Protocol
 
 from detox.core.jsonl import read_jsonl
 from detox.core.schema import ConfigError
-from detox.data.parts import OPTIONAL_PARTS, PART_MEANING, PARTS, check_probe_rows, load_part, text_field
+from detox.data.parts import PART_MEANING, PARTS, check_probe_rows, load_part, text_field
 
 Job = Any  # a detox.config.JobConfig (not imported: detox.config imports this module when it validates)
 DataConfig = Any  # a detox.config.DataConfig
@@ -66,6 +67,7 @@ class SourceKind:
     """The base of every kind; the defaults suit real text (no world grammar, no optional parts)."""
 
     name: ClassVar[str]
+    logged: ClassVar[tuple[str, ...]] = ()  # files of the sources stage's folder attached to the job's MLflow run
     # documents and prompts come from the embedded world's grammar: the oracle scores them exactly and
     # every prompt has a decision point (insult_probability, the neutral prompts)
     world_grammar: ClassVar[bool] = False
@@ -199,15 +201,16 @@ class Files(SourceKind):
     name = "files"
 
     def spec(self) -> dict:
-        """The files' paths and contents: an edited file is a new source."""
-        files = {part: {"path": str(Path(path).resolve()),
-                        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+        """The files' paths and contents: an edited file is a new source (the sha256, memoised)."""
+        from detox.core.cache import content_hash
+
+        files = {part: {"path": str(Path(path).resolve()), "sha256": content_hash(path)}
                  for part, path in asdict(self.cfg.files).items() if path}
         return {"source": self.name, "files": files}
 
     def build(self, out: Path) -> dict:
         counts = {}
-        for part in PARTS + tuple(p for p in OPTIONAL_PARTS if getattr(self.cfg.files, p)):
+        for part in PARTS + tuple(p for p, path in asdict(self.cfg.files).items() if path and p not in PARTS):
             rows = read_jsonl(getattr(self.cfg.files, part), text_field(part))
             if part == "probe":
                 check_probe_rows(rows, getattr(self.cfg.files, part))
@@ -223,7 +226,7 @@ class Files(SourceKind):
 
     def validate(self, job: Job) -> None:
         for name, value in asdict(self.cfg.files).items():
-            if not value and name in OPTIONAL_PARTS:
+            if not value and name not in PARTS:  # the optional parts, and any further prompt set
                 continue
             if not value:
                 raise ConfigError(f"data.files.{name} is required: data=files needs a path for every file")
@@ -234,6 +237,33 @@ class Files(SourceKind):
     def require(self, part: str, who: str) -> None:
         if not getattr(self.cfg.files, part):
             raise ConfigError(f"{who} needs data.files.{part}: {PART_MEANING[part]}")
+
+
+REVISIONS = "revisions.json"  # corpora: {part: {path, name, revision, commit}} of each hub corpus
+
+
+def pinned(spec, resolved: dict | None):
+    """`spec` (a detox.data.corpora.SourceSpec) at the commit its revision resolved to, when it pins
+    none and that commit is known; otherwise `spec` as it is."""
+    import dataclasses
+
+    from detox.data.corpora import UNRESOLVED
+
+    if spec.revision is not None or not resolved or resolved.get("commit") in (None, UNRESOLVED):
+        return spec
+    return dataclasses.replace(spec, revision=resolved["commit"])
+
+
+LISTED_FILES = 16  # a part of more files enters the key (and the MLflow param) as one digest of their list
+
+
+def listed(hashes: list[tuple[str, str]]) -> list | dict:
+    """A part's (file, sha256) pairs as its spec shows them: the pairs, or for a long glob (e.g. C4's
+    1024 files: MLflow takes params of at most 6000 characters) their count and one sha256 of them all."""
+    if len(hashes) <= LISTED_FILES:
+        return hashes
+    joined = "".join(f"{name}\t{digest}\n" for name, digest in hashes)
+    return {"files": len(hashes), "sha256": hashlib.sha256(joined.encode()).hexdigest()}
 
 
 class _Reread:
@@ -254,39 +284,49 @@ class Corpora(SourceKind):
     the evaluation parts are written; the packer reads the corpora as it tokenises."""
 
     name = "corpora"
+    logged = (REVISIONS,)
 
     def spec(self) -> dict:
-        """The corpora's specs with each local file's size and modification time (hashing terabytes
-        would take longer than training)."""
+        """The corpora's specs (a hub corpus's `revision` among them) with the content hash of each
+        local file: touching a file keeps the key, editing it changes it. Each file is hashed once
+        per (size, mtime, ctime, inode), memoised across jobs (detox.core.cache.content_hash)."""
+        from detox.core.cache import content_hash
         from detox.data.corpora import is_local, local_files
 
         c = self.cfg.corpora
         spec = asdict(c)
-        stamps = {}
+        hashes = {}
         for part in ("clean", "toxic", "heldout"):
             path = getattr(c, part).path
             if is_local(path):
-                stamps[part] = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in local_files(path)]
+                hashes[part] = listed([(f, content_hash(f)) for f in local_files(path)])
         for part in ("toxigen", "rtp", "probe"):
             path = Path(getattr(c, part) or "/nonexistent")
             files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.is_file() else []
-            stamps[part] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
-        return {"source": self.name, "corpora": spec, "files": stamps}
+            hashes[part] = listed([(str(f), content_hash(f)) for f in files if f.is_file()])
+        return {"source": self.name, "corpora": spec, "files": hashes}
 
     def build(self, out: Path) -> dict:
         """The evaluation parts, as the other kinds write them: ToxiGen's prompt files and
         RealToxicityPrompts read as published (each prompt with its group), the first held-out
-        documents, the probe texts."""
-        from detox.data.corpora import iter_texts
+        documents, the probe texts; and `revisions.json`, the commit each hub corpus's revision
+        resolved to (for MLflow, and read by `documents`)."""
+        from detox.data.corpora import is_local, iter_texts, resolve_revision
         from detox.data.evalsets import load_rtp, load_toxigen
 
         c = self.cfg.corpora
+        revisions = {part: {"path": spec.path, "name": spec.name, "revision": spec.revision,
+                            "commit": resolve_revision(spec)}
+                     for part, spec in (("clean", c.clean), ("toxic", c.toxic), ("heldout", c.heldout))
+                     if not is_local(spec.path)}
+        (out / REVISIONS).write_text(json.dumps(revisions, indent=2, sort_keys=True) + "\n")
         parts = {
             "toxigen": [{"prompt": p.text, "group": p.group, "where": p.source}
                         for p in load_toxigen(c.toxigen, "hate", per_group=c.toxigen_per_group)],
             "rtp": [{"prompt": p.text, "group": p.group, "where": p.source}
                     for p in load_rtp(c.rtp, n=c.rtp_prompts, challenging_only=c.rtp_challenging_only)],
-            "heldout": [{"text": text} for text, _ in zip(iter_texts(c.heldout), range(c.heldout_docs))],
+            "heldout": [{"text": text} for text, _ in zip(iter_texts(pinned(c.heldout, revisions.get("heldout"))),
+                                                          range(c.heldout_docs))],
         }
         if c.probe:
             parts["probe"] = read_jsonl(c.probe, "text")
@@ -296,7 +336,11 @@ class Corpora(SourceKind):
         return {f"source_{part}_docs": len(rows) for part, rows in parts.items()}
 
     def documents(self, part: str, sources: Path, seed: int) -> _Reread:
-        return _Reread(getattr(self.cfg.corpora, part), seed if part == "toxic" else None)
+        """The corpus streamed at the commit its sources stage resolved when the config pins no
+        revision: every mixture built from one sources stage reads the same data."""
+        revisions = sources / REVISIONS
+        resolved = json.loads(revisions.read_text()).get(part) if revisions.is_file() else None
+        return _Reread(pinned(getattr(self.cfg.corpora, part), resolved), seed if part == "toxic" else None)
 
     def source_name(self, part: str) -> str:
         return f"data.corpora.{part}"
@@ -308,6 +352,8 @@ class Corpora(SourceKind):
 
     def validate(self, job: Job) -> None:
         """Every corpus named, local files present, a tokenizer given (BPE on terabytes is not trained here)."""
+        from detox.data.corpora import is_local
+
         c = self.cfg.corpora
         for part in ("clean", "toxic", "heldout"):
             if getattr(c, part) is None:
@@ -316,6 +362,11 @@ class Corpora(SourceKind):
         for part in ("toxigen", "rtp"):
             if not getattr(c, part):
                 raise ConfigError(f"data.corpora.{part} is required: the path of the published evaluation set")
+        for part in ("clean", "toxic", "heldout"):
+            spec = getattr(c, part)
+            if spec.revision is not None and is_local(spec.path):
+                raise ConfigError(f"data.corpora.{part}.revision={spec.revision!r} applies to hub ids only, "
+                                  f"not the local path {spec.path!r}")
         for part, path in (("toxigen", c.toxigen), ("rtp", c.rtp), ("probe", c.probe)):
             if path and not Path(path).exists():
                 raise ConfigError(f"data.corpora.{part}={path!r}: no such file or folder")

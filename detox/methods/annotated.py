@@ -22,7 +22,8 @@ def annotated_mixture(scheme: str):
 
         mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
         plan.replace(Stage(STAGE.MIXTURE, {**mixture.spec, "annotate": {"scheme": scheme, "scorer": job.scorer.result_spec()}},
-                           lambda out, i: _mixture(job, scheme, out, i), inputs=mixture.inputs))
+                           lambda out, i: _mixture(job, scheme, out, i), inputs=mixture.inputs,
+                           version=mixture.version))  # the same packer: the study mixture's version
         plan.prompt_prefix = eval_prefix(scheme)
 
     return extend

@@ -49,7 +49,7 @@ from detox.config import ConfigError, ModelConfig, TrainerConfig
 from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, PAD, load_tokenizer
 from detox.core.progress import on_terminal
-from detox.core.ranks import started_externally
+from detox.core.ranks import lightning_environments, started_externally
 from detox.training.optim import adamw_warmup_cosine
 
 
@@ -411,6 +411,7 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         logger=False, enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
         deterministic=trainer_cfg.deterministic,  # torch.use_deterministic_algorithms, for the process
         callbacks=[AtomicCheckpoints(checkpoints, trainer_cfg.checkpoint_every), DataPosition(), history, *callbacks],
+        plugins=lightning_environments(),  # in a salloc shell or sbatch script the ranks are not SLURM's tasks
     )
     resumed_from = checkpoint_step(resume) if resume.exists() else 0
     if resumed_from:
