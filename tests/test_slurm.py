@@ -46,7 +46,8 @@ def sbatch_script(tasks=8, nodes=1) -> dict:
 def srun_task(tasks=8, nodes=1, rank=0) -> dict:
     """One task of `srun` inside such an allocation (step 0)."""
     per_node = tasks // nodes
-    return {**salloc_shell(tasks, nodes, "launch"), "SLURM_STEP_ID": "0", "SLURM_STEPID": "0", "SLURM_PROCID": str(rank),
+    return {**salloc_shell(tasks, nodes, "launch"), "SLURM_STEP_ID": "0", "SLURM_STEPID": "0",
+            "SLURM_PROCID": str(rank),
             "SLURM_LOCALID": str(rank % per_node), "SLURM_NODEID": str(rank // per_node),
             "SLURM_STEP_NUM_TASKS": str(tasks), "SLURM_STEP_NUM_NODES": str(nodes)}
 
@@ -175,8 +176,8 @@ def smoke(*overrides: str, root: Path) -> JobConfig:
 
 def test_the_guard_changes_no_cache_key(tmp_path):
     for method in ("none", "iti", "meda"):
-        off, on = smoke(f"method={method}", root=tmp_path), smoke(f"method={method}", "trainer.require_cached_pretrain=true",
-                                                                   root=tmp_path)
+        off = smoke(f"method={method}", root=tmp_path)
+        on = smoke(f"method={method}", "trainer.require_cached_pretrain=true", root=tmp_path)
         assert pipeline.study_plan(off).keys() == pipeline.study_plan(on).keys()
 
 
@@ -340,9 +341,27 @@ def test_a_launcher_sized_by_hand_stops_every_task_before_any_stage(fake_slurm, 
                     timeout=300)
     assert result.returncode != 0  # the launcher reports the failed job
     logs = task_logs(root)
-    message = "SLURM started 2 tasks on 2 nodes but trainer.devices x trainer.num_nodes = 1 x 1: set trainer.num_nodes=2"
-    assert [line.endswith(message) for line in logs.splitlines() if "invalid configuration" in line] == [True, True], logs
+    message = ("SLURM started 2 tasks on 2 nodes but trainer.devices x trainer.num_nodes = 1 x 1: "
+               "set trainer.num_nodes=2")
+    lines = [line for line in logs.splitlines() if "invalid configuration" in line]
+    assert len(lines) == 2 and all(line.endswith(message) for line in lines), logs  # one line from each task
     assert "Traceback" not in logs and not (root / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_trainer_sized_sweep_trains_on_slurms_tasks(fake_slurm, tmp_path, monkeypatch):
+    """Two DDP ranks on CPUs as two srun tasks: each is started externally (Lightning's SLURM
+    environment), rank 1 trains beside rank 0 and rank 0 alone records the run."""
+    monkeypatch.setenv("FAKE_SLURM_RUN", "1")
+    root = tmp_path / "root"
+    result = launch("-m", "hydra/launcher=slurm", "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu",
+                    "trainer.precision=32-true", "trainer.devices=2", "trainer.micro_batch_size=4", f"root={root}",
+                    timeout=600)
+    assert result.returncode == 0, (result.stderr + task_logs(root))[-3000:]
+    assert "#SBATCH --ntasks-per-node=2" in (fake_slurm / "sbatch.sh").read_text()
+    [rank0], [rank1] = (list(root.glob(f"multirun/*/*/.submitit/*/*_{rank}_log.out")) for rank in (0, 1))
+    assert "[pretrain] built" in rank0.read_text() and "MLflow run" in rank0.read_text()
+    assert "Job completed successfully" in rank1.read_text() and "MLflow run" not in rank1.read_text()
 
 
 @pytest.mark.slow

@@ -2,15 +2,17 @@
 job; only rank 0 writes the cache, the exports and MLflow, the others join the stages that train.
 
 What SLURM sets, and where (Slurm's man pages, "OUTPUT ENVIRONMENT VARIABLES": srun(1), sbatch(1),
-salloc(1); and its FAQ "How could I automatically print a job's Slurm job ID to its standard output?"):
+salloc(1), https://slurm.schedmd.com/srun.html and sbatch.html, salloc.html; its FAQ, "How could I
+automatically print a job's Slurm job ID to its standard output?", https://slurm.schedmd.com/faq.html#task_prolog;
+slurm/slurm.h and src/common/env.c for the step ids):
 
 - srun sets, in every task it launches, SLURM_PROCID ("the MPI rank (or relative process ID) of the
   current process"), SLURM_LOCALID, SLURM_STEP_ID ("the step ID of the current job", SLURM_STEPID
   for backwards compatibility), SLURM_NTASKS ("total number of processes in the current job or job
   step") and SLURM_NNODES (also SLURM_STEP_NUM_TASKS / SLURM_STEP_NUM_NODES, the step's own counts).
 - salloc sets SLURM_NTASKS (the --ntasks option, or the tasks implied by --ntasks-per-*),
-  SLURM_NNODES and SLURM_NTASKS_PER_NODE (where --ntasks-per-node was given) in the shell it starts,
-  but no SLURM_PROCID and no SLURM_STEP_ID: that shell is an allocation, not a launched task.
+  SLURM_NNODES and SLURM_NTASKS_PER_NODE (where --ntasks-per-node was given) in the shell it starts;
+  its list has no SLURM_PROCID and no SLURM_STEP_ID: that shell is an allocation, not a launched task.
 - sbatch's batch script has SLURM_NTASKS and even SLURM_PROCID=0 and SLURM_LOCALID, but no
   SLURM_STEP_ID: the FAQ's TaskProlog tells the batch script from a step's tasks by exactly this
   (`[ X"$SLURM_STEP_ID" = "X" -a X"$SLURM_PROCID" = "X"0 ]`).
@@ -29,7 +31,7 @@ import os
 
 from detox.core.schema import ConfigError
 
-MAX_NORMAL_STEP_ID = 0xFFFFFFF0  # slurm.h SLURM_MAX_NORMAL_STEP_ID: special steps (batch, extern, interactive) lie above
+MAX_NORMAL_STEP_ID = 0xFFFFFFF0  # slurm.h SLURM_MAX_NORMAL_STEP_ID: the batch, extern, interactive steps lie above
 
 
 def _env_int(*keys: str) -> int | None:
