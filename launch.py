@@ -21,12 +21,9 @@ redact_output()  # no log line or output shows a tracking URI's password (Hydra 
 def main(cfg: DictConfig) -> float | None:
     try:
         job = JobConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))  # validates before any work
-    except ConfigError as error:
-        log.error(f"invalid configuration: {error}")
-        sys.exit(2)
-    from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
+        from detox import jobs  # the heavy imports (torch stack, MLflow) only once the config is valid
 
-    try:  # what only the running job can check (SLURM's tasks, trainer.require_cached_pretrain): one line too
+        # what only the running job can check (SLURM's tasks, trainer.require_cached_pretrain) is one line too
         run_id, outcome = jobs.run(job, OmegaConf.to_yaml(cfg), log.info)
     except ConfigError as error:
         log.error(f"invalid configuration: {error}")

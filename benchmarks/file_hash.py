@@ -8,7 +8,7 @@ Writes a file of random bytes (--gb, default 1), then times, interleaved over --
 shared machine is noisy: the medians and the median of the per-round ratios are what to read):
 
 * read: a plain read of the whole file in 8 MiB chunks (the floor any content hash pays);
-* sha256: `detox.core.cache.hash_file`, what the sources stage's key uses;
+* sha256: `detox.core.filehash.hash_file`, what the sources stage's key uses;
 * blake2b: the same loop with hashlib.blake2b, the alternative considered;
 
 and prints each one's seconds, GB/s and its ratio to the read. Then `content_hash` through a fresh
@@ -33,13 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detox.core import cache  # noqa: E402
+from detox.core import filehash  # noqa: E402
 
 GB = 10**9
 
 
 def write_file(path: Path, size: int) -> None:
-    block = os.urandom(cache.HASH_CHUNK)
+    block = os.urandom(filehash.HASH_CHUNK)
     with open(path, "wb") as f:
         for start in range(0, size, len(block)):
             f.write(block[:min(len(block), size - start)])
@@ -56,7 +56,7 @@ def evict(path: Path) -> None:
 
 
 def read_only(path: Path) -> int:
-    buffer, total = bytearray(cache.HASH_CHUNK), 0
+    buffer, total = bytearray(filehash.HASH_CHUNK), 0
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buffer):
             total += n
@@ -64,7 +64,7 @@ def read_only(path: Path) -> int:
 
 
 def blake2b(path: Path) -> str:
-    digest, buffer = hashlib.blake2b(), bytearray(cache.HASH_CHUNK)
+    digest, buffer = hashlib.blake2b(), bytearray(filehash.HASH_CHUNK)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buffer):
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         write_file(path, size)
         print(f"file: {size / GB:g} GB in {tmp} (written in {time.perf_counter() - start:.1f} s); "
               f"{'cold (page cache evicted before each timing)' if args.cold else 'warm (from the page cache)'}")
-        methods = {"read": read_only, "sha256": cache.hash_file, "blake2b": blake2b}
+        methods = {"read": read_only, "sha256": filehash.hash_file, "blake2b": blake2b}
         times: dict[str, list[float]] = {name: [] for name in methods}
         for round_ in range(args.rounds):
             order = list(methods) if round_ % 2 == 0 else list(methods)[::-1]  # alternate, against drift
@@ -107,32 +107,32 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:8} {seconds:9.3f} {size / GB / seconds:7.2f} {ratio:27.2f}   "
                   f"(rounds: {', '.join(f'{v:.3f}' for v in values)})")
 
-        previous = os.environ.get(cache.HASH_CACHE_ENV)
-        os.environ[cache.HASH_CACHE_ENV] = str(Path(tmp) / "memo.json")
+        previous = os.environ.get(filehash.HASH_CACHE_ENV)
+        os.environ[filehash.HASH_CACHE_ENV] = str(Path(tmp) / "memo.json")
         try:
             memoised(path, size, args.cold)
         finally:
             if previous is None:
-                del os.environ[cache.HASH_CACHE_ENV]
+                del os.environ[filehash.HASH_CACHE_ENV]
             else:
-                os.environ[cache.HASH_CACHE_ENV] = previous
-            cache._hashes.clear()
+                os.environ[filehash.HASH_CACHE_ENV] = previous
+            filehash._hashes.clear()
 
 
 def memoised(path: Path, size: int, cold: bool) -> None:
     """content_hash through a fresh memo: first, again, from the memo file, after a touch."""
-    cache._hashes.clear()
+    filehash._hashes.clear()
     if cold:
         evict(path)
-    first, digest = timed(cache.content_hash, path)
-    again, same = timed(cache.content_hash, path)
-    cache._hashes.clear()  # as a new process: only the memo file knows
-    memo_file, from_file = timed(cache.content_hash, path)
+    first, digest = timed(filehash.content_hash, path)
+    again, same = timed(filehash.content_hash, path)
+    filehash._hashes.clear()  # as a new process: only the memo file knows
+    memo_file, from_file = timed(filehash.content_hash, path)
     os.utime(path)  # touched: a new mtime, the same bytes
-    cache._hashes.clear()
+    filehash._hashes.clear()
     if cold:
         evict(path)
-    touched, after_touch = timed(cache.content_hash, path)
+    touched, after_touch = timed(filehash.content_hash, path)
     assert digest == same == from_file == after_touch
     print(f"content_hash: first {first:.3f} s ({size / GB / first:.2f} GB/s); memoised, same process "
           f"{again * 1e6:.0f} us; memoised, new process (memo file) {memo_file * 1e3:.2f} ms; "

@@ -57,7 +57,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
     locks = cache.root / "jobs"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"{key}.lock")):
-        run_id, outcome = tracking.track(job, key, spec, pipeline.job_params(job), resolved_config,
+        run_id, outcome = tracking.track(job, key, spec, pipeline.job_params(job, plan), resolved_config,
                                          pipeline.run_name(job), work, log)
     if outcome is not None:
         m = outcome.metrics

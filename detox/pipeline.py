@@ -27,9 +27,10 @@ from detox.data.sources import source_kind
 
 def study_plan(job: JobConfig) -> Plan:
     d = job.data
+    kind = source_kind(d)
     plan = Plan([
-        Stage(STAGE.SOURCES, _sources_spec(job), lambda out, _: _data().build_sources(d, out),
-              logged=source_kind(d).logged),  # e.g. the commits the hub corpora resolved to
+        Stage(STAGE.SOURCES, kind.spec(), lambda out, _: kind.build(out),
+              logged=kind.logged),  # e.g. the commits the hub corpora resolved to
         Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
               lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,)),
         # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
@@ -62,10 +63,6 @@ def setting_key(job: JobConfig) -> str:
     """The identity of the job's configuration apart from its seed: runs that share it are seeds of one
     setting, and only those are pooled in the comparison table."""
     return study_plan(dataclasses.replace(job, seed=0)).key
-
-
-def _sources_spec(job: JobConfig) -> dict:
-    return _data().sources_spec(job.data)
 
 
 def _data():
@@ -168,13 +165,15 @@ def run_job(job: JobConfig, cache: StageCache, log=print) -> JobResult:
     return run_plan(study_plan(job), cache, log)
 
 
-def job_params(job: JobConfig) -> dict[str, str]:
+def job_params(job: JobConfig, plan: Plan | None = None) -> dict[str, str]:
     """The params of the contract with the report (detox.core.contract): what it groups, joins and
-    filters by. Numbers are written as numbers; the strength label is for display only."""
+    filters by. Numbers are written as numbers; the strength label is for display only. `plan`: the
+    job's study plan, when the caller has made it already."""
     c = contract
+    plan = plan or study_plan(job)
     params = {c.RATIO: c.number(job.ratio), c.SEED: str(job.seed), c.METHOD: job.method.name,
               c.STRENGTH: methods.get(job.method.name).label(job), c.MODEL: job.model.name, c.DATA: job.data.source,
-              c.TASK: "study", c.SETTING: setting_key(job), c.BASE_MODEL: study_plan(job).keys()[STAGE.PRETRAIN]}
+              c.TASK: "study", c.SETTING: setting_key(job), c.BASE_MODEL: plan.keys()[STAGE.PRETRAIN]}
     if job.method.name == "iti":
         iti = job.iti
         params.update({c.ITI_ALPHA: c.number(iti.alpha), c.ITI_DIRECTION: iti.direction,

@@ -153,59 +153,59 @@ def test_the_job_logs_each_stage_version(tmp_path, monkeypatch):
 @pytest.fixture
 def hash_memo(tmp_path, monkeypatch):
     """A fresh memo of file hashes under tmp_path (and an empty in-process memo)."""
-    from detox.core import cache
+    from detox.core import filehash
 
     memo = tmp_path / "memo" / "file_hashes.json"
-    monkeypatch.setenv(cache.HASH_CACHE_ENV, str(memo))
-    monkeypatch.setattr(cache, "_hashes", {})
+    monkeypatch.setenv(filehash.HASH_CACHE_ENV, str(memo))
+    monkeypatch.setattr(filehash, "_hashes", {})
     hashed = []
-    hash_file = cache.hash_file
-    monkeypatch.setattr(cache, "hash_file", lambda path: hashed.append(str(path)) or hash_file(path))
+    hash_file = filehash.hash_file
+    monkeypatch.setattr(filehash, "hash_file", lambda path: hashed.append(str(path)) or hash_file(path))
     return memo, hashed
 
 
 def test_content_hash_is_the_files_sha256_hashed_once(tmp_path, hash_memo, monkeypatch):
     import hashlib
 
-    from detox.core import cache
+    from detox.core import filehash
 
     memo, hashed = hash_memo
     path = tmp_path / "corpus.jsonl"
-    path.write_bytes(b"x" * (cache.HASH_CHUNK + 5))  # more than one chunk
-    assert cache.content_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert cache.content_hash(path) == cache.content_hash(str(path)) and len(hashed) == 1
-    monkeypatch.setattr(cache, "_hashes", {})  # another process: the memo file answers
-    cache.content_hash(path)
+    path.write_bytes(b"x" * (filehash.HASH_CHUNK + 5))  # more than one chunk
+    assert filehash.content_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert filehash.content_hash(path) == filehash.content_hash(str(path)) and len(hashed) == 1
+    monkeypatch.setattr(filehash, "_hashes", {})  # another process: the memo file answers
+    filehash.content_hash(path)
     assert len(hashed) == 1 and str(path.resolve()) in json.loads(memo.read_text())
 
 
 def test_a_changed_file_is_hashed_again_even_with_its_old_mtime(tmp_path, hash_memo):
     import os
 
-    from detox.core import cache
+    from detox.core import filehash
 
     memo, hashed = hash_memo
     path = tmp_path / "corpus.jsonl"
     path.write_text("aaaa")
-    before, stat = cache.content_hash(path), path.stat()
+    before, stat = filehash.content_hash(path), path.stat()
     path.write_text("bbbb")  # same size
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what cp -p or rsync -t leave: the old mtime
-    assert cache.content_hash(path) != before and len(hashed) == 2  # ctime told
+    assert filehash.content_hash(path) != before and len(hashed) == 2  # ctime told
 
 
 def test_an_unusable_memo_costs_a_rehash_not_an_error(tmp_path, hash_memo, monkeypatch):
-    from detox.core import cache
+    from detox.core import filehash
 
     memo, hashed = hash_memo
     path = tmp_path / "corpus.jsonl"
     path.write_text("aaaa")
     memo.parent.mkdir()
     memo.write_text("{not json")
-    digest = cache.content_hash(path)
+    digest = filehash.content_hash(path)
     assert json.loads(memo.read_text())[str(path.resolve())]["sha256"] == digest  # written afresh
-    monkeypatch.setenv(cache.HASH_CACHE_ENV, "")  # no memo file: this process only
-    monkeypatch.setattr(cache, "_hashes", {})
-    assert cache.hash_memo_path() is None and cache.content_hash(path) == digest and len(hashed) == 2
+    monkeypatch.setenv(filehash.HASH_CACHE_ENV, "")  # no memo file: this process only
+    monkeypatch.setattr(filehash, "_hashes", {})
+    assert filehash.hash_memo_path() is None and filehash.content_hash(path) == digest and len(hashed) == 2
 
 
 def write_eval_files(root):

@@ -202,7 +202,7 @@ class Files(SourceKind):
 
     def spec(self) -> dict:
         """The files' paths and contents: an edited file is a new source (the sha256, memoised)."""
-        from detox.core.cache import content_hash
+        from detox.core.filehash import content_hash
 
         files = {part: {"path": str(Path(path).resolve()), "sha256": content_hash(path)}
                  for part, path in asdict(self.cfg.files).items() if path}
@@ -289,8 +289,8 @@ class Corpora(SourceKind):
     def spec(self) -> dict:
         """The corpora's specs (a hub corpus's `revision` among them) with the content hash of each
         local file: touching a file keeps the key, editing it changes it. Each file is hashed once
-        per (size, mtime, ctime, inode), memoised across jobs (detox.core.cache.content_hash)."""
-        from detox.core.cache import content_hash
+        per (size, mtime, ctime, inode), memoised across jobs (detox.core.filehash.content_hash)."""
+        from detox.core.filehash import content_hash
         from detox.data.corpora import is_local, local_files
 
         c = self.cfg.corpora

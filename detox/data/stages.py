@@ -14,11 +14,6 @@ from detox.data.sources import Transform, as_document, source_kind
 TRAINING_PARTS = ("clean", "toxic")
 
 
-def sources_spec(cfg: DataConfig) -> dict:
-    """What determines the sources stage's output (its cache key)."""
-    return source_kind(cfg).spec()
-
-
 def build_sources(cfg: DataConfig, out: Path) -> dict:
     """Write the sources stage's folder (see the source kind)."""
     return source_kind(cfg).build(out)
