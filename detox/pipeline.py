@@ -104,7 +104,7 @@ def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     off and on, so the two success rates compare directly."""
     import time
 
-    from detox.data.parts import has_part, load_part
+    from detox.data.parts import load_part
     from detox.core.models import load_model
     from detox.evaluation import redteam, scorers
 

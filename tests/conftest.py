@@ -14,7 +14,8 @@ def world_data(tmp_path_factory):
 
     Returns (DataConfig, folder with `sources/` and `tokenizer/`)."""
     from detox.config import DataConfig
-    from detox.data.stages import build_sources, train_tokenizer
+    from detox.data.sources import source_kind
+    from detox.data.stages import train_tokenizer
     from detox.world import WorldConfig
 
     root = tmp_path_factory.mktemp("world_data")
@@ -22,7 +23,7 @@ def world_data(tmp_path_factory):
         clean_docs=300, toxic_docs=300, heldout_docs=10, toxigen_prompts=20, rtp_prompts=5))
     for part in ("sources", "tokenizer"):
         (root / part).mkdir()
-    build_sources(cfg, root / "sources")
+    source_kind(cfg).build(root / "sources")
     train_tokenizer(cfg, root / "sources", root / "tokenizer")
     return cfg, root
 

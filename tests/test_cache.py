@@ -315,7 +315,6 @@ def test_the_revision_is_in_the_sources_key_and_refused_on_local_files(tmp_path,
 def test_the_sources_record_the_resolved_commit_and_the_mixture_reads_it(tmp_path, hash_memo, monkeypatch, caplog,
                                                                        revision):
     from detox.data.sources import REVISIONS, source_kind
-    from detox.data.stages import build_sources
     from detox.pipeline import study_plan
 
     hub = FakeHub(monkeypatch, sha="c0ffee" * 6 + "abcd")
@@ -325,7 +324,7 @@ def test_the_sources_record_the_resolved_commit_and_the_mixture_reads_it(tmp_pat
     out = tmp_path / "sources"
     out.mkdir()
     with caplog.at_level("WARNING"):
-        build_sources(job.data, out)
+        source_kind(job.data).build(out)
     recorded = json.loads((out / REVISIONS).read_text())
     assert recorded == {"clean": {"path": "org/c4", "name": "en", "revision": revision, "commit": "c0ffee" * 6 + "abcd"},
                         "heldout": {"path": "org/owt", "name": None, "revision": None, "commit": "c0ffee" * 6 + "abcd"}}
@@ -340,14 +339,13 @@ def test_the_sources_record_the_resolved_commit_and_the_mixture_reads_it(tmp_pat
 
 def test_an_unresolved_revision_is_logged_and_the_job_goes_on(tmp_path, hash_memo, monkeypatch, caplog):
     from detox.data.sources import REVISIONS, source_kind
-    from detox.data.stages import build_sources
 
     hub = FakeHub(monkeypatch, offline=True)
     job = corpora_job(tmp_path, "data.corpora.clean.path=org/c4")
     out = tmp_path / "sources"
     out.mkdir()
     with caplog.at_level("WARNING"):
-        build_sources(job.data, out)
+        source_kind(job.data).build(out)
     assert json.loads((out / REVISIONS).read_text())["clean"]["commit"] == "unresolved"
     assert "org/c4: revision main not resolved (OSError: offline)" in caplog.text
     next(iter(source_kind(job.data).documents("clean", out, 0)))

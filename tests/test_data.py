@@ -11,7 +11,7 @@ from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, load_tokenizer
 from detox.data import sources
 from detox.data.parts import load_part
-from detox.data.stages import build_mixture, build_sources, train_tokenizer
+from detox.data.stages import build_mixture, train_tokenizer
 from detox.data.packing import toxic_tokens_for
 
 
@@ -134,7 +134,7 @@ def test_a_new_source_kind_is_one_class_registered_in_one_place(tmp_path, monkey
     # and the stage functions take it directly
     for part in ("sources", "tokenizer"):
         (tmp_path / part).mkdir()
-    build_sources(job.data, tmp_path / "sources")
+    sources.source_kind(job.data).build(tmp_path / "sources")
     assert train_tokenizer(job.data, tmp_path / "sources", tmp_path / "tokenizer")["vocab_size"] > 2
 
 

@@ -157,21 +157,6 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, mixture, whole):
     assert_resumed_is_whole(out, whole)
 
 
-def test_a_last_checkpoint_written_in_place_by_an_earlier_detox_is_resumed(tmp_path, mixture, whole):
-    out = tmp_path / "killed"
-    with pytest.raises(Killed):
-        run(mixture, out, callbacks=[Kill(7)], micro_batch_size=4)
-    last = out / "checkpoints" / "last.ckpt"
-    target = last.resolve()
-    last.unlink()
-    target.rename(last)  # the earlier layout: last.ckpt itself, overwritten by every save
-    listing = Listing(last.parent)
-    metrics = run(mixture, out, micro_batch_size=4, callbacks=[listing])
-    assert listing.names == ["last.ckpt", "step-000006.ckpt"]  # taken over as a step checkpoint
-    assert metrics["pretrain_resumed_from_step"] == 6
-    assert_resumed_is_whole(out, whole)
-
-
 class Listing(L.Callback):
     """A folder's entries when training (re)starts."""
 

@@ -10,8 +10,8 @@ C4 is held constant and 4chan data is added on top). Clean documents are taken i
 ratio and seed trains on the same clean text; the seed picks which toxic documents are added and
 where they go.
 
-Modules: stages (the three stage functions the pipeline calls), sources (the source kinds, one class
-each, one registry), parts (the sources stage's files), packing (the one packer), corpora (streaming
+Modules: sources (the source kinds, one class each, one registry; a kind builds the sources stage),
+stages (the tokenizer and mixture stages), parts (the sources stage's files), packing (the one packer), corpora (streaming
 real corpora), evalsets (ToxiGen and RealToxicityPrompts in their published formats), annotate (MEDA
 and INST). This file imports nothing, so that the light modules (sources, parts, corpora, which the
 config reads) load without the stages.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detox.core.jsonl import read_jsonl
+from detox.core.jsonl import read_jsonl, write_jsonl
 from detox.core.schema import ConfigError
 
 PARTS = ("clean", "toxic", "heldout", "toxigen", "rtp")  # the world and local files write every one
@@ -28,6 +28,10 @@ def text_field(part: str) -> str:
 
 def load_part(sources: Path, part: str) -> list[dict]:
     return read_jsonl(sources / f"{part}.jsonl", text_field(part))
+
+
+def write_part(sources: Path, part: str, rows: list[dict]) -> None:
+    write_jsonl(sources / f"{part}.jsonl", rows)
 
 
 def has_part(sources: Path, part: str) -> bool:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Iterable, NamedTuple, Protocol
 
 from detox.core.jsonl import read_jsonl
 from detox.core.schema import ConfigError
-from detox.data.parts import PART_MEANING, PARTS, check_probe_rows, load_part, text_field
+from detox.data.parts import PART_MEANING, PARTS, check_probe_rows, load_part, text_field, write_part
 
 Job = Any  # a detox.config.JobConfig (not imported: detox.config imports this module when it validates)
 DataConfig = Any  # a detox.config.DataConfig
@@ -214,7 +214,7 @@ class Files(SourceKind):
             rows = read_jsonl(getattr(self.cfg.files, part), text_field(part))
             if part == "probe":
                 check_probe_rows(rows, getattr(self.cfg.files, part))
-            (out / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_part(out, part, rows)
             counts[f"source_{part}_docs"] = len(rows)
         return counts
 
@@ -332,7 +332,7 @@ class Corpora(SourceKind):
             parts["probe"] = read_jsonl(c.probe, "text")
             check_probe_rows(parts["probe"], c.probe)
         for part, rows in parts.items():
-            (out / f"{part}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+            write_part(out, part, rows)
         return {f"source_{part}_docs": len(rows) for part, rows in parts.items()}
 
     def documents(self, part: str, sources: Path, seed: int) -> _Reread:

@@ -1,5 +1,5 @@
-"""The data stages as the pipeline calls them: sources, tokenizer, and the packed mixture of one
-(ratio, seed). See the package's docstring (detox/data/__init__.py) for what each module holds."""
+"""The tokenizer and mixture stages as the pipeline calls them (the sources stage is its source kind's
+`build`). See the package's docstring (detox/data/__init__.py) for what each module holds."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ from pathlib import Path
 
 from detox.config import ConfigError, DataConfig
 from detox.core.artifacts import TOKENIZER
-from detox.data.parts import load_part
 from detox.data.sources import Transform, as_document, source_kind
 
 TRAINING_PARTS = ("clean", "toxic")
-
-
-def build_sources(cfg: DataConfig, out: Path) -> dict:
-    """Write the sources stage's folder (see the source kind)."""
-    return source_kind(cfg).build(out)
 
 
 def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:

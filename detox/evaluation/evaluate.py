@@ -31,7 +31,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.core.artifacts import GENERATIONS
 from detox.config import EvaluateConfig

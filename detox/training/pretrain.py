@@ -321,10 +321,6 @@ class AtomicCheckpoints(Checkpoint):
 
     def setup(self, trainer, module, stage):  # every rank; the process group is up, nothing loaded yet
         if trainer.is_global_zero and self.dirpath.is_dir():
-            if self.last.exists() and not self.last.is_symlink():  # written in place by an earlier detox
-                name = STEP_CHECKPOINT.format(checkpoint_step(self.last))
-                os.replace(self.last, self.dirpath / name)
-                self._point(name)
             self._remove_all_but(os.readlink(self.last) if self.last.is_symlink() else None)
         trainer.strategy.barrier()
 
