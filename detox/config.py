@@ -13,6 +13,7 @@ Nothing here imports torch: a bad override fails in well under the time torch ta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from detox.methods import MethodOptions
 from detox.core import paper
 from detox.core.schema import ConfigError, check_fields, choice, number
 from detox.data.corpora import SourceSpec
+from detox.data.evalsets import TOXIGEN_ORIGINAL_GROUPS
 from detox.toy.config import ToyConfig
 from detox.world import WorldConfig
 
@@ -62,11 +64,15 @@ class CorporaConfig:
     heldout: SourceSpec | None = None  # held-out clean text for the CE loss (e.g. an OpenWebText subset)
     heldout_docs: int = number(2000, "[1, inf)")  # documents of `heldout` read
     toxigen: str = ""  # the ToxiGen repository's prompts/ folder (hate_<group>_1k.txt), read unchanged
+    # the target groups whose hate_<group>_1k.txt files are read: the release's 14 original ones (common
+    # harnesses'; the 2 added in 2024 have other line layouts); empty: every group in the folder
+    toxigen_groups: list[str] = field(default_factory=lambda: list(TOXIGEN_ORIGINAL_GROUPS))
     toxigen_per_group: int = number(100, "[1, inf)")  # prompts sampled per target group (paper: ~3000 in all)
     rtp: str = ""  # RealToxicityPrompts' prompts.jsonl
     rtp_prompts: int = number(1000, "[1, inf)")  # prompts sampled (paper: ~3000)
     rtp_challenging_only: bool = False  # only the `challenging` subset
     probe: str = ""  # {"text", "label": 0|1} lines to probe (e.g. ToxiGen's annotated statements); method=iti
+    preference: str = ""  # {"prompt", "chosen", "rejected"} lines: a non-toxic and a toxic continuation; method=dpo
     on_short: str = choice("error", "error", "repeat")  # a toxic corpus that runs out: stop, or repeat it (capped)
     shard_tokens: int = number(2**27, "[1, inf)")  # tokens per memory-mapped shard file
 
@@ -90,15 +96,38 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """An OLMo-style decoder (rope, swiglu, no bias, non-affine LayerNorm, tied embeddings)."""
+    """An OLMo-style decoder (rope, swiglu, no bias, non-affine LayerNorm, tied embeddings) to pre-train, or
+    with `path` an existing pre-trained model to study instead (conf/model/pretrained.yaml): then the
+    architecture fields below are not read."""
 
     name: str = "tiny"  # a label for runs and tables (conf/model/<name>.yaml)
+    path: str = ""  # a pre-trained model instead of pre-training: a local folder or a hub id (detox.core.families)
+    revision: str | None = None  # with a hub id: a branch, tag or commit (resolved to its commit); None: main
     d_model: int = number(64, "[1, inf)")  # residual width
     n_heads: int = number(4, "[1, inf)")  # attention heads per layer (head_dim = d_model / n_heads)
     n_layers: int = number(4, "[1, inf)")  # transformer blocks
     mlp_ratio: int = number(4, "[1, inf)")  # the SwiGLU MLP's hidden width is d_model * mlp_ratio / 2
     init_std: float = number(0.02, "(0, inf)")  # std of the normal initialisation
+    # ai2-olmo's initialisation: normal (std init_std) | mitchell (OLMo-1B's: std 1/sqrt(fan-in), the output
+    # projections scaled down by depth)
+    init_fn: str = choice("normal", "normal", "mitchell")
     rope_theta: float = number(10_000.0, "(0, inf)")  # base of the rotary position embedding's frequencies
+
+    def result_spec(self) -> dict:
+        """The architecture a pre-training stage builds (path and revision select loading instead, so they
+        stay out of its key)."""
+        spec = dataclasses.asdict(self)
+        del spec["path"], spec["revision"]
+        if self.init_fn == "normal":  # the only one before init_fn existed: those models keep their keys
+            del spec["init_fn"]
+        return spec
+
+    @property
+    def label(self) -> str:
+        """How runs and tables name the model: `name`, or a pre-trained model's folder name or hub id."""
+        if not self.path:
+            return self.name
+        return Path(self.path).name if Path(self.path).expanduser().is_dir() else self.path
 
 
 @dataclass
@@ -111,13 +140,21 @@ class TrainerConfig:
     weight_decay: float = number(0.1, "[0, inf)")
     betas: tuple[float, float] = number((0.9, 0.95), "[0, 1)")
     warmup_fraction: float = number(0.05, "[0, 1]")  # share of steps with linear warm-up before the cosine decay
+    warmup_steps: int = number(0, "[0, inf)")  # linear warm-up in optimiser steps (OLMo-1B: 2000); 0: warmup_fraction
     grad_clip: float = number(1.0, "(0, inf)")
     checkpoint_every: int = number(50, "[1, inf)")  # optimiser steps between resumable checkpoints
     accelerator: str = choice("cpu", "cpu", "gpu")
     devices: int = number(1, "[1, inf)")  # processes per node (GPUs per node with accelerator=gpu)
     num_nodes: int = number(1, "[1, inf)")  # machines (SLURM nodes); the data is sharded over devices * num_nodes
     strategy: str = choice("auto", "auto", "ddp", "fsdp")  # auto: one device | ddp: replicated | fsdp: sharded per block
-    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed (GPUs)
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed (GPUs; with fsdp: FSDP2's bf16 parameters, fp32 reduction)
+    # Speed only (same optimisation up to float rounding, so out of the cache key like `deterministic`):
+    compile: bool = False  # torch.compile each OLMo block (conf/trainer/gpu.yaml: on)
+    loss_chunk: int = number(0, "[0, inf)")  # sequence positions per chunk of the output layer + loss (0: all at once)
+    log_every: int = number(1, "[1, inf)")  # optimiser steps between host syncs of loss and NaN check (every step still recorded)
+    hsdp: bool = False  # fsdp across nodes: shard within a node, replicate across nodes (2-D mesh)
+    loader_workers: int = number(0, "[0, inf)")  # DataLoader worker processes (pinned memory on GPUs)
+    z_loss: float = number(0.0, "[0, inf)")  # weight of the z-loss, mean squared log-normaliser (OLMo-core: 1e-5)
     num_threads: int = number(0, "[0, inf)")  # torch CPU threads; 0 keeps torch's default
     # torch's deterministic algorithms (Lightning's deterministic=True; on GPUs also cuBLAS's fixed
     # workspace, CUBLAS_WORKSPACE_CONFIG=:4096:8), so that a rerun or a resume repeats bitwise. On by
@@ -139,6 +176,9 @@ class TrainerConfig:
                               "use trainer=cpu or trainer=gpu for one device")
         if self.strategy == "auto" and ranks > 1:
             raise ConfigError(f"trainer.devices * num_nodes = {ranks} needs trainer.strategy=ddp or fsdp")
+        if self.hsdp and self.strategy != "fsdp":
+            raise ConfigError(f"trainer.hsdp=true shards within a node and replicates across nodes: it needs "
+                              f"trainer.strategy=fsdp, not {self.strategy}")
         per_pass = self.micro_batch_size * ranks * seq_len
         if self.global_batch_tokens % per_pass:
             raise ConfigError(f"trainer.global_batch_tokens={self.global_batch_tokens} is not a multiple of "
@@ -151,6 +191,12 @@ class TrainerConfig:
         `require_cached_pretrain`, which only forbids building it)."""
         spec = dataclasses.asdict(self)
         del spec["num_threads"], spec["checkpoint_every"], spec["deterministic"], spec["require_cached_pretrain"]
+        for speed_only in ("compile", "loss_chunk", "log_every", "hsdp", "loader_workers"):
+            del spec[speed_only]
+        if not self.z_loss:  # off: the keys of models trained before it existed
+            del spec["z_loss"]
+        if not self.warmup_steps:  # unset, warmup_fraction decides: the keys of models trained before it existed
+            del spec["warmup_steps"]
         return spec
 
 
@@ -240,6 +286,9 @@ class ScorerConfig:
 @dataclass
 class EvaluateConfig:
     toxigen_max_new_tokens: int = number(16, "[1, inf)")  # greedy continuation length of hostile prompts
+    # where a ToxiGen continuation ends: newline (at its first line break, as ToxiGen's own code and common
+    # harnesses: the prompts are bullet lists, so the rest would be the next bullets) | end_of_document
+    toxigen_stop: str = choice("newline", "newline", "end_of_document")
     rtp_samples: int = number(10, "[1, inf)")  # samples per RTP-like prompt (paper: 25)
     rtp_max_new_tokens: int = number(20, "[1, inf)")
     top_p: float = number(0.9, "(0, 1]")
@@ -266,10 +315,23 @@ class RedteamConfig:
 class SearchConfig:
     """What a job returns to a hyper-parameter sweeper (experiment=best_ratio: Hydra's Optuna sweeper)."""
 
-    objective: str = choice("none", "none", "matched_cost")  # matched_cost: the toxicity after the method, within budget
+    # matched_cost: the toxicity after the method, within budget | curve_drop (method=iti_curve): minus the drop
+    # at matched cost read off the trial's trade-off curve
+    objective: str = choice("none", "none", "matched_cost", "curve_drop")
     metric: str = "insult_probability"  # the toxicity minimised (%): insult_probability (the world) | toxigen | ...
     ce_budget: float = number(0.02, "[0, inf)")  # the most CE (nats, clean and hostile) the method may add
     min_well_formed: float = number(95.0, "[0, 100]")  # the fewest well-formed generations (%) it may leave
+
+
+@dataclass
+class CapabilityConfig:
+    """lm-evaluation-harness tasks run on the base model and on the treated one (detox.evaluation.capability)."""
+
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names (e.g. mmlu, hellaswag, arc_easy); empty: off
+    include_path: str = ""  # a folder of task YAMLs of your own (local data files), added to lm-eval's tasks
+    num_fewshot: int | None = number(None, "[0, inf)")  # examples in context; None: each task's default
+    limit: int | None = number(None, "[1, inf)")  # documents per task (a quick look); None: all of them
+    batch_size: int = number(8, "[1, inf)")  # requests per forward pass
 
 
 @dataclass
@@ -287,6 +349,7 @@ class JobConfig:
     ratio: float = number(0.0, "[0, 100)", "the toxic share is a percentage")  # toxic share of the tokens
     seed: int = number(1, "[0, inf)")
     root: str = "outputs"  # every output (cache, runs, MLflow store) lives under here
+    plan: bool = False  # only describe the job (stages cached or to build, tokens, steps): launch.py's plan mode
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -296,6 +359,7 @@ class JobConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     redteam: RedteamConfig = field(default_factory=RedteamConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    capability: CapabilityConfig = field(default_factory=CapabilityConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
 
@@ -309,22 +373,44 @@ class JobConfig:
             raise ConfigError(f"data.tokenizer.path={self.data.tokenizer.path!r}: no such file")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.d_model={self.model.d_model} is not divisible by n_heads={self.model.n_heads}")
-        self.trainer.check(self.data.seq_len)
+        if not self.model.path:  # a pre-trained model is not trained here: the trainer is not read
+            self.trainer.check(self.data.seq_len)
         if self.search.objective != "none" and self.method.name == "none":
             raise ConfigError(f"search.objective={self.search.objective} compares the method against the unsteered "
                               "model: choose a method (e.g. method=iti)")
+        if self.search.objective == "curve_drop" and self.method.name != "iti_curve":
+            raise ConfigError(f"search.objective=curve_drop reads the trial's trade-off curve: set method=iti_curve "
+                              f"(not {self.method.name})")
         self.toy.validate()
+        if self.model.name == "pretrained" and not self.model.path:
+            raise ConfigError("model=pretrained needs model.path: a local model folder or a hub id (owner/name)")
+        if self.model.path:
+            self._validate_pretrained()
+        if self.capability.include_path and not Path(self.capability.include_path).is_dir():
+            raise ConfigError(f"capability.include_path={self.capability.include_path!r}: no such folder")
         methods.get(self.method.name).validate(self)
+
+    def _validate_pretrained(self) -> None:
+        """A pre-trained base (model.path): a method that pre-trains is refused, and the data must bring prompts
+        in words the model knows (the embedded world's are its own tokenizer's)."""
+        from detox.core.families import check_pretrained  # light: reads a local config.json
+
+        if methods.get(self.method.name).pretrains:
+            raise ConfigError(f"method={self.method.name} pre-trains its own model on annotated data: it cannot "
+                              f"treat the pre-trained model.path={self.model.path}")
+        if self.data.kind().world_grammar:
+            raise ConfigError(f"model.path={self.model.path} with data.source={self.data.source}: the embedded world's "
+                              "prompts are for models trained on it; use data=files or data=paper")
+        check_pretrained(self.model.path, self.model.revision)
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobConfig":
         """The composed config (plain dicts) as a validated JobConfig, or one ConfigError."""
         values = dict(values)
         method = values.pop("method", {}) or {}
-        schema = OmegaConf.structured(cls)
         try:
-            schema.method = OmegaConf.structured(methods.get(method.get("name", "none")).options)
-            job = OmegaConf.to_object(OmegaConf.merge(schema, {**values, "method": method}))
+            job = OmegaConf.to_object(OmegaConf.merge(_schema(cls, method.get("name", "none")),
+                                                      {**values, "method": method}))
         except OmegaConfBaseException as error:
             raise ConfigError(_explain(error)) from None
         job.validate()
@@ -333,6 +419,15 @@ class JobConfig:
     @property
     def tracking_uri(self) -> str:
         return self.mlflow.resolve_uri(self.root)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(cls: type, method: str):
+    """The structured schema of `cls` with `method`'s options, made once (a merge never changes it): plan
+    mode validates a whole sweep, and making the schema is most of a validation's time."""
+    schema = OmegaConf.structured(cls)
+    schema.method = OmegaConf.structured(methods.get(method).options)
+    return schema
 
 
 def _explain(error: OmegaConfBaseException) -> str:

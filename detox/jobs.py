@@ -4,17 +4,24 @@ the toy superposition curve. Plain functions of a `JobConfig`, usable without Hy
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
-from detox import pipeline, search, tracking
+from detox import pipeline, search
 from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
 from detox.config import ConfigError, JobConfig
 from detox.methods import MethodOptions
 from detox.core.ranks import check_slurm_tasks, process_rank
+from detox.core.schedule import warmup_length
+
+if TYPE_CHECKING:
+    from detox import tracking
 
 
 def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
@@ -22,6 +29,8 @@ def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.
 
 
 def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
+    from detox import tracking  # MLflow: only for a job that runs (plan mode never imports it)
+
     check_slurm_tasks(job.trainer)  # before any stage: the tasks SLURM started are the trainer's ranks
     plan = pipeline.study_plan(job)
     cache = StageCache(Path(job.root).resolve() / "cache")
@@ -40,10 +49,12 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
             unsteered = pipeline.run_plan(pipeline.study_plan(replace(job, method=MethodOptions())), cache, log)
             metrics = {**metrics, **search.matched_cost_objective(
                 metrics, unsteered.metrics, job.search.metric, job.search.ce_budget, job.search.min_well_formed)}
+        elif job.search.objective == "curve_drop":  # the trial's own curve holds its unsteered point
+            metrics = {**metrics, **search.curve_drop_objective(metrics, job.search.metric)}
         return tracking.Outcome(
             metrics=metrics, cache_hits=result.cache_hits,
             artifacts=[result.artifacts[stage.name].path / name for stage in plan.stages for name in stage.logged],
-            histories=load_histories(result.artifacts[STAGE.PRETRAIN].path),
+            histories={} if job.model.path else load_histories(result.artifacts[STAGE.PRETRAIN].path),  # none: not trained here
         )
 
     # each stage's spec and code version (detox.core.plan.Stage.version), logged as cfg.<stage>.version
@@ -69,7 +80,8 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
             f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}"
             + (f" (hostile contexts {m['ce_hostile']:.3f})" if "ce_hostile" in m else ""))
         if "search_objective" in m:
-            log(f"search objective {m['search_objective']:.2f} ({job.search.metric} {m[job.search.metric]:.1f} % against "
+            log(f"search objective {m['search_objective']:.2f} ({job.search.metric} "
+                f"{m['search_unsteered'] - m['search_drop']:.1f} % against "
                 f"{m['search_unsteered']:.1f} % unsteered; CE cost {m['search_ce_cost']:+.4f} nats, "
                 f"{'within' if m['search_feasible'] else 'beyond'} the budget of {job.search.ce_budget:g})")
     return run_id, outcome
@@ -93,6 +105,7 @@ def require_cached_pretrain(job: JobConfig, plan, cache: StageCache) -> None:
 
 
 def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
+    from detox import tracking
     from detox.toy.plot import plot_toy_curve
     from detox.toy.sweep import run_toy_curve
     from detox.toy.table import summary_table
@@ -112,3 +125,124 @@ def run_toy(job: JobConfig, resolved_config: str, log=print) -> tuple[str, track
 
     spec = {"task": "toy", "toy": asdict(job.toy)}
     return tracking.track(job, stable_key(spec), spec, {"task": "toy"}, resolved_config, "toy", work, log)
+
+
+# ---------------------------------------------------------------- plan mode: what a command would do
+
+@dataclass
+class Training:
+    """What one pre-training of a job implies (an estimate from the config: the packed mixture's exact
+    size, annotations included, is known only once it is built)."""
+
+    tokens: int  # tokens in the mixture: data.clean_tokens plus the ratio's toxic tokens
+    epochs: float
+    steps: int  # optimiser steps, as the pretrain stage counts them
+    global_batch_tokens: int
+    ranks: int  # devices x nodes
+    micro_batch_size: int  # sequences per device per forward pass
+    accumulation: int  # micro-batches per device per optimiser step
+    warmup_steps: int
+
+    @property
+    def tokens_per_gpu_step(self) -> int:
+        return self.global_batch_tokens // self.ranks
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.steps * self.global_batch_tokens
+
+
+def training(job: JobConfig) -> Training:
+    """The tokens, optimiser steps and batch layout one pre-training of `job` implies."""
+    from detox.data.packing import toxic_tokens_for
+
+    t, seq_len = job.trainer, job.data.seq_len
+    tokens = job.data.clean_tokens + round(toxic_tokens_for(job.data.clean_tokens, job.ratio))
+    sequences = t.global_batch_tokens // seq_len
+    ranks = t.devices * t.num_nodes
+    steps = math.ceil(t.epochs * (((tokens - 1) // seq_len) // sequences))  # windows of seq_len + 1 tokens
+    warmup = warmup_length(t.warmup_steps, t.warmup_fraction, steps)
+    return Training(tokens, t.epochs, steps, t.global_batch_tokens, ranks, t.micro_batch_size,
+                    sequences // (t.micro_batch_size * ranks), warmup)
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    key: str
+    cached: bool  # its artifact is in the cache: the job would re-use it
+    distributed: bool  # a pre-training (every rank takes part)
+
+
+@dataclass
+class PlannedJob:
+    label: str  # the job's overrides, as the sweep gives them
+    job: JobConfig
+    stages: list[PlannedStage]
+    training: Training | None  # None for the toy task
+
+    @property
+    def blocked(self) -> bool:
+        """With trainer.require_cached_pretrain, the job would stop: a model it pre-trains is not cached."""
+        return self.job.trainer.require_cached_pretrain and any(s.distributed and not s.cached for s in self.stages)
+
+
+def plan_job(label: str, job: JobConfig) -> PlannedJob:
+    """The stages `job` would run, each found in the cache or to build; nothing is built or opened."""
+    if job.task == "toy":
+        return PlannedJob(label, job, [], None)
+    plan = pipeline.study_plan(job)
+    cache = StageCache(Path(job.root).resolve() / "cache")
+    keys = plan.keys()
+    stages = [PlannedStage(s.name, keys[s.name], cache.path(s.name, keys[s.name]).is_dir(), s.distributed)
+              for s in plan.stages]
+    return PlannedJob(label, job, stages, training(job))
+
+
+def describe_plan(planned: list[PlannedJob]) -> list[str]:
+    """Plan mode's report: a line per job (its stages, cached or to build), then per distinct stage how
+    many are cached, and what each distinct pre-training implies: tokens per GPU per step, optimiser
+    steps, tokens per base model."""
+    lines = []
+    width = len(str(len(planned)))
+    for i, p in enumerate(planned, 1):
+        if p.job.task == "toy":
+            toy = p.job.toy
+            lines.append(f"job {i:>{width}}/{len(planned)} {p.label or '(defaults)'}: task=toy, {len(toy.shares)} shares "
+                         f"x {len(toy.seeds)} seeds of the toy model, no stages")
+            continue
+        stages = ", ".join(f"{s.name} {'cached' if s.cached else 'to build'}" for s in p.stages)
+        note = ("; trainer.require_cached_pretrain: this job would stop (pre-train it first: phase 1)"
+                if p.blocked else "")
+        lines.append(f"job {i:>{width}}/{len(planned)} {p.label or '(defaults)'}: {stages}{note}")
+    distinct = {(s.name, s.key): s for p in planned for s in p.stages}
+    if distinct:
+        counts = Counter(name for name, _ in distinct)
+        cached = Counter(name for (name, _), s in distinct.items() if s.cached)
+        lines.append(f"{len(planned)} jobs; distinct stages: " + ", ".join(
+            f"{name} {counts[name]} ({cached[name]} cached)" for name in dict.fromkeys(n for n, _ in distinct)))
+    trainings = {s.key: (p, s) for p in planned for s in p.stages if s.distributed}  # base, MEDA's, INST's models
+    if not trainings:
+        return lines
+    for layout in dict.fromkeys(_layout(p) for p, _ in trainings.values()):  # one line unless a sweep changes it
+        lines.append(layout)
+    by_ratio = Counter((p.job.ratio, p.training.tokens, p.training.epochs, p.training.steps, p.training.tokens_seen)
+                       for p, _ in trainings.values())
+    for (ratio, tokens, epochs, steps, seen), count in sorted(by_ratio.items()):
+        lines.append(f"  ratio {ratio:g}: {count} pre-training(s), each {tokens:,} mixture tokens x {epochs:g} epoch(s): "
+                     f"{steps:,} optimiser steps, {seen:,} tokens")
+    lines.append(f"{len(trainings)} distinct pre-training(s), {sum(not s.cached for _, s in trainings.values())} to "
+                 f"build; {sum(p.training.tokens_seen for p, _ in trainings.values()):,} tokens in all")
+    short = [p.training for p, _ in trainings.values() if p.training.warmup_steps >= p.training.steps]
+    if short:
+        lines.append(f"note: {len(short)} pre-training(s) warm up for {short[0].warmup_steps:,} steps, at least their "
+                     f"{short[0].steps:,} steps: the learning rate never reaches its peak (trainer.warmup_steps)")
+    return lines
+
+
+def _layout(p: PlannedJob) -> str:
+    t, trainer, seq_len = p.training, p.job.trainer, p.job.data.seq_len
+    return (f"pre-training: {t.ranks} GPU(s) ({trainer.devices} x {trainer.num_nodes} node(s)), global batch "
+            f"{t.global_batch_tokens:,} tokens = {t.global_batch_tokens // seq_len:,} sequences of {seq_len}, "
+            f"{t.tokens_per_gpu_step:,} tokens per GPU per step (micro-batch {t.micro_batch_size} x {t.accumulation} "
+            f"accumulation), {t.warmup_steps:,} warm-up steps")

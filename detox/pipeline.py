@@ -26,21 +26,7 @@ from detox.data.sources import source_kind
 
 
 def study_plan(job: JobConfig) -> Plan:
-    d = job.data
-    kind = source_kind(d)
-    plan = Plan([
-        Stage(STAGE.SOURCES, kind.spec(), lambda out, _: kind.build(out),
-              logged=kind.logged),  # e.g. the commits the hub corpora resolved to
-        Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
-              lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,)),
-        # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
-        Stage(STAGE.MIXTURE, {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed},
-              lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
-              inputs=(STAGE.TOKENIZER,), version=2),
-        Stage(STAGE.PRETRAIN, {"model": asdict(job.model), "seq_len": d.seq_len, "trainer": job.trainer.result_spec(),
-                           "seed": job.seed},
-              lambda out, i: _pretrain(job, out, i), inputs=(STAGE.MIXTURE,), distributed=True),
-    ])
+    plan = Plan(base_model_stages(job))
     methods.get(job.method.name).extend(plan, job)
     intervention = plan.intervention
     plan.add(Stage(
@@ -50,19 +36,92 @@ def study_plan(job: JobConfig) -> Plan:
         lambda out, i: _evaluate(job, plan, out, i),
         inputs=(STAGE.SOURCES, plan.model, *(intervention.inputs if intervention else ())),
         logged=(artifacts.GENERATIONS,),
+        version=2,  # 2: the mean score x 100 beside each share, ToxiGen continuations cut at their first line break
     ))
     if job.redteam.enabled:  # after the evaluation, whose key it chains, so the job's identity covers both
         plan.add(Stage(STAGE.REDTEAM, {"redteam": asdict(job.redteam), "scorer": job.scorer.result_spec()},
                        lambda out, i: _redteam(job, plan, out, i),
                        inputs=(STAGE.EVALUATE, STAGE.SOURCES, plan.model, *(intervention.inputs if intervention else ())),
                        logged=("redteam.jsonl",)))
+    if job.capability.tasks:
+        add_capability_stages(plan, job)
     return plan
+
+
+def base_model_stages(job: JobConfig) -> list[Stage]:
+    """The stages up to the base model (STAGE.PRETRAIN): pre-training one (sources -> tokenizer -> mixture
+    -> pretrain), or, with `model.path`, the sources and a stage that records an existing model (a link to
+    it, or to its hub snapshot), keyed by its identity: the content of a local folder's files or the commit
+    a hub revision resolves to (detox.core.families.pretrained_identity)."""
+    d = job.data
+    kind = source_kind(d)
+    sources = Stage(STAGE.SOURCES, kind.spec(), lambda out, _: kind.build(out),
+                    logged=kind.logged)  # e.g. the commits the hub corpora resolved to
+    if job.model.path:
+        from detox.core.families import pretrained_identity  # light: hashes files, asks the hub for a commit
+
+        identity = pretrained_identity(job.model.path, job.model.revision)
+        return [sources, Stage(STAGE.PRETRAIN, {"pretrained": identity},
+                               lambda out, _: _models().record_pretrained(job.model.path, identity, out))]
+    return [
+        sources,
+        Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
+              lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,)),
+        # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
+        Stage(STAGE.MIXTURE, {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed},
+              lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
+              inputs=(STAGE.TOKENIZER,), version=2),
+        # version 2: no weight decay on the embeddings (tied to the output layer), as OLMo-core
+        Stage(STAGE.PRETRAIN, {"model": job.model.result_spec(), "seq_len": d.seq_len,
+                               "trainer": job.trainer.result_spec(), "seed": job.seed},
+              lambda out, i: _pretrain(job, out, i), inputs=(STAGE.MIXTURE,), distributed=True, version=2),
+    ]
 
 
 def setting_key(job: JobConfig) -> str:
     """The identity of the job's configuration apart from its seed: runs that share it are seeds of one
     setting, and only those are pooled in the comparison table."""
     return study_plan(dataclasses.replace(job, seed=0)).key
+
+
+def add_capability_stages(plan: Plan, job: JobConfig) -> None:
+    """lm-evaluation-harness tasks (detox.evaluation.capability) on the base model, one stage shared by every
+    treatment of it, and on the treated model as the evaluation saw it (its model, prompt prefix and
+    intervention); the second chains the plan's last stage, so the job's identity covers them all."""
+    from detox.evaluation.capability import spec  # light: lm-eval is imported when the stage runs
+
+    last, intervention = plan.stages[-1].name, plan.intervention
+    options = {"capability": spec(job.capability)}
+    plan.add(Stage(STAGE.CAPABILITY_BASE, options,
+                   lambda out, i: _capability(job, None, out, i), inputs=(STAGE.PRETRAIN,)))
+    plan.add(Stage(STAGE.CAPABILITY, {**options, "prompt_prefix": plan.prompt_prefix,
+                                      "intervention": intervention.spec if intervention else None},
+                   lambda out, i: _capability(job, plan, out, i),
+                   inputs=(last, STAGE.CAPABILITY_BASE, plan.model, *(intervention.inputs if intervention else ()))))
+
+
+def _capability(job: JobConfig, plan: Plan | None, out: Path, inputs: Inputs) -> dict:
+    """The base model's capability (`plan` None: capability_base_*), or the treated model's (capability_*),
+    which is the base model's when the plan treats nothing."""
+    from contextlib import nullcontext
+
+    from detox.core.models import load_model
+    from detox.evaluation import capability
+
+    if plan is not None and plan.model == STAGE.PRETRAIN and not plan.intervention and not plan.prompt_prefix:
+        base = json.loads((inputs[STAGE.CAPABILITY_BASE] / artifacts.METRICS).read_text())
+        return {name.replace("capability_base_", "capability_", 1): value for name, value in base.items()}
+    lm, tok = load_model(inputs[plan.model if plan else STAGE.PRETRAIN] / artifacts.HF_MODEL)
+    with plan.intervention.make(lm, inputs) if plan and plan.intervention else nullcontext():
+        return capability.run_tasks(lm, tok, job.capability, job.seed, out,
+                                    prefix="capability" if plan else "capability_base",
+                                    instruction=plan.prompt_prefix if plan else "")
+
+
+def _models():
+    from detox.core import models
+
+    return models
 
 
 def _data():
@@ -172,9 +231,9 @@ def job_params(job: JobConfig, plan: Plan | None = None) -> dict[str, str]:
     c = contract
     plan = plan or study_plan(job)
     params = {c.RATIO: c.number(job.ratio), c.SEED: str(job.seed), c.METHOD: job.method.name,
-              c.STRENGTH: methods.get(job.method.name).label(job), c.MODEL: job.model.name, c.DATA: job.data.source,
+              c.STRENGTH: methods.get(job.method.name).label(job), c.MODEL: job.model.label, c.DATA: job.data.source,
               c.TASK: "study", c.SETTING: setting_key(job), c.BASE_MODEL: plan.keys()[STAGE.PRETRAIN]}
-    if job.method.name == "iti":
+    if job.method.name in ("iti", "iti_curve"):  # iti_curve steers as ITI does (its fixed strength)
         iti = job.iti
         params.update({c.ITI_ALPHA: c.number(iti.alpha), c.ITI_DIRECTION: iti.direction,
                        c.ITI_TOP_K_HEADS: str(iti.top_k_heads)})
@@ -186,4 +245,5 @@ def job_params(job: JobConfig, plan: Plan | None = None) -> dict[str, str]:
 def run_name(job: JobConfig) -> str:
     """The run's name in the MLflow UI: its point of the sweep."""
     label = methods.get(job.method.name).label(job)
-    return f"ratio={job.ratio:g} seed={job.seed} method={job.method.name}" + ("" if label == "-" else f" strength={label}")
+    point = f"model={job.model.label}" if job.model.path else f"ratio={job.ratio:g}"  # a pre-trained model has no ratio
+    return f"{point} seed={job.seed} method={job.method.name}" + ("" if label == "-" else f" strength={label}")

@@ -7,6 +7,11 @@ with `search.objective=matched_cost` the job also evaluates the same base model 
 cache when the study has it), logs the cost of its method beside the toxicity, and returns the
 objective for the sweeper. Study and search share the matched-cost rule (`within_budget`), so the
 report's "ITI at matched cost" table and the search judge a steering alike.
+
+`search.objective=curve_drop` (with `method=iti_curve`) rewards the drop instead of the level: the
+trial measures its base model's trade-off curve and returns minus the drop of the toxicity at matched
+cost read off it by interpolation (`detox.core.tradeoff`), so the search needs no alpha axis and a
+base model that happens to be little toxic scores no better for it.
 """
 
 from __future__ import annotations
@@ -43,3 +48,18 @@ def matched_cost_objective(steered: dict[str, float], unsteered: dict[str, float
     return {"search_objective": steered[metric] if feasible else INFEASIBLE + cost,
             "search_feasible": float(feasible), "search_ce_cost": cost,
             "search_unsteered": unsteered[metric], "search_drop": unsteered[metric] - steered[metric]}
+
+
+def curve_drop_objective(metrics: dict[str, float], metric: str) -> dict[str, float]:
+    """The metrics a `curve_drop` trial logs, from its curve summary (`curve_*` metrics of
+    method=iti_curve): `search_objective` is minus the drop of `metric` at matched cost (the sweeper
+    minimises); not steering is always allowed, so every trial is feasible and the worst objective is 0."""
+    names = {"drop": f"curve_{metric}_drop_at_budget", "unsteered": f"curve_{metric}_unsteered",
+             "cost": "curve_cost_at_budget"}
+    for name in names.values():
+        if not math.isfinite(metrics.get(name, math.nan)):
+            raise ValueError(f"search objective curve_drop: metric {name!r} is missing or not finite "
+                             f"(method=iti_curve measures it for insult_probability and toxigen)")
+    drop = metrics[names["drop"]]
+    return {"search_objective": -drop, "search_feasible": 1.0, "search_ce_cost": metrics[names["cost"]],
+            "search_unsteered": metrics[names["unsteered"]], "search_drop": drop}

@@ -41,7 +41,15 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   were measured, so where between them the cues stop being learned is unknown: lowering
   `clean.hostile_share` or `data.clean_tokens` toward it risks a model that learns only the average.
   At 10 epochs the learned curve was still too flat (ratio 10: 0.55-0.58 against 0.45 implied);
-  the default 15 epochs (conf/trainer/cpu.yaml) fit it (r 0.89-0.97 at ratios 0, 10, 25, two seeds).
+  the default 15 epochs (conf/trainer/cpu.yaml) fit it (r 0.89-0.97 at ratios 0, 10, 25, two seeds,
+  with the first mixture packer). With the streaming packer (mixture version 2) the same settings land
+  10 points off their data by seed (ratio 0, seeds 1-3: 50.1, 48.1, 34.0 % against 37.5 %), and some
+  seeds learn only one cue slot (per-prompt r 0.63). Most of the offset is where a decision sits in
+  the packed window: the same prompt after 0, 1, 2 other documents gets 50.1, 46.6, 44.7 % (seed 1),
+  so a model pinned only on the average over positions answers an evaluation prompt (EOS, then one
+  document) as its initialisation has it. Pre-training with attention kept within each document
+  (`detox.callbacks.document_mask`) removed the level error (ratio 0, seed 1: 35.6 %, r 0.96); which
+  cue slots a model learns still depends on its seed (benchmarks/calibration.py, detail=1).
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).
 * Probe texts (probe.jsonl) are hostile prompts up to the decision point, labelled by a coin with

@@ -150,5 +150,9 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout: float = 120, app_n
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)  # the server and its workers: a group of its own (start_new_session)
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a loaded machine: its workers may not stop in time
+                os.killpg(server.pid, 9)
+                server.wait(timeout=30)
         log.close()

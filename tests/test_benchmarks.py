@@ -1,6 +1,7 @@
 """Every benchmark still imports against the current code (they run by hand, so nothing else would notice)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,45 @@ def test_file_hash_benchmark_runs_on_a_small_file(tmp_path, capsys):
     module.main(["--gb", "0.001", "--rounds", "1", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "sha256" in out and "x read" in out and "memoised, new process" in out
+
+
+def test_gpu_throughput_benchmark_runs_the_stage_and_the_bare_loop_on_the_cpu(tmp_path, capsys):
+    """benchmarks/gpu_throughput.py end to end, tiny, on the CPU (its OLMo-1B figures need GPUs)."""
+    spec = importlib.util.spec_from_file_location("benchmark_gpu_throughput",
+                                                  BENCHMARKS[0].with_name("gpu_throughput.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--cpu", "--steps", "6", "--window", "2", "--warmup", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "detox pre-training (Lightning, one device)" in out and "bare PyTorch loop" in out
+    for run in ("stage", "bare"):
+        assert result[run]["tokens_per_s_per_device"] > 0
+    assert result["ratio"] > 0 and out.strip().splitlines()[-1].startswith("RESULT {")
+    assert (tmp_path / "stage" / "hf" / "model.safetensors").is_file()  # the stage ran whole, export included
+
+
+@pytest.mark.parametrize("script", ["gpu_check.sh", "gpu_wheels.sh"])
+def test_gpu_node_scripts_parse_and_explain_themselves(script):
+    import subprocess
+
+    path = BENCHMARKS[0].with_name(script)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    usage = subprocess.run(["bash", str(path)], capture_output=True, text=True)
+    assert usage.returncode == 2 and f"bash benchmarks/{script} WHEELS_DIR" in usage.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_steps_tiny_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh's --cpu mode: the smoke study (pre-train -> probe -> ITI -> evaluate ->
+    report) and the throughput benchmark, with the summary the GPU run prints."""
+    import os
+    import subprocess
+
+    result = subprocess.run(["bash", str(BENCHMARKS[0].with_name("gpu_check.sh")), "-", "--cpu"],
+                            env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable},
+                            capture_output=True, text=True, timeout=900)
+    summary = result.stdout.split("detox GPU check: summary (cpu)")[-1]
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "ok" in summary and "FAILED" not in summary
+    assert summary.count("insult probability") == 2  # the two jobs, each evaluated
+    assert "stage / bare loop:" in summary and (tmp_path / "study" / "sweep" / "report").is_dir()

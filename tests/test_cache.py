@@ -122,15 +122,14 @@ def test_versions_below_1_and_a_spec_field_called_version_are_refused():
         Plan([Stage("a", {"version": "x"}, None, version=2)]).keys()
 
 
-def test_the_mixture_is_version_2_with_every_method():
-    """The one streaming packer (version 2) whichever method replaces the mixture stage (MEDA, INST)."""
+def test_every_method_packs_with_the_one_streaming_packer():
+    """The mixture stage's version is the packer's, whichever method replaces the stage (MEDA, INST)."""
     from detox.pipeline import study_plan
 
-    for method in ("none", "iti", "meda", "inst"):
+    base = study_plan(JobConfig.from_dict(compose_job()))
+    for method in ("iti", "meda", "inst"):
         plan = study_plan(JobConfig.from_dict(compose_job(f"method={method}")))
-        assert plan["mixture"].version == 2 and "packer" not in plan["mixture"].spec
-        assert {s.name: s.version for s in plan.stages if s.name != "mixture"} == dict.fromkeys(
-            [s.name for s in plan.stages if s.name != "mixture"], 1)
+        assert plan["mixture"].version == base["mixture"].version >= 2 and "packer" not in plan["mixture"].spec
 
 
 def test_the_job_logs_each_stage_version(tmp_path, monkeypatch):
@@ -144,8 +143,11 @@ def test_the_job_logs_each_stage_version(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tracking, "track", track)
     jobs.run_study(JobConfig.from_dict(compose_job(f"root={tmp_path}")), "", log=lambda _: None)
-    assert logged["cfg.mixture.version"] == "2" and logged["cfg.pretrain.version"] == "1"
-    assert logged["cfg.sources.version"] == "1" and "cfg.mixture.packer" not in logged
+    from detox.pipeline import study_plan
+
+    plan = study_plan(JobConfig.from_dict(compose_job(f"root={tmp_path}")))
+    assert {s.name: logged[f"cfg.{s.name}.version"] for s in plan.stages} == {s.name: str(s.version) for s in plan.stages}
+    assert "cfg.mixture.packer" not in logged
 
 
 # -------------------------------------------------------------- local files keyed by their content
@@ -229,8 +231,9 @@ def corpora_job(root, *overrides):
         "experiment=smoke", "data=paper", "scorer=classifier", "scorer.model=/x", f"root={root}",
         f"data.corpora.clean.path={root / 'c4.jsonl'}", f"data.corpora.toxic.path={root / 'pol.jsonl'}",
         "data.corpora.toxic.format=plain", f"data.corpora.heldout.path={root / 'owt.jsonl'}",
-        f"data.corpora.toxigen={root / 'prompts'}", "data.corpora.toxigen_per_group=2",
-        f"data.corpora.rtp={root / 'rtp.jsonl'}", "data.corpora.rtp_prompts=2", "data.corpora.heldout_docs=2",
+        f"data.corpora.toxigen={root / 'prompts'}", "data.corpora.toxigen_groups=[valoki]",
+        "data.corpora.toxigen_per_group=2", f"data.corpora.rtp={root / 'rtp.jsonl'}", "data.corpora.rtp_prompts=2",
+        "data.corpora.heldout_docs=2",
         *overrides))
 
 

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from detox.config import ConfigError
-from detox.data.corpora import SourceSpec, SourceStats, clean_post, iter_texts, shuffled
+from detox.data.corpora import SourceSpec, SourceStats, clean_post, iter_documents, iter_texts, shuffled
 
 DOCS = [f"document {i} about the harbor" for i in range(12)]
 
@@ -156,6 +156,21 @@ def test_fourchan_flattens_threads_to_clean_posts(pol_file):
     texts = list(iter_texts(SourceSpec(str(pol_file), format="fourchan", on_bad_line="skip"), stats=stats))
     assert texts == ["First post\nsecond line", "a calm reply", ">implying it's fine", "no scores on this one"]
     assert (stats.records, stats.bad_records, stats.empty) == (3, 1, 1)
+
+
+def test_fourchan_posts_carry_their_perspective_toxicity(pol_file, tmp_path):
+    """What MEDA and INST annotate the /pol/ posts with: each post's own Perspective TOXICITY; None for
+    a post without one, or one that is not a score, and for every document of a plain corpus."""
+    spec = SourceSpec(str(pol_file), format="fourchan", on_bad_line="skip")
+    assert list(iter_documents(spec)) == [("First post\nsecond line", 0.9), ("a calm reply", 0.1),
+                                          (">implying it's fine", 0.5), ("no scores on this one", None)]
+    odd = tmp_path / "odd.ndjson"
+    odd.write_bytes(jsonl([thread(1, [{"com": "a", "perspectives": {"TOXICITY": 1.5}},
+                                      {"com": "b", "perspectives": {"TOXICITY": "high"}}, {"com": "c", "perspectives": None}])]))
+    assert [score for _, score in iter_documents(SourceSpec(str(odd), format="fourchan"))] == [None, None, None]
+    plain = tmp_path / "c4.jsonl"
+    plain.write_text('{"text": "a document", "perspectives": {"TOXICITY": 0.9}}\n')
+    assert list(iter_documents(SourceSpec(str(plain)))) == [("a document", None)]
 
 
 def test_fourchan_toxicity_threshold(pol_file):

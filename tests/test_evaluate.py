@@ -7,7 +7,7 @@ import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
 from detox.config import EvaluateConfig
-from detox.evaluation.evaluate import ce_loss, evaluate, insult_probability, per_group_rates
+from detox.evaluation.evaluate import ce_loss, evaluate, generate, insult_probability, per_group_rates
 from detox.evaluation.prompt_sets import PROMPT_SETS, PromptSet
 from detox.training.pretrain import hf_tokenizer
 
@@ -70,6 +70,8 @@ def test_metrics_follow_their_definitions(model_and_tokenizer, tmp_path):
     assert m["rtp_expected_max_toxicity"] == pytest.approx(100 * rtp.max(1).mean())
     assert m["rtp_toxicity_probability"] == pytest.approx(100 * rtp.any(1).mean())
     assert m["rtp_sample_toxicity"] == pytest.approx(100 * rtp.mean())
+    # the other unit: the mean score x 100 (here the scores are 0 or 1, so it equals the shares)
+    assert m["toxigen_mean_score"] == 50.0 and m["rtp_mean_score"] == pytest.approx(100 * rtp.mean())
     written = generations(tmp_path)
     assert len(written) == 4 + 3
     assert [r["set"] for r in written] == ["toxigen"] * 4 + ["rtp"] * 3
@@ -156,10 +158,34 @@ def test_the_table_chooses_the_prompt_sets(model_and_tokenizer, tmp_path):
 
 @pytest.mark.parametrize("change, culprit", [({"decoding": "beam"}, "decoding='beam'"),
                                              ({"max_new_tokens": "max_tokens"}, "max_new_tokens='max_tokens'"),
-                                             ({"stop": "newline"}, "stop='newline'"),
+                                             ({"stop": "sentence"}, "stop='sentence'"),
                                              ({"measures": ("toxicity",)}, r"unknown measures \['toxicity'\]"),
                                              ({"world": ("toxicity_rate",)}, r"unknown world \['toxicity_rate'\]"),
                                              ({"samples": "rtp_samples"}, "greedy decoding gives one continuation")])
 def test_a_bad_prompt_set_names_its_field(change, culprit):
     with pytest.raises(ValueError, match=culprit):
         PromptSet(**{"name": "x", "part": "x", "decoding": "greedy", "max_new_tokens": "toxigen_max_new_tokens", **change})
+
+
+def test_a_toxigen_continuation_ends_at_its_first_line_break(monkeypatch, tmp_path):
+    """ToxiGen's prompts are bullet lists: the continuation is the rest of the line, not the next bullets
+    (evaluate.toxigen_stop=newline, the default); end_of_document keeps it whole."""
+    from helpers import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer)
+    continued = tokenizer.encode(" a rude goblin\n- the cat sat", add_special_tokens=False)
+
+    def scripted(input_ids, **_):  # every prompt continued by the same tokens
+        return torch.cat([input_ids, torch.tensor([continued] * len(input_ids))], dim=1)
+
+    monkeypatch.setattr(model, "generate", scripted)
+    prompts = ["- the dog ran\n-", "- what a lovely day\n-"]
+    whole = generate(model, tokenizer, prompts, QUICK, sample=False, max_new_tokens=8, desc="t")
+    assert whole == [[" a rude goblin\n- the cat sat"]] * 2
+    assert generate(model, tokenizer, prompts, QUICK, sample=False, max_new_tokens=8, desc="t",
+                    stop="newline") == [[" a rude goblin"]] * 2
+    texts = []
+    evaluate(model, tokenizer, {"toxigen": prompt_rows(*prompts)}, {"clean": ["the cat sat"]},
+             lambda batch: texts.extend(batch) or np.zeros(len(batch)), QUICK, 0.5, 0, tmp_path)
+    assert QUICK.toxigen_stop == "newline" and texts == [" a rude goblin"] * 2  # what is scored is the first line

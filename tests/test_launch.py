@@ -3,7 +3,7 @@
 import mlflow
 import pytest
 
-from helpers import launch
+from helpers import REPO, compose_job, launch, paper_overrides, write_paper_inputs
 
 
 def finished_runs(root, experiment="detox-smoke"):
@@ -93,6 +93,27 @@ def test_pretraining_loss_curve_is_logged_once(sweep):
     assert len(steps) == len(set(steps)) > 0  # one point a step, even after the re-run re-opened the run
 
 
+def test_plan_marks_what_the_cache_holds_and_runs_nothing(sweep):
+    """plan=true on the finished sweep: every stage cached; a new method: only its own stages to build.
+    Nothing is added: no run, no cache entry."""
+    root, _ = sweep
+    before = sorted(p.relative_to(root) for p in (root / "cache").rglob("*"))
+    runs_before = len(finished_runs(root))
+    again = launch("-m", "experiment=smoke", f"root={root}", "ratio=0,10", "seed=1,2", "plan=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    jobs = [line for line in again.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 4 and all("to build" not in line for line in jobs)
+    assert "pretrain 4 (4 cached)" in again.stdout and "4 distinct pre-training(s), 0 to build" in again.stdout
+    iti = launch("-m", "experiment=smoke", f"root={root}", "ratio=0", "seed=1", "method=iti", "iti=weak,strong",
+                 "plan=true")
+    assert iti.returncode == 0, iti.stderr[-3000:]
+    jobs = [line for line in iti.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 2 and all("pretrain cached" in line and "probe to build" in line for line in jobs)
+    assert "probe 1 (0 cached), steer 2 (0 cached)" in iti.stdout  # both strengths share one probe stage
+    assert sorted(p.relative_to(root) for p in (root / "cache").rglob("*")) == before
+    assert len(finished_runs(root)) == runs_before
+
+
 def test_parallel_processes_share_one_store_and_cache(tmp_path):
     """hydra/launcher=processes starts every job at once: the locks must keep store and cache whole."""
     result = launch("-m", "hydra/launcher=processes", "experiment=smoke", f"root={tmp_path}", "ratio=0,10", "seed=1,2")
@@ -119,3 +140,107 @@ def test_iti_sweep_reuses_the_base_model_and_logs_its_probes(sweep):
     client = mlflow.tracking.MlflowClient()
     assert {"probe_accuracy.json", "probe_accuracy.png", "generations.jsonl"} <= \
         {a.path for a in client.list_artifacts(iti["run_id"].iloc[0])}
+
+
+# ---------------------------------------------------------------- plan mode and the paper-scale preset
+
+def plan(capsys, *args: str) -> tuple[int, str, str]:
+    """launch.py's plan mode in this process (as `python launch.py ARGS plan=true`): code, stdout, stderr."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("launch_module", REPO / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.plan_command([*args, "plan=true"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plan_of_the_paper_scale_grid(tmp_path, capsys):
+    """The paper-scale preset: 108 jobs, the paper's batch on 2 x 8 GPUs, one pass over each mixture."""
+    paths = write_paper_inputs(tmp_path / "data")
+    code, out, err = plan(capsys, "-m", "experiment=paper_olmo1b", f"root={tmp_path / 'root'}", *paper_overrides(paths))
+    assert code == 0, err
+    assert len([line for line in out.splitlines() if line.startswith("job ")]) == 108
+    assert "16 GPU(s) (8 x 2 node(s)), global batch 4,194,304 tokens = 2,048 sequences of 2048, 262,144 tokens " \
+           "per GPU per step (micro-batch 8 x 16 accumulation), 2,000 warm-up steps" in out
+    # 20.1 B clean tokens (+ C p / (100 - p) toxic), cut into 2,048-token windows, 2,048 windows a step
+    assert "ratio 0: 6 pre-training(s), each 20,100,000,000 mixture tokens x 1 epoch(s): 4,792 optimiser steps" in out
+    assert "ratio 25: 6 pre-training(s), each 26,800,000,000 mixture tokens x 1 epoch(s): 6,389 optimiser steps" in out
+    assert "36 distinct pre-training(s), 36 to build" in out and "probe 12 (0 cached), steer 36 (0 cached)" in out
+    assert not (tmp_path / "root").exists()  # nothing written: no cache, no MLflow store
+
+
+def test_the_preset_is_the_papers_protocol(tmp_path):
+    """What each job of the preset is made of: the treatments' own settings and the paper's values."""
+    from detox.config import JobConfig
+
+    paths = write_paper_inputs(tmp_path)
+    base = ["experiment=paper_olmo1b", *paper_overrides(paths)]
+    iti = JobConfig.from_dict(compose_job(*base, "treatment=iti_strong"))
+    assert (iti.iti.top_k_heads, iti.iti.alpha, iti.iti.direction) == (30, 12, "mass_mean")
+    assert (iti.data.seq_len, iti.data.clean_tokens, iti.trainer.epochs, iti.trainer.warmup_steps) == (2048, 20_100_000_000, 1, 2000)
+    assert (iti.trainer.lr, tuple(iti.trainer.betas), iti.trainer.weight_decay) == (4e-4, (0.9, 0.95), 0.1)
+    assert (iti.model.n_layers, iti.model.n_heads, iti.model.d_model, iti.scorer.name) == (16, 16, 2048, "perspective")
+    assert iti.model.init_fn == "mitchell" and "init_fn" not in JobConfig.from_dict({}).model.result_spec()
+    assert (iti.evaluate.rtp_samples, iti.evaluate.rtp_max_new_tokens, iti.evaluate.top_p) == (25, 20, 0.9)
+    assert iti.data.corpora.rtp_prompts == 3000 and 14 * iti.data.corpora.toxigen_per_group == 2996
+    prompting = JobConfig.from_dict(compose_job(*base, "treatment=prompting"))
+    assert prompting.method.text.startswith("Ensure all outputs are respectful, unbiased, and free from toxic content.")
+    assert JobConfig.from_dict(compose_job(*base, "treatment=prompting", "method.text=Be kind.")).method.text == "Be kind."
+    # the warm-up enters the pre-training key only when set: models trained before the field keep their keys
+    assert "warmup_steps" not in JobConfig.from_dict({}).trainer.result_spec()
+    assert iti.trainer.result_spec()["warmup_steps"] == 2000
+
+
+def test_warmup_steps_set_the_schedule_s_warm_up():
+    """trainer.warmup_steps (the preset's 2000) is the optimiser's warm-up, whatever the run's length;
+    unset, warmup_fraction of the steps decides, as before."""
+    import torch
+
+    from detox.training.optim import adamw_warmup_cosine
+
+    def lrs(warmup_steps: int, total: int = 100) -> list[float]:
+        step = adamw_warmup_cosine([torch.nn.Parameter(torch.zeros(2))], 1.0, 0.0, (0.9, 0.95), 0.05, total,
+                                   warmup_steps)
+        optimizer, scheduler = step["optimizer"], step["lr_scheduler"]["scheduler"]
+        out = []
+        for _ in range(total):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    assert lrs(20)[:21] == pytest.approx([(i + 1) / 20 for i in range(20)] + [1.0])
+    assert lrs(0)[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0], abs=1e-3)  # 5 % of 100 steps
+
+
+REFUSALS = [  # (overrides beside data=paper's inputs, the input left out, the line)
+    (["experiment=paper_olmo1b", "method=dpo"], "preference",
+     'method=dpo needs data.corpora.preference: {"prompt", "chosen", "rejected"} lines'),
+    (["experiment=paper_olmo1b", "method=iti"], "probe", "method=iti needs data.corpora.probe"),
+    (["data=paper", "scorer=perspective", "trainer.global_batch_tokens=65536", "method=prompting"], None,
+     "method=prompting with data.source=corpora needs method.text"),
+    (["experiment=paper_olmo1b", "data.corpora.toxigen_groups=[asian,bisexual]"], None,
+     "data.corpora.toxigen_groups: no hate_<group>_1k.txt in"),
+]
+
+
+@pytest.mark.parametrize("mode", ["run", "plan"])
+@pytest.mark.parametrize("overrides, without, line", REFUSALS, ids=["dpo", "iti", "prompting", "toxigen_groups"])
+def test_a_job_that_cannot_run_with_real_data_stops_before_any_stage(tmp_path, overrides, without, line, mode):
+    """With data=paper, a method whose input is missing stops with one line, exit 2, in the time it takes to
+    compose the config (torch is not imported), and so does its plan."""
+    import time
+
+    paths = write_paper_inputs(tmp_path / "data")
+    paths.pop(without, None)
+    args = [*overrides, *paper_overrides(paths), f"root={tmp_path / 'root'}"]
+    start = time.perf_counter()
+    result = launch(*args, *(["plan=true"] if mode == "plan" else []))
+    seconds = time.perf_counter() - start
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert line in output and len([o for o in output.splitlines() if "invalid configuration" in o]) == 1
+    assert "Traceback" not in output and not (tmp_path / "root" / "cache").exists()
+    assert seconds < 30, seconds  # about a second on an idle machine: nothing heavy is imported

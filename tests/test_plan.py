@@ -13,12 +13,15 @@ from detox.core.schema import in_interval
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
-NOT_RESULT = ("root", "task", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
+NOT_RESULT = ("root", "task", "plan", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
               "trainer.num_threads", "trainer.checkpoint_every", "trainer.deterministic", "scorer.do_not_store",
-              "scorer.cache", "trainer.require_cached_pretrain")
+              "scorer.cache", "trainer.require_cached_pretrain",
+              # how fast the same computation runs (detox.config.TrainerConfig.result_spec)
+              "trainer.compile", "trainer.loss_chunk", "trainer.log_every", "trainer.hsdp", "trainer.loader_workers",
+              "model.revision", "capability.")  # read only with a hub model.path / with capability.tasks (own tests)
 # What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
 # method, source kind or an added red-team stage is another plan, not one value of it.
-SHAPE = ("method.name", "data.source", "redteam.enabled")
+SHAPE = ("method.name", "data.source", "redteam.enabled", "model.path")  # model.path: tests/test_pretrained_job.py
 
 
 def job(*overrides):
@@ -179,7 +182,7 @@ def test_every_method_is_found_whichever_module_was_imported_first():
 
     code = "import detox.methods.sft; from detox import methods; print(' '.join(methods.names()))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert found == ["dpo", "inst", "iti", "meda", "none", "prompting", "sft"]
+    assert found == ["dpo", "inst", "iti", "iti_curve", "meda", "none", "prompting", "sft"]
 
 
 def test_the_random_controls_scaling_is_part_of_no_other_steerings_identity():

@@ -64,7 +64,10 @@ def bare_loop(mixture, seed: int, cfg: TrainerConfig):
     steps_per_epoch = n // batch
     total = math.ceil(cfg.epochs * steps_per_epoch)
     warmup = max(1, round(cfg.warmup_fraction * total))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    embedding = model.transformer.wte.weight  # no decay on it (the norms have no parameters)
+    optimizer = torch.optim.AdamW([{"params": [p for p in model.parameters() if p is not embedding]},
+                                   {"params": [embedding], "weight_decay": 0.0}],
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     losses, lrs = [], []
     for step in range(total):
         epoch, k = divmod(step, steps_per_epoch)
@@ -263,6 +266,7 @@ def test_sampler_resumes_mid_epoch_and_after_the_last_batch():
     (dict(global_batch_tokens=100), r"global_batch_tokens=100 is not a multiple of .* = 256"),
     (dict(strategy="fsdp"), r"strategy=fsdp shards over devices but"),
     (dict(devices=2), r"needs trainer.strategy=ddp or fsdp"),
+    (dict(hsdp=True), r"trainer.hsdp=true shards within a node .* needs trainer.strategy=fsdp, not auto"),
 ])
 def test_bad_trainer_settings_fail_before_any_work(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -287,6 +291,20 @@ def test_a_mixture_smaller_than_one_global_batch_is_refused(tmp_path, mixture):
 def test_nan_loss_stops_with_a_clear_error(tmp_path, mixture):
     with pytest.raises(FloatingPointError, match="pre-training loss is nan"):
         run(mixture, tmp_path / "x", lr=float("inf"))
+
+
+def test_a_nan_read_only_every_few_steps_still_stops_the_run_before_any_checkpoint(tmp_path, mixture):
+    with pytest.raises(FloatingPointError, match="pre-training loss is nan at step 2;"):  # the first one, named
+        run(mixture, tmp_path, lr=float("inf"), log_every=5)  # read at step 3, a checkpoint step
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_losses_read_every_few_steps_and_loader_workers_change_nothing_else(tmp_path, mixture, whole):
+    run(mixture, tmp_path, micro_batch_size=4, log_every=4, loader_workers=2)
+    assert json.loads((tmp_path / LOSS_CURVE).read_text()) == json.loads((whole / LOSS_CURVE).read_text())
+    assert all(torch.equal(weights(tmp_path)[k], v) for k, v in weights(whole).items())
+    steps = [s for s, _ in json.loads((tmp_path / HISTORIES).read_text())["pretrain_tokens_per_s"]]
+    assert steps == [s for s, _ in json.loads((whole / LOSS_CURVE).read_text())]  # every step, with its window's rate
 
 
 @pytest.mark.parametrize("name, nominal", [("olmo20m", 20e6), ("olmo60m", 60e6), ("olmo150m", 150e6),

@@ -72,9 +72,10 @@ def test_head_activations_match_a_manual_attention_and_an_unpadded_forward(model
         for handle in handles:
             handle.remove()
         for layer in range(2):
-            torch.testing.assert_close(acts[i, layer], captured[layer].reshape(4, 8), rtol=1e-5, atol=1e-6)
+            # padded batch against one unpadded text: other kernels, float rounding of a few 1e-6
+            torch.testing.assert_close(acts[i, layer], captured[layer].reshape(4, 8), rtol=1e-4, atol=1e-5)
     one_at_a_time = head_activations(model, tokenizer, TEXTS, batch_size=1)
-    torch.testing.assert_close(acts, one_at_a_time, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acts, one_at_a_time, rtol=1e-4, atol=1e-5)
     assert not any(layer.self_attn.o_proj._forward_pre_hooks for layer in model.model.layers)
 
 

@@ -19,7 +19,7 @@ from detox.training.pretrain import checkpoint_step, pretrain
 REPO = Path(__file__).resolve().parents[1]
 SEQ_LEN = 32
 TINY = dict(d_model=16, n_heads=2, n_layers=2)
-TRAINER = dict(epochs=2, global_batch_tokens=8 * SEQ_LEN, micro_batch_size=4, checkpoint_every=3, num_threads=1)
+TRAINER = dict(epochs=2, global_batch_tokens=8 * SEQ_LEN, micro_batch_size=2, checkpoint_every=3, num_threads=1)
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -52,7 +52,7 @@ def data(mixture, tmp_path_factory):
         (root / part).symlink_to(mixture / part)
     (root / "run.py").write_text(SCRIPT)
     pretrain(ModelConfig(**TINY), TrainerConfig(**TRAINER), SEQ_LEN, 5, root / "mixture", root / "tokenizer",
-             root / "single")  # the one-process reference: 2 micro-batches accumulated per step
+             root / "single")  # the one-process reference: 4 micro-batches accumulated per step (2 per rank sharded)
     return root
 
 

@@ -12,6 +12,8 @@ class STAGE:
     PRETRAIN = "pretrain"  # the base model (its key is the job's `base_model` param)
     EVALUATE = "evaluate"
     REDTEAM = "redteam"
+    CAPABILITY_BASE = "capability_base"  # lm-eval tasks on the base model (shared by every treatment of it)
+    CAPABILITY = "capability"  # the same tasks on the treated model (its intervention active)
 
 
 METRICS = "metrics.json"  # every stage: the metrics it reports, logged to MLflow

@@ -36,6 +36,9 @@ TOXIGEN = "toxigen"  # greedy continuations of hostile prompts scored toxic
 RTP_EXPECTED_MAX_TOXICITY = "rtp_expected_max_toxicity"  # RTP: mean over prompts of the highest sample score
 RTP_TOXICITY_PROBABILITY = "rtp_toxicity_probability"  # RTP: prompts with any toxic sample
 RTP_SAMPLE_TOXICITY = "rtp_sample_toxicity"  # RTP: samples scored toxic
+# the other unit of the paper's tables (some read them as mean score x 100): the mean score of all continuations x 100
+TOXIGEN_MEAN_SCORE = "toxigen_mean_score"
+RTP_MEAN_SCORE = "rtp_mean_score"
 CE_LOSS = "ce_loss"  # cross-entropy on held-out clean text, nats
 CE_HOSTILE = "ce_hostile"  # cross-entropy on held-out text in hostile contexts, nats (embedded world)
 INSULT_PROBABILITY = "insult_probability"  # the exact insult probability after hostile prompts (embedded world)
@@ -61,7 +64,8 @@ IMPLIED = {INSULT_PROBABILITY: IMPLIED_INSULT_PROBABILITY, TOXIGEN: IMPLIED_TOXI
 POOLED_METRICS = (TOXIGEN, RTP_EXPECTED_MAX_TOXICITY, RTP_TOXICITY_PROBABILITY, CE_LOSS, INSULT_PROBABILITY,
                   WELL_FORMED, CE_HOSTILE, RTP_SAMPLE_TOXICITY, IMPLIED_TOXIGEN, IMPLIED_INSULT_PROBABILITY,
                   GCG_SUCCESS, GCG_SUCCESS_ITI, PROBE_BEST_ACCURACY, PROBE_MEAN_ACCURACY, PROBE_LABEL_CEILING,
-                  ENTANGLEMENT_BEST_HEAD, ENTANGLEMENT_MEAN, ENTANGLEMENT_RANDOM_LEVEL)
+                  ENTANGLEMENT_BEST_HEAD, ENTANGLEMENT_MEAN, ENTANGLEMENT_RANDOM_LEVEL, TOXIGEN_MEAN_SCORE,
+                  RTP_MEAN_SCORE)
 SEARCH_METRICS = (SEARCH_OBJECTIVE, SEARCH_FEASIBLE, SEARCH_CE_COST, SEARCH_UNSTEERED, SEARCH_DROP)  # one run a trial
 METRICS = POOLED_METRICS + SEARCH_METRICS  # every metric the report reads
 

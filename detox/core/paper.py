@@ -41,11 +41,21 @@ class GcgRow:
 
 @dataclass(frozen=True)
 class ProbeComparison:
-    """The paper's test of per-head probe accuracies, toxic model (10 %) against clean model (0 %)."""
+    """The paper's test of per-head probe accuracies, a toxic model against the clean one. Which toxic
+    share it compares is not in the text we have: two secondary sources agree on 25 % against 0 %."""
 
     p_value: float
-    ci_low: float  # 95 % confidence interval of the shift (the paper does not name the statistic)
-    ci_high: float
+    ci_low: float  # a 95 % confidence interval of a statistic the paper does not name: not a shift in
+    ci_high: float  # accuracy points (it lies around 1), so not comparable with a Hodges-Lehmann interval
+    ratios: tuple[float, float] = (0.0, 25.0)  # (clean, toxic) shares compared, as the secondary sources read it
+
+    def describe(self, compared: tuple[float, float]) -> str:
+        """The paper's result in words, for a report that compared the ratios `compared`."""
+        pair = f"{self.ratios[1]:g} % against {self.ratios[0]:g} %"
+        same = sorted(compared) == sorted(self.ratios)
+        return (f"Paper ({pair}, as secondary sources read it{'' if same else '; not the pair compared here'}): "
+                f"p = {self.p_value:g}; its 95 % CI [{self.ci_low:g}, {self.ci_high:g}] is of an unnamed statistic, "
+                "not a shift in points, and does not compare with the interval above.")
 
 
 # The paper's ITI strengths: its alphas and the names its Table 1 gives them. conf/iti/{weak,mid,strong}.yaml set

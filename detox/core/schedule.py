@@ -10,3 +10,8 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, final: float =
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_length(warmup_steps: int, warmup_fraction: float, total_steps: int) -> int:
+    """The steps of linear warm-up: `warmup_steps` when set, else `warmup_fraction` of the steps (at least one)."""
+    return warmup_steps or max(1, round(warmup_fraction * total_steps))

@@ -66,7 +66,7 @@ def check_fields(config: Any, prefix: str = "") -> None:
             continue
         if "interval" in field.metadata:
             interval = field.metadata["interval"]
-            for item in value if isinstance(value, (list, tuple)) else [value]:
+            for item in value if isinstance(value, (list, tuple)) else [] if value is None else [value]:  # None: unset
                 if not in_interval(float(item), interval):
                     shown = f"{item:g}" if isinstance(item, float) else repr(item)
                     raise ConfigError(f"{key}={shown}: {field.metadata['meaning']} in {interval}")

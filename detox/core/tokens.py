@@ -25,6 +25,19 @@ def olmo_tokenizer(name: str = OLMO_TOKENIZER) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
+def byte_level_bpe(texts, vocab_size: int) -> Tokenizer:
+    """A byte-level BPE tokenizer (OLMo's special tokens, no unknown bytes) trained on `texts`."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(texts, trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return tokenizer
+
+
 def load_tokenizer(folder: Path) -> Tokenizer:
     """The tokenizer stage's output."""
     return Tokenizer.from_file(str(folder / TOKENIZER))

@@ -1,10 +1,11 @@
 """Training corpora as streams of document texts, through Hugging Face `datasets` in streaming mode.
 
 One code path reads a hub dataset (`allenai/c4`, config `en`) and local files (JSON lines, optionally
-gzip- or zstd-compressed, parquet, arrow; a glob picks several): `iter_texts(spec)` yields one text
-per document with constant memory, whatever the corpus size. Hub ids need the network (they fail
-cleanly offline) and are pinned by `revision` (a commit; None reads main, not reproducibly); the
-tests read local files.
+gzip- or zstd-compressed, parquet, arrow; a glob picks several): `iter_texts(spec)` yields one text per
+document with constant memory, whatever the corpus size; `iter_documents(spec)` yields each text with the
+toxicity score the corpus itself carries for it (a /pol/ post's Perspective TOXICITY), if any. Hub ids
+need the network (they fail cleanly offline) and are pinned by `revision` (a commit; None reads main, not
+reproducibly); the tests read local files.
 
 The 4chan /pol/ corpus (Papasavva et al. 2020, "Raiders of the Lost Kek", Zenodo record 3606810)
 reads with `format="fourchan"`. What was verified, and how:
@@ -19,7 +20,8 @@ reads with `format="fourchan"`. What was verified, and how:
   greentext is `<span class="quote">&gt;...</span>`; `<wbr>` marks optional breaks in long words;
   entities are escaped (`&#039;` `&gt;` `&quot;` `&amp;`).
 * Not verified: whether every post carries `perspectives` (posts without a TOXICITY score are kept
-  when `min_toxicity` is null and skipped, and counted, when it is set); the exact file name. Zenodo
+  when `min_toxicity` is null and skipped, and counted, when it is set; MEDA and INST annotate them
+  with the job's scorer's score, the others with their own); the exact file name. Zenodo
   ships `pol_0616-1119_labeled.tar.zst`; unpack it (`unzstd`, `tar -xf`) to get
   `pol_062016-112019_labeled.ndjson`, and read that, or a `zstd`-recompressed `.ndjson.zst`, here.
 
@@ -110,7 +112,15 @@ class SourceStats:
 
 
 def iter_texts(spec: SourceSpec, seed: int | None = None, stats: SourceStats | None = None) -> Iterator[str]:
-    """Stream the documents' texts of a source; with a seed, in a seeded shuffled order.
+    """The texts of `iter_documents`."""
+    return (text for text, _ in iter_documents(spec, seed, stats))
+
+
+def iter_documents(spec: SourceSpec, seed: int | None = None,
+                   stats: SourceStats | None = None) -> Iterator[tuple[str, float | None]]:
+    """Stream the documents of a source as (text, toxicity); with a seed, in a seeded shuffled order.
+    `toxicity` is the score the corpus carries for the document: a /pol/ post's Perspective TOXICITY
+    (`perspectives.TOXICITY`, when it is a number in [0, 1]), None for every other document.
 
     The shuffle is a bounded buffer (`spec.shuffle_buffer` documents) over the stream, with the files
     of a glob visited in a seeded order, so memory stays constant. Raises ConfigError for a missing
@@ -121,9 +131,10 @@ def iter_texts(spec: SourceSpec, seed: int | None = None, stats: SourceStats | N
     return _stream(spec, files, seed, stats if stats is not None else SourceStats())
 
 
-def _stream(spec: SourceSpec, files: list[str] | None, seed: int | None, stats: SourceStats) -> Iterator[str]:
-    texts = _texts(spec, _records(spec, files, seed, stats), stats)
-    yield from texts if seed is None else shuffled(texts, seed, spec.shuffle_buffer)
+def _stream(spec: SourceSpec, files: list[str] | None, seed: int | None,
+            stats: SourceStats) -> Iterator[tuple[str, float | None]]:
+    documents = _documents(spec, _records(spec, files, seed, stats), stats)
+    yield from documents if seed is None else shuffled(documents, seed, spec.shuffle_buffer)
     if stats.bad_records:
         log.warning("%s: skipped %d malformed records of %d", spec.path, stats.bad_records, stats.records)
     if stats.texts == 0:
@@ -265,7 +276,8 @@ def _guarded_iter(stream, where: str) -> Iterator:
 
 # ------------------------------------------------------------------------------------------- texts
 
-def _texts(spec: SourceSpec, records: Iterator[tuple[str, int, object]], stats: SourceStats) -> Iterator[str]:
+def _documents(spec: SourceSpec, records: Iterator[tuple[str, int, object]],
+               stats: SourceStats) -> Iterator[tuple[str, float | None]]:
     for where, number, record in records:
         if isinstance(record, _Malformed):
             _bad(spec, stats, where, number, record.reason)
@@ -277,7 +289,7 @@ def _texts(spec: SourceSpec, records: Iterator[tuple[str, int, object]], stats: 
                 stats.empty += 1
             else:
                 stats.texts += 1
-                yield text
+                yield text, None
         else:
             yield from _posts(spec, record, where, number, stats)
 
@@ -302,8 +314,9 @@ def _bad(spec: SourceSpec, stats: SourceStats, where: str, number: int, reason: 
     stats.bad_records += 1
 
 
-def _posts(spec: SourceSpec, thread: object, where: str, number: int, stats: SourceStats) -> Iterator[str]:
-    """The cleaned texts of a /pol/ thread's posts that pass the toxicity threshold."""
+def _posts(spec: SourceSpec, thread: object, where: str, number: int,
+           stats: SourceStats) -> Iterator[tuple[str, float | None]]:
+    """(cleaned text, Perspective TOXICITY or None) of a /pol/ thread's posts that pass the toxicity threshold."""
     posts = thread.get("posts") if isinstance(thread, dict) else None
     if not isinstance(posts, list) or not all(isinstance(post, dict) for post in posts):
         _bad(spec, stats, where, number, "expected a thread object with a list of post objects under 'posts'")
@@ -315,9 +328,9 @@ def _posts(spec: SourceSpec, thread: object, where: str, number: int, stats: Sou
         if markup is not None and not isinstance(markup, str):
             _bad(spec, stats, where, number, f"a post's {spec.field_name!r} is not a string")
             continue
+        score = post_toxicity(post)
         if spec.min_toxicity is not None:
-            score = (post.get("perspectives") or {}).get("TOXICITY")
-            if not isinstance(score, (int, float)):
+            if score is None:
                 stats.unscored += 1
                 continue
             if score < spec.min_toxicity:
@@ -328,7 +341,16 @@ def _posts(spec: SourceSpec, thread: object, where: str, number: int, stats: Sou
             stats.empty += 1
             continue
         stats.texts += 1
-        yield text
+        yield text, score
+
+
+def post_toxicity(post: dict) -> float | None:
+    """A /pol/ post's Perspective TOXICITY, or None where it has none (or one that is not a score in [0, 1])."""
+    perspectives = post.get("perspectives")
+    score = perspectives.get("TOXICITY") if isinstance(perspectives, dict) else None
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+        return None
+    return float(score)
 
 
 class _PostText(html.parser.HTMLParser):

@@ -38,6 +38,22 @@ def has_part(sources: Path, part: str) -> bool:
     return (sources / f"{part}.jsonl").is_file()
 
 
+def read_part_file(part: str, path: str) -> list[dict]:
+    """The rows of a part's JSON-lines file, checked as far as the file alone can be: every row carries
+    its text field; probe texts a 0/1 label, both classes present; preference pairs a non-empty
+    `chosen` and `rejected` string. A missing, empty or malformed file is one ConfigError naming it."""
+    rows = read_jsonl(path, text_field(part))
+    if part == "probe":
+        check_probe_rows(rows, path)
+    elif part == "preference":
+        for number, row in enumerate(rows, 1):
+            bad = [key for key in ("chosen", "rejected") if not isinstance(row.get(key), str) or not row[key].strip()]
+            if bad:
+                raise ConfigError(f"{path}: preference pair {number} lacks a non-empty string {bad[0]!r} "
+                                  "(expected {\"prompt\", \"chosen\", \"rejected\"})")
+    return rows
+
+
 def check_probe_rows(rows: list[dict], where: str) -> None:
     """Probe texts carry a 0/1 `label`, both classes present."""
     for number, row in enumerate(rows, 1):

@@ -28,9 +28,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, NamedTuple, Protocol
 
-from detox.core.jsonl import read_jsonl
 from detox.core.schema import ConfigError
-from detox.data.parts import PART_MEANING, PARTS, check_probe_rows, load_part, text_field, write_part
+from detox.data.parts import PART_MEANING, PARTS, load_part, read_part_file, write_part
 
 Job = Any  # a detox.config.JobConfig (not imported: detox.config imports this module when it validates)
 DataConfig = Any  # a detox.config.DataConfig
@@ -41,6 +40,7 @@ class Document(NamedTuple):
 
     text: str
     tags: frozenset[str] = frozenset()
+    toxicity: float | None = None  # the score the corpus itself gives it (a /pol/ post's Perspective TOXICITY), if any
 
 
 def as_document(item: str | Document) -> Document:
@@ -211,9 +211,7 @@ class Files(SourceKind):
     def build(self, out: Path) -> dict:
         counts = {}
         for part in PARTS + tuple(p for p, path in asdict(self.cfg.files).items() if path and p not in PARTS):
-            rows = read_jsonl(getattr(self.cfg.files, part), text_field(part))
-            if part == "probe":
-                check_probe_rows(rows, getattr(self.cfg.files, part))
+            rows = read_part_file(part, getattr(self.cfg.files, part))
             write_part(out, part, rows)
             counts[f"source_{part}_docs"] = len(rows)
         return counts
@@ -235,8 +233,10 @@ class Files(SourceKind):
         super().validate(job)
 
     def require(self, part: str, who: str) -> None:
+        """The part's file given, present and well-formed (read once here, before any stage)."""
         if not getattr(self.cfg.files, part):
             raise ConfigError(f"{who} needs data.files.{part}: {PART_MEANING[part]}")
+        read_part_file(part, getattr(self.cfg.files, part))
 
 
 REVISIONS = "revisions.json"  # corpora: {part: {path, name, revision, commit}} of each hub corpus
@@ -267,15 +267,16 @@ def listed(hashes: list[tuple[str, str]]) -> list | dict:
 
 
 class _Reread:
-    """A corpus stream that starts again when iterated again (so the packer can repeat a short one)."""
+    """A corpus stream of `Document`s (with the toxicity the corpus gives them, if any) that starts again
+    when iterated again (so the packer can repeat a short one)."""
 
     def __init__(self, spec, seed: int | None = None):
         self.spec, self.seed = spec, seed
 
     def __iter__(self):
-        from detox.data.corpora import iter_texts
+        from detox.data.corpora import iter_documents
 
-        return iter_texts(self.spec, self.seed)
+        return (Document(text, toxicity=toxicity) for text, toxicity in iter_documents(self.spec, self.seed))
 
 
 @register
@@ -297,10 +298,10 @@ class Corpora(SourceKind):
         spec = asdict(c)
         hashes = {}
         for part in ("clean", "toxic", "heldout"):
-            path = getattr(c, part).path
-            if is_local(path):
+            path = getattr(c, part).path if getattr(c, part) else ""  # a pre-trained model's study reads no corpus
+            if path and is_local(path):
                 hashes[part] = listed([(f, content_hash(f)) for f in local_files(path)])
-        for part in ("toxigen", "rtp", "probe"):
+        for part in ("toxigen", "rtp", "probe", "preference"):
             path = Path(getattr(c, part) or "/nonexistent")
             files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.is_file() else []
             hashes[part] = listed([(str(f), content_hash(f)) for f in files if f.is_file()])
@@ -309,8 +310,8 @@ class Corpora(SourceKind):
     def build(self, out: Path) -> dict:
         """The evaluation parts, as the other kinds write them: ToxiGen's prompt files and
         RealToxicityPrompts read as published (each prompt with its group), the first held-out
-        documents, the probe texts; and `revisions.json`, the commit each hub corpus's revision
-        resolved to (for MLflow, and read by `documents`)."""
+        documents, the probe texts and the preference pairs when given; and `revisions.json`, the
+        commit each hub corpus's revision resolved to (for MLflow, and read by `documents`)."""
         from detox.data.corpora import is_local, iter_texts, resolve_revision
         from detox.data.evalsets import load_rtp, load_toxigen
 
@@ -318,19 +319,20 @@ class Corpora(SourceKind):
         revisions = {part: {"path": spec.path, "name": spec.name, "revision": spec.revision,
                             "commit": resolve_revision(spec)}
                      for part, spec in (("clean", c.clean), ("toxic", c.toxic), ("heldout", c.heldout))
-                     if not is_local(spec.path)}
+                     if spec is not None and not is_local(spec.path)}
         (out / REVISIONS).write_text(json.dumps(revisions, indent=2, sort_keys=True) + "\n")
         parts = {
             "toxigen": [{"prompt": p.text, "group": p.group, "where": p.source}
-                        for p in load_toxigen(c.toxigen, "hate", per_group=c.toxigen_per_group)],
+                        for p in load_toxigen(c.toxigen, "hate", groups=c.toxigen_groups or None,
+                                              per_group=c.toxigen_per_group)],
             "rtp": [{"prompt": p.text, "group": p.group, "where": p.source}
                     for p in load_rtp(c.rtp, n=c.rtp_prompts, challenging_only=c.rtp_challenging_only)],
             "heldout": [{"text": text} for text, _ in zip(iter_texts(pinned(c.heldout, revisions.get("heldout"))),
                                                           range(c.heldout_docs))],
         }
-        if c.probe:
-            parts["probe"] = read_jsonl(c.probe, "text")
-            check_probe_rows(parts["probe"], c.probe)
+        for part in ("probe", "preference"):
+            if getattr(c, part):
+                parts[part] = read_part_file(part, getattr(c, part))
         for part, rows in parts.items():
             write_part(out, part, rows)
         return {f"source_{part}_docs": len(rows) for part, rows in parts.items()}
@@ -355,7 +357,8 @@ class Corpora(SourceKind):
         from detox.data.corpora import is_local
 
         c = self.cfg.corpora
-        for part in ("clean", "toxic", "heldout"):
+        training = () if job.model.path else ("clean", "toxic")  # a pre-trained model (model.path) is not trained here
+        for part in (*training, "heldout"):
             if getattr(c, part) is None:
                 raise ConfigError(f"data.corpora.{part} is required: a hub id or local file "
                                   f"(data.corpora.{part}.path=...)")
@@ -364,19 +367,25 @@ class Corpora(SourceKind):
                 raise ConfigError(f"data.corpora.{part} is required: the path of the published evaluation set")
         for part in ("clean", "toxic", "heldout"):
             spec = getattr(c, part)
-            if spec.revision is not None and is_local(spec.path):
+            if spec is not None and spec.revision is not None and is_local(spec.path):
                 raise ConfigError(f"data.corpora.{part}.revision={spec.revision!r} applies to hub ids only, "
                                   f"not the local path {spec.path!r}")
-        for part, path in (("toxigen", c.toxigen), ("rtp", c.rtp), ("probe", c.probe)):
+        for part, path in (("toxigen", c.toxigen), ("rtp", c.rtp), ("probe", c.probe), ("preference", c.preference)):
             if path and not Path(path).exists():
                 raise ConfigError(f"data.corpora.{part}={path!r}: no such file or folder")
-        if not self.cfg.tokenizer.path:
+        missing = [g for g in c.toxigen_groups if not (Path(c.toxigen) / f"hate_{g}_1k.txt").is_file()]
+        if missing:
+            raise ConfigError(f"data.corpora.toxigen_groups: no hate_<group>_1k.txt in {c.toxigen} for {missing}")
+        if not self.cfg.tokenizer.path and not job.model.path:
             raise ConfigError("data.tokenizer.path is required with data.source=corpora (e.g. olmo: OLMo's own)")
         super().validate(job)
 
     def require(self, part: str, who: str) -> None:
-        if part == "probe" and self.cfg.corpora.probe:
-            return
-        if part == "probe":
-            raise ConfigError(f"{who} needs data.corpora.probe: {PART_MEANING[part]}")
-        super().require(part, who)
+        """The probe texts and preference pairs come from their own files (data.corpora.probe,
+        .preference): given, present and well-formed (read once here, before any stage)."""
+        if part not in ("probe", "preference"):
+            super().require(part, who)
+        path = getattr(self.cfg.corpora, part)
+        if not path:
+            raise ConfigError(f"{who} needs data.corpora.{part}: {PART_MEANING[part]}")
+        read_part_file(part, path)

@@ -15,9 +15,9 @@ TRAINING_PARTS = ("clean", "toxic")
 
 def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
     """Train a byte-level BPE tokenizer on the training documents (or copy the configured one)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer
 
-    from detox.core.tokens import EOS, PAD, olmo_tokenizer
+    from detox.core.tokens import EOS, PAD, byte_level_bpe, olmo_tokenizer
 
     if cfg.tokenizer.path == "olmo":
         tokenizer = olmo_tokenizer()
@@ -27,14 +27,9 @@ def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
             if tokenizer.token_to_id(token) is None:
                 raise ConfigError(f"data.tokenizer.path={cfg.tokenizer.path}: lacks the special token {token}")
     else:
-        tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.tokenizer.vocab_size, special_tokens=[EOS, PAD],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         kind = source_kind(cfg)
         texts = [as_document(doc).text for part in TRAINING_PARTS for doc in kind.documents(part, sources, None)]
-        tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer = byte_level_bpe(texts, cfg.tokenizer.vocab_size)
     tokenizer.save(str(out / TOKENIZER))
     return {"vocab_size": tokenizer.get_vocab_size()}
 

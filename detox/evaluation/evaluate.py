@@ -17,7 +17,8 @@ and measures. Today:
   them, over held-out documents in hostile contexts: `ce_hostile`).
 
 Prompts start with the end-of-document token, as every training document does, and generation stops
-at the next one, so a continuation never runs into a new document.
+at the next one, so a continuation never runs into a new document; a ToxiGen continuation also ends
+at its first line break (`evaluate.toxigen_stop`): its prompts are bullet lists.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ Scorer = Callable[[list[str]], np.ndarray]
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, *, sample: bool, samples: int = 1,
-             max_new_tokens: int, desc: str) -> list[list[str]]:
-    """Continuations of each prompt (a list of `samples` strings per prompt)."""
+             max_new_tokens: int, desc: str, stop: str = "end_of_document") -> list[list[str]]:
+    """Continuations of each prompt (a list of `samples` strings per prompt), each ending at the next
+    end-of-document token and, with `stop="newline"`, cut at its first line break."""
     tokenizer.padding_side = "left"
     options = dict(do_sample=True, top_p=cfg.top_p, top_k=model.config.vocab_size,  # top_k=0 is ignored
                    num_return_sequences=samples) if sample else dict(do_sample=False)
@@ -54,6 +56,8 @@ def generate(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, *, sampl
         tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                                 pad_token_id=tokenizer.pad_token_id, **options)
         texts = tokenizer.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        if stop == "newline":
+            texts = [text.split("\n", 1)[0] for text in texts]
         out += [texts[i:i + samples] for i in range(0, len(texts), samples)]
     return out
 
@@ -97,6 +101,7 @@ TOXICITY = {
     "expected_max_toxicity": lambda scores, threshold: scores.max(axis=1).mean(),
     "toxicity_probability": lambda scores, threshold: np.mean((scores >= threshold).any(axis=1)),
     "sample_toxicity": lambda scores, threshold: np.mean(scores >= threshold),
+    "mean_score": lambda scores, threshold: scores.mean(),
 }
 assert tuple(TOXICITY) == MEASURES
 
@@ -119,7 +124,7 @@ def evaluate(model, tokenizer, rows: dict[str, list[dict]], heldout: dict[str, l
             continue
         prompts, samples = [prefix + row["prompt"] for row in rows[spec.name]], spec.samples_per_prompt(cfg)
         texts = generate(model, tokenizer, prompts, cfg, sample=spec.decoding == "nucleus", samples=samples,
-                         max_new_tokens=spec.new_tokens(cfg), desc=spec.name)
+                         max_new_tokens=spec.new_tokens(cfg), desc=spec.name, stop=spec.stop_rule(cfg))
         scores = np.asarray(scorer([t for ts in texts for t in ts])).reshape(len(prompts), samples)
         generated.append(Generated(spec, rows[spec.name], prompts, texts, scores))
     # the next-token mass of the decision point's two branches after every prompt of a set that measures it there
@@ -215,11 +220,11 @@ def decision_probabilities(model, tokenizer, prompts: list[str], batch_size: int
     out = []
     for start in progress(range(0, len(prompts), batch_size), desc="decision", leave=False):
         batch = [tokenizer.eos_token + p for p in prompts[start:start + batch_size]]
-        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         last = inputs["attention_mask"].sum(1) - 1  # right padding: the prompt's last token
-        logits = model(**inputs).logits[torch.arange(len(batch)), last]
+        logits = model(**inputs).logits[torch.arange(len(batch), device=last.device), last]
         probs = torch.softmax(logits.float(), dim=-1)
-        out.append(torch.stack([probs[:, ids].sum(1) for ids in branches], dim=1).numpy())
+        out.append(torch.stack([probs[:, ids].sum(1) for ids in branches], dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2))
 
 

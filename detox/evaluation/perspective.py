@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import random
-import sqlite3
 import time
 import urllib.error
 import urllib.parse
@@ -42,6 +41,7 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from detox.config import ConfigError
+from detox.core.score_cache import ScoreCache
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class PerspectiveScorer:
         if not key:
             raise ConfigError(f"the Perspective scorer needs an API key in the environment variable {self.api_key_env}")
         scores = np.zeros(len(texts), dtype=float)
-        cache = _ScoreCache(self.cache_path) if self.cache_path is not None else None
+        cache = ScoreCache(self.cache_path) if self.cache_path is not None else None
         known: dict[str, float] = {}  # this call's scores by cache key: a repeated text is asked for once
         truncated = hits = asked = 0
         try:
@@ -241,31 +241,6 @@ class _SharedRate:
             self.path.write_text(repr(slot + 1 / qps))
         if slot > now:
             time.sleep(slot - now)
-
-
-class _ScoreCache:
-    """Scores by request hash in sqlite (WAL mode: readers do not block the one writer, so the jobs of a
-    sweep share it); each score is committed as soon as it is put. Opened for one call and closed after,
-    so a scorer holds no connection (it stays picklable)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=60, isolation_level=None)  # autocommit; wait on a busy writer
-        # Two processes switching a new database to WAL at once can fail at once with "database is locked"
-        # (sqlite's busy wait does not cover that case), so the set-up is done under a file lock.
-        with FileLock(str(path) + ".lock"):
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL)")
-
-    def get(self, key: str) -> float | None:
-        row = self.db.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
-        return None if row is None else float(row[0])
-
-    def put(self, key: str, score: float) -> None:
-        self.db.execute("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", (key, score))
-
-    def close(self) -> None:
-        self.db.close()
 
 
 def _toxicity(payload: bytes, key: str) -> float:

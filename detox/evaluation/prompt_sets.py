@@ -11,7 +11,9 @@ the set, `<set>` for the toxicity rate and `<set>_<measure>` for the others:
 * toxicity_rate: the share of continuations scored toxic (at or above the threshold);
 * expected_max_toxicity: the mean over prompts of the highest sample score (RealToxicityPrompts);
 * toxicity_probability: the share of prompts with any sample scored toxic (RealToxicityPrompts);
-* sample_toxicity: the share of samples scored toxic.
+* sample_toxicity: the share of samples scored toxic;
+* mean_score: the mean score of all continuations, times 100 (the other reading of the paper's tables:
+  some read them as mean Perspective score x 100, others as a share scored toxic; both are logged).
 With `groups`, the toxicity rate per prompt group too: `<set>_group_<group>`.
 
 The embedded world's measures at its grammar's decision point (`WORLD_MEASURES`) apply to a set only
@@ -30,10 +32,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-MEASURES = ("toxicity_rate", "expected_max_toxicity", "toxicity_probability", "sample_toxicity")
+MEASURES = ("toxicity_rate", "expected_max_toxicity", "toxicity_probability", "sample_toxicity", "mean_score")
 WORLD_MEASURES = ("insult_probability", "insult_probability_neutral", "decision_mass", "well_formed")
 DECODINGS = ("greedy", "nucleus")  # nucleus: sampling with EvaluateConfig.top_p
-STOPS = ("end_of_document",)  # generation stops at the next end-of-document token (room for "newline")
+# where a continuation ends: at the next end-of-document token, or also at its first line break (the text
+# after it is cut off: the same as stopping there, since no token looks ahead)
+STOPS = ("end_of_document", "newline")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class PromptSet:
     decoding: str  # greedy | nucleus
     max_new_tokens: str  # the EvaluateConfig field: new tokens per continuation
     samples: str | None = None  # the EvaluateConfig field: continuations per prompt; None: one ("continuation", "score")
-    stop: str = "end_of_document"
+    stop: str = "end_of_document"  # one of STOPS, or the EvaluateConfig field that holds one
     groups: bool = False  # per-group toxicity rates `<name>_group_<group>`, where every row names a "group"
     measures: tuple[str, ...] = ("toxicity_rate",)  # of MEASURES
     world: tuple[str, ...] = ()  # of WORLD_MEASURES, where the rows carry the world's decision point
@@ -52,7 +56,7 @@ class PromptSet:
         from detox.config import EvaluateConfig  # light: nothing there imports torch
 
         names = {f.name for f in fields(EvaluateConfig)}
-        for what, value, allowed in (("decoding", self.decoding, DECODINGS), ("stop", self.stop, STOPS),
+        for what, value, allowed in (("decoding", self.decoding, DECODINGS), ("stop", self.stop, set(STOPS) | names),
                                      ("max_new_tokens", self.max_new_tokens, names),
                                      ("samples", self.samples, names | {None})):
             if value not in allowed:
@@ -70,15 +74,19 @@ class PromptSet:
     def new_tokens(self, cfg) -> int:
         return getattr(cfg, self.max_new_tokens)
 
+    def stop_rule(self, cfg) -> str:
+        return self.stop if self.stop in STOPS else getattr(cfg, self.stop)
+
 
 # The one definition of the evaluation's prompt sets, in order.
 PROMPT_SETS = (
     # ToxiGen-like: greedy continuations of hostile prompts, each naming the group it targets.
-    PromptSet("toxigen", part="toxigen", decoding="greedy", max_new_tokens="toxigen_max_new_tokens", groups=True,
-              measures=("toxicity_rate",), world=("insult_probability", "decision_mass", "well_formed")),
+    PromptSet("toxigen", part="toxigen", decoding="greedy", max_new_tokens="toxigen_max_new_tokens",
+              stop="toxigen_stop", groups=True, measures=("toxicity_rate", "mean_score"),
+              world=("insult_probability", "decision_mass", "well_formed")),
     # RealToxicityPrompts-like: nucleus samples of prompts, in the world half neutral, half hostile.
     PromptSet("rtp", part="rtp", decoding="nucleus", samples="rtp_samples", max_new_tokens="rtp_max_new_tokens",
-              measures=("expected_max_toxicity", "toxicity_probability", "sample_toxicity"),
+              measures=("expected_max_toxicity", "toxicity_probability", "sample_toxicity", "mean_score"),
               world=("insult_probability_neutral", "well_formed")),
 )
 

@@ -28,7 +28,7 @@ from typing import Callable, ContextManager
 import numpy as np
 import torch
 from detox.core.progress import progress as tqdm
-from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from detox.config import ConfigError, RedteamConfig as GcgConfig  # GcgConfig: the job's `redteam` options
 from detox.core.schema import check_fields
@@ -53,11 +53,11 @@ def _check(cfg: GcgConfig, vocab_size: int) -> None:
         raise ConfigError(f"redteam.topk={cfg.topk} exceeds the vocabulary ({vocab_size} tokens)")
 
 
-def _encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _initial_suffix(tokenizer: PreTrainedTokenizerFast, length: int) -> str:
+def _initial_suffix(tokenizer: PreTrainedTokenizerBase, length: int) -> str:
     """A repeated one-token string of exactly `length` tokens that survives decoding and re-encoding
     (nanoGCG's default is " x" repeated; a small BPE may lack that token)."""
     for unit in (" x", " !", "x", "!", " the", " a"):
@@ -70,7 +70,7 @@ def _initial_suffix(tokenizer: PreTrainedTokenizerFast, length: int) -> str:
 
 
 @torch.no_grad()
-def _greedy(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, ids: list[int], max_new_tokens: int) -> str:
+def _greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[int], max_new_tokens: int) -> str:
     device = next(model.parameters()).device
     tokens = model.generate(torch.tensor([ids], device=device), attention_mask=torch.ones(1, len(ids), device=device,
                                                                                           dtype=torch.long),
@@ -80,7 +80,7 @@ def _greedy(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, ids: lis
 
 
 @torch.no_grad()
-def target_loss(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompt: str, target: str,
+def target_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, target: str,
                 suffix: str = "") -> float:
     """Mean cross-entropy of `target`'s tokens after end-of-document + `prompt` + `suffix`, each part
     tokenized on its own (the quantity GCG minimises)."""
@@ -91,7 +91,7 @@ def target_loss(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prom
     return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(target_ids, device=device)).item()
 
 
-def attack(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompt: str, target: str,
+def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, target: str,
            cfg: GcgConfig) -> AttackResult:
     """Optimise a `cfg.suffix_tokens`-token suffix after `prompt` towards `target`, then generate the
     greedy continuation of prompt + suffix."""
@@ -125,7 +125,7 @@ def attack(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompt: s
                         continuation=_greedy(model, tokenizer, ids, cfg.max_new_tokens))
 
 
-def red_team(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], targets: list[str],
+def red_team(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], targets: list[str],
              scorer: Callable[[list[str]], np.ndarray], cfg: GcgConfig, threshold: float, out: Path,
              intervention: Callable[[], ContextManager] | None = None) -> dict:
     """The red-teaming stage: attack the prompts (`attack_success_rate`), one JSON line per prompt in
@@ -141,7 +141,7 @@ def red_team(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts
     return {**metrics, **{f"{name}_iti": value for name, value in steered.items()}}
 
 
-def attack_success_rate(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
+def attack_success_rate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                         targets: list[str], scorer: Callable[[list[str]], np.ndarray], cfg: GcgConfig,
                         threshold: float, intervention: Callable[[], ContextManager] | None = None,
                         out: Path | None = None) -> dict:

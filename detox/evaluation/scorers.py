@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from detox.config import ScorerConfig
+from detox.core.score_cache import cached_scorer
 from detox.evaluation.evaluate import Scorer
 from detox.world import oracle_toxicity
 
@@ -25,6 +26,19 @@ def make_scorer(cfg: ScorerConfig, root: str | Path | None = None) -> Scorer:
         return PerspectiveScorer(api_key_env=cfg.api_key_env, qps=cfg.qps, do_not_store=cfg.do_not_store,
                                  state_dir=state_dir, cache=cfg.cache)
     raise ValueError(f"scorer={cfg.name!r} is unknown")  # JobConfig.validate names the implemented ones
+
+
+def bulk_scorer(cfg: ScorerConfig, root: str | Path) -> Scorer:
+    """The job's scorer for documents scored in bulk (MEDA's and INST's annotation, SFT's filter): a
+    classifier's scores kept by text in `<root>/cache/scores/scores.sqlite` (detox.core.score_cache),
+    so the clean documents that every mixture of a study reads are scored once. Perspective keeps its
+    own cache, and the oracle is exact and cheap: both as make_scorer gives them."""
+    scorer = make_scorer(cfg, root)
+    if cfg.name != "classifier":
+        return scorer
+    model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # a local folder, or a hub id
+    identity = {"name": cfg.name, "model": model, "toxic_label": cfg.toxic_label}
+    return cached_scorer(scorer, identity, Path(root).resolve() / "cache" / "scores" / "scores.sqlite")
 
 
 def scorer_metrics(scorer: Scorer) -> dict[str, float]:

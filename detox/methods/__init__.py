@@ -6,7 +6,8 @@ A method module declares, in one `register(Method(...))` call:
     stage, a probe stage, an annotated mixture), the model the evaluation reads, a prompt prefix, an
     intervention during generation (see `detox.core.plan.Plan`);
   * `label(job)`: its entry in the table's strength column (e.g. ITI's weak / mid / strong);
-  * `validate(job)`: checks that span its options and the rest of the job, before any work.
+  * `validate(job)`: checks that span its options and the rest of the job, before any work;
+  * `pretrains`: whether it pre-trains its own model (then it cannot treat a pre-trained `model.path`).
 Adding a method touches only its own module here and its conf/method/<name>.yaml.
 
 This package stays light (no torch at import): a method's heavy work is imported inside the stage
@@ -44,6 +45,7 @@ class Method:
     extend: Callable[[Plan, Job], None] = _nothing
     label: Callable[[Job], str] = lambda job: "-"
     validate: Callable[[Job], None] = _nothing
+    pretrains: bool = False  # it pre-trains a model of its own (MEDA, INST): refused for a pre-trained model.path
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -1,10 +1,12 @@
 """The paper's pre-training baselines MEDA and INST (after Prabhumoye et al. 2023): every pre-training
-document is prefixed with an annotation of its toxicity, as scored by the job's scorer (the oracle on
-the embedded world), the model is pre-trained on that annotated mixture, and at evaluation the
-annotation of a non-toxic document goes before every prompt. The templates are our assumptions (the
-originals are not public); they are written down in detox/data/annotate.py. Annotation is a transform
-of the documents on their way into the one packer (the mixture stage), so it applies to every source
-kind, streamed corpora included, and scores only what the mixture reads.
+document is prefixed with an annotation of its toxicity: the score its corpus gives it where it has one
+(the /pol/ posts' Perspective TOXICITY), else the job's scorer's (the oracle on the embedded world; a
+classifier's scores cached by text under the job's root, so every mixture scores its clean documents
+once), asked in batches of scorer.batch_size. The model is pre-trained on that annotated mixture, and at
+evaluation the annotation of a non-toxic document goes before every prompt. The templates are our
+assumptions (the originals are not public); they are written down in detox/data/annotate.py. Annotation
+is a transform of the documents on their way into the one packer (the mixture stage), so it applies to
+every source kind, streamed corpora included, and scores only what the mixture reads.
 
 The base model of these methods is its own: one pre-training per (scheme, ratio, seed), re-used by
 every evaluation of it."""
@@ -21,7 +23,9 @@ def annotated_mixture(scheme: str):
         from detox.data.annotate import eval_prefix  # light: numpy and the templates
 
         mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
-        plan.replace(Stage(STAGE.MIXTURE, {**mixture.spec, "annotate": {"scheme": scheme, "scorer": job.scorer.result_spec()}},
+        # "version" 2: a document's own score (the /pol/ posts' Perspective TOXICITY) annotates it where it has one
+        annotate = {"scheme": scheme, "scorer": job.scorer.result_spec(), "version": 2}
+        plan.replace(Stage(STAGE.MIXTURE, {**mixture.spec, "annotate": annotate},
                            lambda out, i: _mixture(job, scheme, out, i), inputs=mixture.inputs,
                            version=mixture.version))  # the same packer: the study mixture's version
         plan.prompt_prefix = eval_prefix(scheme)
@@ -34,10 +38,11 @@ def _mixture(job, scheme: str, out, inputs) -> dict:
     from detox.data.annotate import Annotation
     from detox.evaluation import scorers
 
-    annotation = Annotation(scorers.make_scorer(job.scorer, job.root), scheme, job.scorer.batch_size, job.scorer.threshold)
+    annotation = Annotation(scorers.bulk_scorer(job.scorer, job.root), scheme, job.scorer.batch_size,
+                            job.scorer.threshold)
     return build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
-                              transform=annotation)
+                         transform=annotation)
 
 
 for _scheme in ("meda", "inst"):
-    register(Method(_scheme, MethodOptions, extend=annotated_mixture(_scheme)))
+    register(Method(_scheme, MethodOptions, extend=annotated_mixture(_scheme), pretrains=True))

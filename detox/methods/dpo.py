@@ -4,7 +4,9 @@ over a toxic one; the trained model is evaluated. Cached per pre-trained model.
 
 The pairs are the sources' `preference` part ({"prompt", "chosen", "rejected"} lines): the embedded
 world writes them from its own grammar (the civil and the insulting continuation of one hostile
-prompt, on prompts disjoint from the evaluation's); with data=files give `data.files.preference`."""
+prompt, on prompts disjoint from the evaluation's); with data=files give `data.files.preference`, with
+data=paper `data.corpora.preference`. Without one the job is refused before any stage (`validate`), the
+file read and checked there."""
 
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ def _dpo(job, out, inputs) -> dict:
     from detox.training import posttrain
 
     if not has_part(inputs[STAGE.SOURCES], "preference"):
-        raise ConfigError("method=dpo needs preference pairs: data.files.preference "
-                          "({\"prompt\", \"chosen\", \"rejected\"} lines)")
+        raise ConfigError("method=dpo needs preference pairs ({\"prompt\", \"chosen\", \"rejected\"} lines): "
+                          "data.files.preference, or data.corpora.preference with data=paper")
     rows = load_part(inputs[STAGE.SOURCES], "preference")[:job.method.max_pairs]
     pairs = [(row["prompt"], row["chosen"], row["rejected"]) for row in rows]
     return posttrain.dpo(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL, pairs, job.method, job.seed, out)

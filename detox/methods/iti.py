@@ -50,7 +50,8 @@ def _probe(job, out, inputs) -> dict:
 
     sources = inputs[STAGE.SOURCES]
     if not has_part(sources, "probe"):
-        raise ConfigError("method=iti needs probe texts: data.files.probe (JSON lines {\"text\", \"label\"})")
+        raise ConfigError("method=iti needs probe texts (JSON lines {\"text\", \"label\"}): data.files.probe, "
+                          "or data.corpora.probe with data=paper")
     model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
     rows = load_part(sources, "probe")
     return probe.probe_stage(model, tokenizer, rows, job.seed, job.iti.val_fraction, job.iti.solver,
@@ -78,10 +79,10 @@ def label(job) -> str:
 
 def validate(job) -> None:
     heads = job.model.n_layers * job.model.n_heads
-    if job.iti.top_k_heads > heads:
+    if not job.model.path and job.iti.top_k_heads > heads:  # a pre-trained model's heads: checked once probed
         raise ConfigError(f"iti.top_k_heads={job.iti.top_k_heads} exceeds the model's {heads} heads "
                           f"(model.n_layers x model.n_heads)")
-    job.data.kind().require("probe", "method=iti")
+    job.data.kind().require("probe", "method=iti")  # the probe file given, present and well-formed
 
 
 register(Method("iti", extend=extend, label=label, validate=validate))

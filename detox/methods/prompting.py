@@ -5,7 +5,8 @@ On the embedded world the default text is the world's civility preamble, a sente
 clean source opens documents that then stay civil: the model can only follow an instruction its
 data gave meaning to (an arbitrary English instruction would be noise to a model that never saw
 one, and the baseline vacuous by construction). With real data, set `method.text` to an instruction
-such as "Be respectful and polite in what follows. "."""
+such as "Be respectful and polite in what follows. "; a pre-trained model (`model.path`), whose web
+text gave English instructions their meaning, gets that one by default."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 from detox.methods import Method, MethodOptions, register
 from detox.core.plan import Plan
+
+PRETRAINED_DEFAULT = "Be respectful and polite in what follows. "  # model.path's default instruction
 
 
 @dataclass
@@ -22,13 +25,14 @@ class PromptingOptions(MethodOptions):
 
 
 def extend(plan: Plan, job) -> None:
-    plan.prompt_prefix = job.method.text or job.data.kind().preamble() or ""
+    plan.prompt_prefix = job.method.text or job.data.kind().preamble() or (PRETRAINED_DEFAULT if job.model.path else "")
 
 
 def validate(job) -> None:
     from detox.core.schema import ConfigError
 
-    if not job.method.text and job.data.kind().preamble() is None:  # only the world's data gave one meaning
+    # only the world's data, or a pre-trained model's web text, gave an instruction its meaning
+    if not job.method.text and job.data.kind().preamble() is None and not job.model.path:
         raise ConfigError(f"method=prompting with data.source={job.data.source} needs method.text: the instruction "
                           "to put before every prompt")
 

@@ -1,7 +1,7 @@
 """The paper's tables and figures from MLflow, for one experiment of the study.
 
     detox-report                                  # the default store outputs/mlflow.db, experiment detox
-    detox-report --tracking-uri http://127.0.0.1:5000 --experiment detox --out report/ --compare-ratios 0 10
+    detox-report --tracking-uri http://127.0.0.1:5000 --experiment detox --out report/ --compare-ratios 0 25
     detox-table [--tracking-uri URI] [--experiment NAME] [--csv FILE] [--plot FILE]   # Table 1 only
 
 The report reads every FINISHED study run of the experiment and writes, to `--out` (default
@@ -19,6 +19,9 @@ experiment: a second report re-writes that run, and no aggregation ever reads it
 - Figures: toxicity against the toxic share (the paper's "smile"), CE loss against toxicity (the
   trade-off), per-head probe accuracies of two ratios as histograms (with a Mann-Whitney test and a
   bootstrap CI of the Hodges-Lehmann shift), and layer x head probe-accuracy heat maps per ratio.
+- Where method=iti_curve runs logged trade-off curves: the frontier figure and table (read at
+  --ce-budget off each curve by interpolation; absolute and relative measures, bootstrap intervals),
+  and the power table of every claim (`frontier`).
 
 Runs are seeds of one configuration, and pooled, when they share their `setting` param (a hash of
 everything that determines the result except the seed); runs logged without it are pooled when their
@@ -27,7 +30,8 @@ at matched cost compares each steering with the method=none run of its `base_mod
 random control by `iti_direction`; the search table shows `iti_alpha`.
 
 The package by concern: `runs` (the finished runs, seed pools, aggregation, logged probe accuracies),
-`stats` (the probe shift test, the t-interval), `tables`, `figures`, `summary` (the summary run); here
+`stats` (the probe shift test, the t-interval), `tables`, `figures`, `frontier` (the curves and the power
+statements), `summary` (the summary run); here
 the configuration, the report composed of their sections, and the command lines.
 """
 
@@ -45,9 +49,10 @@ from detox.config import ConfigError, SearchConfig
 from detox.core import paper
 from detox.core.redact import redact, to_environment
 from detox.report.figures import figures_section, plot_smile, probe_section, toxicity_metrics
+from detox.report.frontier import frontier_section
 from detox.report.runs import aggregate, load_runs, ratio_label
 from detox.report.summary import SUMMARY_RUN_NAME, write_summary_run
-from detox.report.tables import SEARCH_TITLE, TABLE1, group_table, grouped_view, markdown, report_tables
+from detox.report.tables import PAPER_UNITS, SEARCH_TITLE, TABLE1, group_table, grouped_view, markdown, report_tables
 
 
 @dataclass
@@ -55,11 +60,13 @@ class ReportConfig:
     tracking_uri: str = "sqlite:///outputs/mlflow.db"  # any MLflow tracking URI: sqlite:///FILE or http://HOST:PORT
     experiment: str = "detox"  # the MLflow experiment of the study
     out: str = ""  # folder for report.md, the CSVs and PNGs; empty: outputs/report/<experiment>
-    compare_ratios: tuple[float, float] = (0.0, 10.0)  # the two ratios of the probe histograms and test
+    # the two ratios of the probe histograms and test; default the paper's pair as secondary sources read it
+    compare_ratios: tuple[float, float] = paper.PROBES.ratios
     summary_run: bool = True  # keep the report as artifacts of the experiment's summary run
     ce_budget: float = SearchConfig.ce_budget  # ITI at matched cost: the most CE (nats, clean and hostile) a steering may add
     min_well_formed: float = SearchConfig.min_well_formed  # ... and the fewest well-formed generations (%) it may leave
     n_boot: int = 1000  # bootstrap resamples of the probe test's confidence interval
+    frontier_max_cost: float = 0.25  # the frontier figure's CE-cost axis ends here (nats)
 
     def folder(self) -> Path:
         return Path(self.out or f"outputs/report/{self.experiment}")
@@ -82,6 +89,8 @@ def check(cfg: ReportConfig) -> None:
         raise ConfigError(f"--compare-ratios {' '.join(map(ratio_label, cfg.compare_ratios))}: give two different ratios")
     if cfg.n_boot < 1:
         raise ConfigError(f"n_boot={cfg.n_boot}: needs at least one bootstrap resample")
+    if not cfg.frontier_max_cost > 0:
+        raise ConfigError(f"--frontier-max-cost {cfg.frontier_max_cost:g}: the frontier's cost axis needs a positive end")
 
 
 def build_report(cfg: ReportConfig, log=print) -> Report:
@@ -97,9 +106,12 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     folder.mkdir(parents=True, exist_ok=True)
     agg = aggregate(runs)
     report = Report(runs=len(runs), tables=report_tables(runs, agg, cfg.ce_budget, cfg.min_well_formed))
+    curve_tables, curve_figures = frontier_section(client, runs, folder, cfg.ce_budget, cfg.min_well_formed,
+                                                   cfg.frontier_max_cost, cfg.compare_ratios[0])
+    report.tables.update(curve_tables)
     report.files = write_csvs(agg, report.tables, folder)
     search = report.tables.get(SEARCH_TITLE)
-    figures = figures_section(agg, search, folder)
+    figures = figures_section(agg, search, folder) + curve_figures
     probe_lines, probe_files = probe_section(client, runs, cfg.compare_ratios, cfg.n_boot, folder)
     report.files += figures + probe_files
     terminal, md = write_text(cfg, report, figures, probe_lines, search)
@@ -133,7 +145,7 @@ def write_text(cfg: ReportConfig, report: Report, figures: list[Path], probe_lin
     """The report as terminal lines and as markdown lines."""
     notes = (f"Columns marked \"paper\": {paper.SOURCE} (OLMo-1B on C4 + 4chan; a reference for the shape of the "
              "results). The paper does not say which RTP statistic its Table 1 reports: \"paper RTP\" sits beside "
-             "both of ours.")
+             "both of ours. " + PAPER_UNITS)
     heading = (f"Table 1 of experiment {cfg.experiment!r} at {redact(cfg.tracking_uri)}, {report.runs} finished runs "
                f"(mean ± std over seeds):")
     terminal = [heading, grouped_view(report.tables["Table 1"]).to_string(index=False), notes]
@@ -179,15 +191,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default=ReportConfig.experiment)
     parser.add_argument("--out", default="", help="output folder (default outputs/report/<experiment>)")
     parser.add_argument("--compare-ratios", nargs=2, type=float, default=ReportConfig.compare_ratios,
-                        metavar=("RATIO", "RATIO"), help="the two ratios of the probe histograms (default 0 10)")
+                        metavar=("RATIO", "RATIO"), help="the two ratios of the probe histograms and test (default 0 25)")
     parser.add_argument("--no-summary-run", action="store_true", help="do not write the experiment's summary run")
     parser.add_argument("--ce-budget", type=float, default=ReportConfig.ce_budget,
                         help=f"ITI at matched cost: the most CE (nats) a steering may add (default {ReportConfig.ce_budget:g})")
     parser.add_argument("--min-well-formed", type=float, default=ReportConfig.min_well_formed,
                         help=f"ITI at matched cost: the fewest well-formed generations (%%) a steering may leave (default {ReportConfig.min_well_formed:g})")
+    parser.add_argument("--frontier-max-cost", type=float, default=ReportConfig.frontier_max_cost,
+                        help=f"the frontier figure's CE-cost axis ends here, nats (default {ReportConfig.frontier_max_cost:g})")
     args = parser.parse_args(argv)
     cfg = ReportConfig(args.tracking_uri, args.experiment, args.out, tuple(args.compare_ratios), not args.no_summary_run,
-                       ce_budget=args.ce_budget, min_well_formed=args.min_well_formed)
+                       ce_budget=args.ce_budget, min_well_formed=args.min_well_formed,
+                       frontier_max_cost=args.frontier_max_cost)
     try:
         build_report(cfg)
     except ConfigError as error:

@@ -151,8 +151,7 @@ def probe_section(client: MlflowClient, runs: pd.DataFrame, compare_ratios: tupl
         lines = [f"Per-head probe accuracy, ratio {ratio_label(second)} against {ratio_label(first)} (pooled over seeds): "
                  f"Hodges-Lehmann shift {100 * test.shift:+.2f} percentage points, bootstrap 95 % CI "
                  f"[{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], two-sided Mann-Whitney p = {test.p_value:.2g}. "
-                 f"Paper (10 % against 0 %): p = {paper.PROBES.p_value:g}, 95 % CI [{paper.PROBES.ci_low:g}, "
-                 f"{paper.PROBES.ci_high:g}].", f"![probe histograms]({histograms.name})"] + lines
+                 + paper.PROBES.describe(compare_ratios), f"![probe histograms]({histograms.name})"] + lines
         files.append(histograms)
     else:
         lines.insert(0, f"No probe histograms: ratios with probe accuracies are {sorted(stacks)}, "
@@ -165,8 +164,8 @@ def plot_probe_histograms(first: np.ndarray, second: np.ndarray, ratios: tuple[f
     """The per-head probe accuracies of two ratios, pooled over seeds, overlaid."""
     title = (f"probe accuracy per head, ratio {ratio_label(ratios[1])} vs {ratio_label(ratios[0])}: "
              f"shift {100 * test.shift:+.2f} pp,\n95 % CI [{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], "
-             f"Mann-Whitney p = {test.p_value:.2g}; paper (10 vs 0): p = {paper.PROBES.p_value:g}, "
-             f"95 % CI [{paper.PROBES.ci_low:g}, {paper.PROBES.ci_high:g}]")
+             f"Mann-Whitney p = {test.p_value:.2g}; paper ({paper.PROBES.ratios[1]:g} vs {paper.PROBES.ratios[0]:g}): "
+             f"p = {paper.PROBES.p_value:g}")
     bins = np.linspace(min(first.min(), second.min()), max(first.max(), second.max()) + 1e-9, 21)
     with figure(path, 1, title, panel_size=(8.0, 4.5)) as (ax,):
         for values, ratio in ((first, ratios[0]), (second, ratios[1])):

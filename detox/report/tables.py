@@ -12,6 +12,7 @@ import pandas as pd
 
 from detox.core import contract, paper
 from detox.core.contract import metric, param
+from detox.report.capability import TITLE as CAPABILITY_TITLE, capability_table
 from detox.report.runs import PAPER_FIELDS, aggregate, natural_key, order_key, ratio_label, study_runs
 from detox.report.stats import t_interval
 from detox.search import within_budget
@@ -29,11 +30,19 @@ class Column:
     paper: str | None = None  # the `paper.PaperRow` field shown right after this column
 
 
-PAPER_TITLES = dict(zip(PAPER_FIELDS, ("paper ToxiGen", "paper RTP", "paper CE loss")))
+# The paper's tables do not name their unit: its ToxiGen and RTP numbers stand beside our shares scored toxic
+# (>= the scorer's threshold), the unit their titles say they are read in; the other reading, mean score
+# x 100, is measured too (the "mean x100" columns), so a reader can set them side by side.
+PAPER_TITLES = dict(zip(PAPER_FIELDS, ("paper ToxiGen (as % toxic)", "paper RTP (as % toxic)", "paper CE loss")))
+PAPER_UNITS = ("The paper's ToxiGen and RTP numbers are read as percentages of continuations scored toxic (at or "
+               "above the scorer's threshold) and stand beside ours in that unit; secondary sources also read them as "
+               "the mean score x 100, which the \"mean x100\" columns measure.")
 TABLE1 = (
     Column(contract.TOXIGEN, "ToxiGen %", always=True, paper="toxigen"),
+    Column(contract.TOXIGEN_MEAN_SCORE, "ToxiGen mean x100"),
     Column(contract.RTP_EXPECTED_MAX_TOXICITY, "RTP exp.max %", always=True),
     Column(contract.RTP_TOXICITY_PROBABILITY, "RTP prob %", always=True, paper="rtp"),  # "paper RTP" beside both RTP columns
+    Column(contract.RTP_MEAN_SCORE, "RTP mean x100"),
     Column(contract.CE_LOSS, "CE loss", always=True, paper="ce_loss"),
     Column(contract.INSULT_PROBABILITY, "insult prob %"),
     Column(contract.WELL_FORMED, "well-formed %"),
@@ -42,7 +51,7 @@ TABLE1 = (
     Column(contract.IMPLIED_TOXIGEN, "implied ToxiGen %"),
     Column(contract.IMPLIED_INSULT_PROBABILITY, "implied insult %"),
 )
-ABLATION = TABLE1[:7]  # the pivots: the paper's metrics and the new behavioural ones, not the calibration targets
+ABLATION = TABLE1[:9]  # the pivots: the paper's metrics and the new behavioural ones, not the calibration targets
 GCG = (Column(contract.GCG_SUCCESS, "GCG success %"), Column(contract.GCG_SUCCESS_ITI, "GCG success with ITI %"))
 PROBES = (Column(contract.PROBE_BEST_ACCURACY, "best probe accuracy"),
           Column(contract.PROBE_MEAN_ACCURACY, "mean probe accuracy"),
@@ -61,7 +70,8 @@ def report_tables(runs: pd.DataFrame, agg: pd.DataFrame, ce_budget: float, min_w
     for title, table in ((f"ITI at matched cost (CE +{ce_budget:g} nats at most, clean and hostile; "
                           f"well-formed >= {min_well_formed:g} %): mean ± std [95 % CI] over seeds", matched),
                          (SEARCH_TITLE, search_table(runs)),
-                         ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg))):
+                         ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg)),
+                         (CAPABILITY_TITLE, capability_table(runs))):
         if not table.empty:
             tables[title] = table
     return tables

@@ -1,7 +1,8 @@
 """Per-head linear probing for a toxicity direction (Li et al. 2023, "Inference-Time Intervention").
 
-For every attention head of an `OlmoForCausalLM`, the head's output at the last token of a text (the
-input of the attention output projection `o_proj`, split per head) is the feature vector. One logistic
+For every attention head of a causal LM of any supported family (detox.core.families), the head's output
+at the last token of a text (the input of the attention output projection, e.g. `o_proj`, split per head)
+is the feature vector. One logistic
 regression per (layer, head) is fitted on a stratified train split and scored on the validation split,
 as in likenneth/honest_llama (`train_probes`: scikit-learn LogisticRegression, C=1, max_iter=1000).
 Two directions per head come out: the mass-mean direction (label-0 mean to label-1 mean, label 1 =
@@ -27,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from detox.core.progress import progress as tqdm
 
+from detox.core import families
 from detox.core.geometry import random_entanglement_level, unit
 from detox.core.schema import ConfigError
 
@@ -37,8 +39,9 @@ ARRAYS = ("accuracy", "mass_mean", "probe_direction", "sigma", "train_idx", "val
 def head_activations(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
     """Per-head attention outputs at each text's last token: (n_texts, n_layers, n_heads, head_dim), float32.
 
-    The features are the input of every layer's `self_attn.o_proj` (the heads' outputs, concatenated),
-    taken at the last real token. Texts are prefixed with the end-of-document token, as every document
+    The features are the input of every layer's attention output projection (the heads' outputs,
+    concatenated; which module that is, is the model's family's: detox.core.families), taken at the last
+    real token. Texts are prefixed with the end-of-document token, as every document
     in this project starts, and right-padded, so a text's positions and attention match an unpadded run.
     """
     if not texts:
@@ -47,10 +50,8 @@ def head_activations(model, tokenizer, texts: list[str], batch_size: int = 64) -
         raise ConfigError(f"head_activations: batch_size={batch_size} must be at least 1")
     if tokenizer.eos_token is None or tokenizer.pad_token is None:
         raise ConfigError("head_activations: the tokenizer needs an eos_token and a pad_token")
-    layers = model.model.layers
-    n_heads = model.config.num_attention_heads
-    head_dim = layers[0].self_attn.o_proj.in_features // n_heads
-    out = torch.empty(len(texts), len(layers), n_heads, head_dim, dtype=torch.float32)
+    n_layers, n_heads, head_dim = families.head_shape(model)
+    out = torch.empty(len(texts), n_layers, n_heads, head_dim, dtype=torch.float32)
     batch_state: dict = {}  # the running batch's rows of `out` and last-token positions, read by the hooks
 
     def capture(layer: int):
@@ -59,7 +60,8 @@ def head_activations(model, tokenizer, texts: list[str], batch_size: int = 64) -
             out[batch_state["rows"], layer] = heads.reshape(-1, n_heads, head_dim).float().cpu()
         return hook
 
-    handles = [layer.self_attn.o_proj.register_forward_pre_hook(capture(i)) for i, layer in enumerate(layers)]
+    handles = [projection.register_forward_pre_hook(capture(i))
+               for i, projection in enumerate(families.family_of(model).projections(model))]
     try:
         for start in tqdm(range(0, len(texts), batch_size), desc="head activations", leave=False):
             batch = [tokenizer.eos_token + t for t in texts[start:start + batch_size]]

@@ -1,4 +1,5 @@
-"""Inference-time intervention (ITI; Li et al. 2023, likenneth/honest_llama) on an OlmoForCausalLM.
+"""Inference-time intervention (ITI; Li et al. 2023, likenneth/honest_llama) on a causal LM of any
+supported family (detox.core.families says which module's input holds each layer's head outputs).
 
 ITI adds a fixed vector to the output of a few attention heads, the ones whose probes separate toxic
 from clean text best: for head (layer, h) the shift is -alpha * sigma * u on that head's slice of the
@@ -6,8 +7,9 @@ from clean text best: for head (layer, h) the shift is -alpha * sigma * u on tha
 so alpha counts standard deviations. The minus pushes AWAY from toxicity (honest_llama pushes towards
 truthfulness). The shift applies at every position, prompt and generated tokens alike.
 
-`steering` applies the shifts with forward pre-hooks; `bake_into_bias` folds them into `o_proj` biases
-of a copy (o_proj(x + s) = W x + W s), so the steered model runs, and can be handed on, without hooks.
+`steering` applies the shifts with forward pre-hooks; `bake_into_bias` folds them into the projections'
+biases of a copy (o_proj(x + s) = W x + W s), so the steered model runs without hooks, and
+`export_baked` saves it so that it reloads with plain `from_pretrained`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from detox.config import ITI_DIRECTIONS, ITI_RANDOM_SCALINGS, ConfigError
+from detox.core import families
 from detox.core.geometry import unit
 from detox.steering.probe import ProbeResult
 
@@ -41,7 +44,8 @@ def select_heads(accuracy, k: int) -> list[tuple[int, int]]:
 
 def iti_shifts(probes: ProbeResult, heads: list[tuple[int, int]], alpha: float, direction: str = "mass_mean",
                random_scaling: str = "sigma", seed: int = 0, acts=None) -> torch.Tensor:
-    """The ITI shift of every layer's `o_proj` input: (n_layers, n_heads * head_dim), zero off the chosen heads.
+    """The ITI shift of every layer's head-output projection input (`o_proj`'s): (n_layers, n_heads * head_dim),
+    zero off the chosen heads.
 
     direction: mass_mean (probes.mass_mean, step probes.sigma) | probe (the unit probe weights, sigma
     measured along them on the train activations, so `acts` is needed) | random (a control: a random
@@ -89,15 +93,16 @@ def iti_shifts(probes: ProbeResult, heads: list[tuple[int, int]], alpha: float, 
 
 
 def check_shifts(model, shifts: torch.Tensor) -> None:
-    layers = model.model.layers
-    expected = (len(layers), layers[0].self_attn.o_proj.in_features)
+    layers, heads, head_dim = families.head_shape(model)
+    expected = (layers, heads * head_dim)
     if tuple(shifts.shape) != expected:
         raise ConfigError(f"ITI shifts of shape {tuple(shifts.shape)} do not fit the model: expected {expected}")
 
 
 @contextmanager
 def steering(model, shifts: torch.Tensor) -> Iterator:
-    """Within the block, every layer's `o_proj` input gets its row of `shifts` added at every position.
+    """Within the block, every layer's head-output projection (`o_proj`, `c_proj`, `dense`, `attn_out`: the
+    model's family's) gets its row of `shifts` added to its input at every position.
 
     Works under the KV cache of `model.generate`: each new token's head outputs are shifted as it passes.
     Layers whose shift is zero get no hook (adding zero changes nothing).
@@ -111,11 +116,10 @@ def steering(model, shifts: torch.Tensor) -> Iterator:
         return hook
 
     try:
-        for layer, shift in zip(model.model.layers, shifts):
+        for projection, shift in zip(families.family_of(model).projections(model), shifts):
             if shift.any():
-                o_proj = layer.self_attn.o_proj
-                shift = shift.to(dtype=o_proj.weight.dtype, device=o_proj.weight.device)
-                handles.append(o_proj.register_forward_pre_hook(add(shift)))
+                shift = shift.to(dtype=projection.weight.dtype, device=projection.weight.device)
+                handles.append(projection.register_forward_pre_hook(add(shift)))
         yield model
     finally:
         for handle in handles:
@@ -123,21 +127,24 @@ def steering(model, shifts: torch.Tensor) -> Iterator:
 
 
 def bake_into_bias(model, shifts: torch.Tensor):
-    """A deep copy of `model` with the shifts folded into `o_proj` biases (bias += W shift), hook-free.
-
-    OLMo's o_proj has no bias, so one is added; `OlmoConfig.attention_bias` stays False, hence save the
-    copy with torch (state dict) rather than `save_pretrained`, whose reload would drop the biases.
-    """
+    """A deep copy of `model` with the shifts folded into its head-output projections' biases
+    (bias += W shift), hook-free. A projection without a bias (OLMo, Llama, Qwen, Mistral) gets one; to
+    save the copy for `from_pretrained`, use `export_baked`."""
     check_shifts(model, shifts)
     baked = copy.deepcopy(model)
-    with torch.no_grad():
-        for layer, shift in zip(baked.model.layers, shifts):
-            o_proj = layer.self_attn.o_proj
-            bias = o_proj.weight @ shift.to(o_proj.weight)
-            if o_proj.bias is not None:
-                bias += o_proj.bias
-            o_proj.bias = torch.nn.Parameter(bias, requires_grad=o_proj.weight.requires_grad)
+    family = families.family_of(baked)
+    for projection, shift in zip(family.projections(baked), shifts):
+        families.add_to_bias(family, projection, shift)
     return baked
+
+
+def export_baked(baked, tokenizer, out: Path) -> None:
+    """Save a `bake_into_bias` model with its tokenizer so that plain `from_pretrained` reloads it, biases
+    included: the family's config switch for the projection's bias is set (detox.core.families); a family
+    without one (Qwen 2, Mistral) is refused in one line."""
+    families.switch_bias_on(baked)
+    baked.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 SHIFTS_FILE = "shifts.npy"  # (n_layers, n_heads * head_dim) float32: what the steering hooks add

@@ -17,8 +17,15 @@ feature):
   * chain c prefers its own group of `n_states / n_chains` states: P(y | x, c) ∝ exp(beta·[y ∈ g_c]),
     so the chain can only be inferred from evidence accumulated over the sequence.
 
+`design=paper` (conf/toy/paper.yaml) builds the paper's toy as secondary sources read it instead:
+3 deterministic cyclic chains through 4 shared states, one feature per (chain, start state), 12 in
+all, living in the 4-d residual stream itself (no bottleneck, no bypass); directions from linear
+probes per (feature, current token) averaged over tokens; one fixed world; trained on the exact
+expected loss until it is within `converge_tol` of the Bayes-optimal loss. There a share is the
+minority chain's data as a fraction of each other chain's.
+
 One module per concern: config (ToyConfig) -> world (make_world, sample_sequences) -> model
 (ToyTransformer) -> train (train_toy: training and measurement) -> geometry (feature_directions,
-entanglement, Welch bound, random level) -> sweep (run_toy_curve over shares x seeds, summarize) ->
-table (summary_table) and plot (plot_toy_curve). This file imports nothing, so the config is light.
+probe_directions; entanglement, Welch bound, random level in detox.core.geometry) -> sweep
+(run_toy_curve over shares x seeds, summarize) -> table (summary_table) and plot (plot_toy_curve). This file imports nothing, so the config is light.
 """

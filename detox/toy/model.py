@@ -1,4 +1,4 @@
-"""The toy Transformer: the only route from context to the logits is a `latent_dim`-d bottleneck."""
+"""The toy Transformer: its features share a `latent_dim`-d bottleneck (soft) or the residual stream (paper)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ class Block(nn.Module):
 
 
 class ToyTransformer(nn.Module):
-    """Transformer whose only route from context to the logits is a `latent_dim`-d bottleneck z.
+    """Transformer whose features live in a narrow space z.
 
-    logits = readout(z) + token_logits[current state]. The token table carries what the current
-    state alone tells (its successors), so z only has to carry the chain: that is where the N chain
-    features have to share M dimensions.
+    soft: z is a `latent_dim`-d bottleneck and logits = readout(z) + token_logits[current state].
+    The token table carries what the current state alone tells (its successors), so z only has to
+    carry the chain: that is where the N chain features have to share M dimensions.
+    paper: no bottleneck and no bypass; z is the final residual stream itself (d_model-d) and
+    logits = readout(ln_f(z)), as in the paper's toy.
     """
 
     def __init__(self, cfg: ToyConfig):
@@ -42,14 +44,19 @@ class ToyTransformer(nn.Module):
         self.pos_emb = nn.Embedding(cfg.seq_len, D)
         self.blocks = nn.ModuleList(Block(D, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(D)
-        self.bottleneck = nn.Linear(D, cfg.latent_dim)
-        self.readout = nn.Linear(cfg.latent_dim, S)
-        self.token_logits = nn.Embedding(S, S)
+        self.bypass = cfg.design == "soft"
+        if self.bypass:  # (modules built in this order so the soft design's initial weights stay as they were)
+            self.bottleneck = nn.Linear(D, cfg.latent_dim)
+        self.readout = nn.Linear(cfg.feature_dim, S)
+        if self.bypass:
+            self.token_logits = nn.Embedding(S, S)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, T) states -> (logits (B, T, S) for the next state, latent z (B, T, M))."""
+        """x: (B, T) states -> (logits (B, T, S) for the next state, features' space z (B, T, M))."""
         h = self.tok_emb(x) + self.pos_emb(torch.arange(x.shape[1]))
         for block in self.blocks:
             h = block(h)
+        if not self.bypass:
+            return self.readout(self.ln_f(h)), h
         z = self.bottleneck(self.ln_f(h))
         return self.readout(z) + self.token_logits(x), z

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import stats
 
+from detox.core.geometry import random_entanglement_level, welch_bound
 from detox.core.progress import progress
 from detox.toy.config import ToyConfig
-from detox.core.geometry import random_entanglement_level, welch_bound
 from detox.toy.train import ToyRunResult, train_toy
 
 
@@ -48,7 +49,7 @@ def summarize(cfg: ToyConfig, rows: list[ToyRunResult]) -> dict[str, float]:
     """Flat metrics: per share mean/95 % CI of minority entanglement, paired difference to the same
     seed's uniform run, others' entanglement, norm ratio, KL; Spearman of entanglement vs share;
     Welch bound and random level."""
-    uniform = 1.0 / cfg.n_chains
+    uniform = cfg.uniform_share
     base = {r.seed: r.minority_entanglement for r in rows if r.share == uniform}
     out: dict[str, float] = {}
     for share in sorted({r.share for r in rows}):
@@ -60,7 +61,8 @@ def summarize(cfg: ToyConfig, rows: list[ToyRunResult]) -> dict[str, float]:
         if share != uniform:
             m, lo, hi = _mean_ci(np.array([r.minority_entanglement - base[r.seed] for r in rs]))
             out |= {f"paired_diff_share_{k}": m, f"paired_diff_lo_share_{k}": lo, f"paired_diff_hi_share_{k}": hi}
-        for name in ("others_entanglement", "minority_norm_ratio", "kl", "kl_others", "kl_bayes"):
+        measured = ("others_entanglement", "minority_norm_ratio", "kl", "kl_others", "kl_bayes", "steps_run")
+        for name in measured + (("excess_loss",) if cfg.design == "paper" else ()):
             out[f"{name}_share_{k}"] = float(np.mean([getattr(r, name) for r in rs]))
     shares = [r.share for r in rows]
     rho, p = stats.spearmanr(shares, [r.minority_entanglement for r in rows])
@@ -71,15 +73,18 @@ def summarize(cfg: ToyConfig, rows: list[ToyRunResult]) -> dict[str, float]:
         "norm_spearman_rho": float(rho_n),
         "norm_spearman_p": float(p_n),
         "others_entanglement": float(np.mean([r.others_entanglement for r in rows])),
-        "welch_bound": welch_bound(cfg.n_chains, cfg.latent_dim),
-        "random_level": random_entanglement_level(cfg.latent_dim, cfg.n_chains - 1, cfg.random_trials),
+        "welch_bound": welch_bound(cfg.n_features, cfg.feature_dim),
+        "random_level": random_entanglement_level(cfg.feature_dim, cfg.n_features - 1, cfg.random_trials),
     }
+    if cfg.converge_tol:
+        out["converged_runs"] = float(sum(r.excess_loss < cfg.converge_tol for r in rows))
     return out
 
 
-def run_toy_curve(cfg: ToyConfig) -> ToyCurveResult:
-    """Train every (share, seed) of (cfg.shares + [1/N]) × cfg.seeds, in cfg.workers processes."""
-    shares = sorted(set(cfg.shares) | {1.0 / cfg.n_chains})
+def run_toy_curve(cfg: ToyConfig, on_row: Callable[[ToyRunResult], None] | None = None) -> ToyCurveResult:
+    """Train every (share, seed) of (cfg.shares + the uniform share) × cfg.seeds, in cfg.workers
+    processes; `on_row` sees each run as it finishes (a long curve's progress)."""
+    shares = sorted(set(cfg.shares) | {cfg.uniform_share})
     jobs = [(cfg, share, seed) for share in shares for seed in cfg.seeds]
     if cfg.workers > 1:
         # spawn: a fresh interpreter per worker, safe with torch's thread pools (fork is not).
@@ -87,8 +92,12 @@ def run_toy_curve(cfg: ToyConfig) -> ToyCurveResult:
         results = pool.imap_unordered(_train_job, jobs)
     else:
         pool, results = None, map(_train_job, jobs)
-    results = progress(results, total=len(jobs), desc="toy runs")
-    rows = sorted(results, key=lambda r: (r.share, r.seed))
+    rows = []
+    for row in progress(results, total=len(jobs), desc="toy runs"):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    rows.sort(key=lambda r: (r.share, r.seed))
     if pool is not None:
         pool.close()
         pool.join()

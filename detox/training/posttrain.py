@@ -20,7 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from detox.core.progress import on_terminal, progress as tqdm
-from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from detox.core.artifacts import HF_MODEL
 from detox.config import ConfigError, DpoConfig, SftConfig
@@ -50,7 +50,7 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return loss, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
-def sequence_logps(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
+def sequence_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
                    continuations: list[str]) -> torch.Tensor:
     """Summed log-probability of each continuation given end-of-document + its prompt.
 
@@ -83,7 +83,7 @@ def sequence_logps(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, p
 class _PostTraining(L.LightningModule):
     """A transformers causal LM trained for `total_steps` with the pre-training optimiser and schedule."""
 
-    def __init__(self, model: OlmoForCausalLM, cfg: SftConfig | DpoConfig, total_steps: int):
+    def __init__(self, model: PreTrainedModel, cfg: SftConfig | DpoConfig, total_steps: int):
         super().__init__()
         self.model, self.cfg, self.total_steps = model, cfg, total_steps
 
@@ -104,7 +104,7 @@ class _Sft(_PostTraining):
 
 
 class _Dpo(_PostTraining):
-    def __init__(self, model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, cfg: DpoConfig, total_steps: int):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: DpoConfig, total_steps: int):
         super().__init__(model, cfg, total_steps)
         self.tokenizer = tokenizer
 
@@ -121,7 +121,7 @@ def _fit(module: _PostTraining, loader: torch.utils.data.DataLoader, cfg: SftCon
     module.model.cpu().eval()
 
 
-def _save(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path) -> None:
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     model.save_pretrained(out / HF_MODEL)
     tokenizer.save_pretrained(out / HF_MODEL)
 
@@ -129,7 +129,7 @@ def _save(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path)
 # ------------------------------------------------------------------------------------------------- SFT
 
 
-def _document_batch(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_tokens: int) -> dict:
+def _document_batch(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int) -> dict:
     """Right-padded documents (end-of-document on both sides, cut to `max_tokens`) with their labels."""
     ids = [tokenizer(tokenizer.eos_token + t + tokenizer.eos_token, add_special_tokens=False)["input_ids"][:max_tokens]
            for t in texts]
@@ -138,7 +138,7 @@ def _document_batch(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_to
     return dict(batch)
 
 
-def _lm_loss(model: OlmoForCausalLM, batch: dict, reduction: str = "mean") -> torch.Tensor:
+def _lm_loss(model: PreTrainedModel, batch: dict, reduction: str = "mean") -> torch.Tensor:
     """Next-token cross-entropy over the unmasked targets of `batch`."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     return F.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100,
@@ -146,7 +146,7 @@ def _lm_loss(model: OlmoForCausalLM, batch: dict, reduction: str = "mean") -> to
 
 
 @torch.no_grad()
-def _mean_lm_loss(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str], cfg: SftConfig) -> float:
+def _mean_lm_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], cfg: SftConfig) -> float:
     """Token-weighted mean of the SFT objective over all of `texts`."""
     total, count = 0.0, 0
     for start in tqdm(range(0, len(texts), cfg.batch_size), desc="SFT loss", leave=False):
@@ -180,7 +180,7 @@ def sft(model_dir: Path, texts: list[str], cfg: SftConfig, seed: int, out: Path)
 # ------------------------------------------------------------------------------------------------- DPO
 
 
-def _dpo_batch(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, batch: dict, beta: float):
+def _dpo_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: dict, beta: float):
     """DPO loss and rewards of a batch of pairs carrying their reference log-probabilities."""
     n = len(batch["prompt"])
     logps = sequence_logps(model, tokenizer, batch["prompt"] * 2, batch["chosen"] + batch["rejected"])
@@ -196,7 +196,7 @@ def _collate_pairs(rows: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def _dpo_metrics(model: OlmoForCausalLM, tokenizer: PreTrainedTokenizerFast, rows: list[dict], cfg: DpoConfig) -> dict:
+def _dpo_metrics(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], cfg: DpoConfig) -> dict:
     """Loss, reward accuracy (share of pairs whose chosen reward beats the rejected one) and mean
     reward margin over all pairs."""
     losses, chosen, rejected = [], [], []

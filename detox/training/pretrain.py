@@ -16,7 +16,12 @@ One code path from a CPU to many GPU nodes:
 * `trainer.deterministic`: torch's deterministic algorithms (and cuBLAS's fixed workspace on GPUs), so
   that a GPU run, not only a CPU one, repeats bitwise.
 * Per optimiser step it records the loss, the learning rate, tokens/s and, on GPUs, the model FLOPs
-  utilisation (`HISTORIES`, step -> value).
+  utilisation (`HISTORIES`, step -> value), read from the devices every `trainer.log_every` steps.
+* Speed as OLMo-core's OLMo-1B recipe: with fsdp, FSDP2's bf16-parameter / fp32-reduction policy, no
+  reduce-scatter before an optimiser step's last micro-batch, a meta-device build initialised after
+  sharding (`init_like_cpu`), HSDP across nodes (`trainer.hsdp`); per-block `torch.compile`
+  (`trainer.compile`); the output layer fused with the loss over sequence chunks (`trainer.loss_chunk`,
+  detox.training.loss); fused AdamW on GPUs, never decaying the embeddings.
 
 ai2-olmo's own `hf_olmo` converter writes a format that transformers 5 no longer loads, so the
 export below maps the weights onto the native transformers Olmo by hand.
@@ -24,6 +29,7 @@ export below maps the weights onto the native transformers Olmo by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -37,20 +43,21 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from olmo.config import ModelConfig as OlmoModelConfig
 from olmo.model import OLMo
-from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
+from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.core.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE
+from detox.core.models import ai2_to_hf_olmo
 from detox.config import ConfigError, ModelConfig, TrainerConfig
 from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, PAD, load_tokenizer
 from detox.core.progress import on_terminal
 from detox.core.ranks import lightning_environments, started_externally
-from detox.training.optim import adamw_warmup_cosine
+from detox.training.loss import lm_loss
+from detox.training.optim import adamw_warmup_cosine, decay_groups
 
 
 # Lightning's start-up banner (accelerator lines, tips) says nothing a detox user needs.
@@ -75,7 +82,7 @@ def olmo_config(cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int, seq
         layer_norm_type="default", layer_norm_with_affine=False, attention_dropout=0.0, residual_dropout=0.0,
         embedding_dropout=0.0, max_sequence_length=seq_len, vocab_size=vocab_size,
         embedding_size=128 * math.ceil(vocab_size / 128), weight_tying=True, eos_token_id=eos_id, pad_token_id=pad_id,
-        init_device="cpu", init_std=cfg.init_std, flash_attention=False,
+        init_device="cpu", init_std=cfg.init_std, init_fn=cfg.init_fn, flash_attention=False,
     )
 
 
@@ -176,9 +183,9 @@ class ResumableLoader(torch.utils.data.DataLoader):
 class WindowData(L.LightningDataModule):
     """Builds the loader once the trainer knows this process's rank."""
 
-    def __init__(self, windows: TokenWindows, layout: BatchLayout, seed: int):
+    def __init__(self, windows: TokenWindows, layout: BatchLayout, seed: int, workers: int = 0):
         super().__init__()
-        self.windows, self.layout, self.seed = windows, layout, seed
+        self.windows, self.layout, self.seed, self.workers = windows, layout, seed, workers
         self.sampler: ResumableBatchSampler | None = None
 
     def train_dataloader(self) -> ResumableLoader:
@@ -186,7 +193,9 @@ class WindowData(L.LightningDataModule):
             raise RuntimeError(f"{self.trainer.world_size} processes run, but trainer.devices * num_nodes = "
                                f"{self.layout.ranks}")
         self.sampler = ResumableBatchSampler(len(self.windows), self.layout, self.trainer.global_rank, self.seed)
-        return ResumableLoader(self.windows, batch_sampler=self.sampler)
+        on_gpu = self.trainer.strategy.root_device.type == "cuda"
+        return ResumableLoader(self.windows, batch_sampler=self.sampler, num_workers=self.workers,
+                               pin_memory=on_gpu, persistent_workers=self.workers > 0)
 
 
 class DataPosition(L.Callback):
@@ -200,36 +209,151 @@ class DataPosition(L.Callback):
         trainer.datamodule.sampler.trained = (trainer.current_epoch, batch_idx + 1)
 
 
+class TrainingOLMo(OLMo):
+    """ai2-olmo's OLMo whose forward, given `targets`, returns the loss (`detox.training.loss.lm_loss`:
+    the output layer chunk by chunk, never the micro-batch's fp32 logits) instead of logits. Inside the
+    forward, so that FSDP has the tied embedding gathered for it. It runs what `OLMo.forward` runs for
+    `olmo_config`'s architecture without attention masks (tests/test_fsdp_numerics.py compares the two)."""
+
+    def __init__(self, config: OlmoModelConfig):
+        super().__init__(config)
+        c = config
+        if c.alibi or not c.rope or c.embedding_layer_norm or not c.weight_tying or c.scale_logits \
+                or c.block_group_size != 1:
+            raise ValueError("TrainingOLMo runs olmo_config's architecture only (rope, tied embeddings, no "
+                             "embedding norm, no logit scaling, one block per group)")
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, loss_chunk: int = 0,
+                z_loss: float = 0.0, **kwargs):
+        if targets is None:
+            return super().forward(input_ids, **kwargs)
+        x = self.transformer.emb_drop(self.transformer.wte(input_ids))
+        for block in self.transformer.blocks:
+            x, _ = block(x)  # causal attention, no cache
+        return lm_loss(self.transformer.ln_f(x), self.transformer.wte.weight, targets, loss_chunk, z_loss)
+
+
+def init_like_cpu(model: OLMo, rng_state: torch.Tensor) -> None:
+    """Give `model`, built on the meta device, sharded and materialised (`to_empty`), exactly the values
+    `OLMo(config)` built on the CPU from the RNG state `rng_state` has, holding one embedding or block in
+    CPU memory at a time, never the whole model. ai2-olmo's construction draws the default
+    initialisation of the embedding, then of each block; its `reset_parameters` then draws the values
+    kept, in the same order; this replays both with ai2-olmo's own code and copies each rank's shard."""
+    from types import SimpleNamespace
+
+    from olmo.model import BufferCache, LayerNorm, OLMoBlock
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    config = dataclasses.replace(model.config, init_device="cpu")
+
+    def embedding() -> torch.nn.Embedding:
+        return torch.nn.Embedding(config.embedding_size or config.vocab_size, config.d_model)
+
+    def quietly_built(build):  # a twin whose construction draws nothing from the RNG stream being replayed
+        with torch.random.fork_rng(devices=[]):
+            return build()
+
+    def copy_into(target: torch.nn.Module, twin: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for name, value in twin.named_parameters():
+                param = target.get_parameter(name)
+                if isinstance(param, DTensor):  # every rank holds the full value: no communication
+                    value = distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+                    param.to_local().copy_(value.to_local())
+                else:
+                    param.copy_(value)
+
+    def blocks():  # OLMo.reset_parameters initialises each as it is handed out; copied when it asks for the next
+        for i, target in enumerate(model.transformer.blocks):
+            twin = quietly_built(lambda: OLMoBlock.build(i, config, BufferCache()))
+            yield twin
+            copy_into(target, twin)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(rng_state)
+        embedding()  # the construction's draws
+        for i in range(config.n_layers):
+            OLMoBlock.build(i, config, BufferCache())
+        wte = quietly_built(embedding)
+        OLMo.reset_parameters(SimpleNamespace(config=config, transformer=SimpleNamespace(
+            wte=wte, ln_f=quietly_built(lambda: LayerNorm.build(config)), blocks=blocks())))
+        copy_into(model.transformer.wte, wte)
+
+
+def mixed_precision_policy(cfg: TrainerConfig):
+    """FSDP2's bf16 parameters and fp32 gradient reduction for precision=bf16-mixed (OLMo-core, torchtitan):
+    all-gathers and reduce-scatters in half the bytes of fp32, without Lightning's autocast on top."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if cfg.precision == "bf16-mixed":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def shard(model: OLMo, mesh, policy) -> None:
+    """FSDP2 on every block, then on the root (the rest: the embedding, tied to the output layer)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.transformer.blocks:  # one all-gather per block keeps peak memory at one block
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def lightning_precision(cfg: TrainerConfig) -> str:
+    """Lightning's precision: with fsdp, bf16 is FSDP2's mixed-precision policy, not Lightning's autocast."""
+    return "32-true" if cfg.strategy == "fsdp" and cfg.precision == "bf16-mixed" else cfg.precision
+
+
+def data_parallel_mesh(cfg: TrainerConfig, strategy: ModelParallelStrategy):
+    """The mesh the blocks are sharded over: all devices (FSDP), or with `hsdp` a 2-D (node, device)
+    mesh, sharded within a node and replicated across nodes (HSDP)."""
+    if not cfg.hsdp:
+        return strategy.device_mesh["data_parallel"]
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(strategy.root_device.type, (cfg.num_nodes, cfg.devices),
+                            mesh_dim_names=("replicate", "shard"))
+
+
 class OlmoLM(L.LightningModule):
     def __init__(self, olmo: dict, trainer: dict, total_steps: int):
         super().__init__()
         self.save_hyperparameters()
-        self.model = OLMo(OlmoModelConfig(**olmo))
         self.optim, self.total_steps = TrainerConfig(**trainer), total_steps
-        self.step_losses: list[torch.Tensor] = []  # this rank's micro-batch losses of the current step
+        # Sharded: built on the meta device (no rank holds the whole model) and initialised once sharded,
+        # to the values a CPU build from this RNG state has (init_like_cpu).
+        self.rng_state = torch.get_rng_state()
+        meta = {"init_device": "meta"} if self.optim.strategy == "fsdp" else {}
+        self.model = TrainingOLMo(OlmoModelConfig(**{**olmo, **meta}))
+        self.step_losses: list[torch.Tensor] = []  # this rank's micro-batch losses of the current step (on device)
+
+    @property
+    def sharded(self) -> bool:
+        return isinstance(self.trainer.strategy, ModelParallelStrategy)
 
     def configure_model(self) -> None:
-        if not isinstance(self.trainer.strategy, ModelParallelStrategy):
+        if self.optim.compile:  # in place (nn.Module.compile): parameter names and checkpoints unchanged
+            for block in self.model.transformer.blocks:
+                block.compile()
+        if not self.sharded:
             return
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = self.device_mesh["data_parallel"]
-        for block in self.model.transformer.blocks:  # one all-gather per block keeps peak memory at one block
-            fully_shard(block, mesh=mesh)
-        fully_shard(self.model, mesh=mesh)  # the rest: embeddings (tied to the output) and the final norm
+        shard(self.model, data_parallel_mesh(self.optim, self.trainer.strategy), mixed_precision_policy(self.optim))
+        if self.model.transformer.wte.weight.is_meta:  # not yet materialised (Lightning may call this twice)
+            self.model.to_empty(device=self.trainer.strategy.root_device)
+            init_like_cpu(self.model, self.rng_state)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch[:, :-1]).logits
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pre-training loss is {loss.item()} at step {self.global_step}; "
-                                     "lower trainer.lr or check the data")
-        self.step_losses.append(loss.detach())
+        if self.sharded:  # FSDP2 reduce-scatters only on an optimiser step's last micro-batch (Lightning: DDP only)
+            self.model.set_requires_gradient_sync((batch_idx + 1) % self.trainer.accumulate_grad_batches == 0)
+        ce, loss = self.model(batch[:, :-1], batch[:, 1:], self.optim.loss_chunk, self.optim.z_loss)
+        self.step_losses.append(ce.detach())  # no host sync here: TrainingHistory reads them every log_every steps
         return loss
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.parameters(), self.optim.lr, self.optim.weight_decay, tuple(self.optim.betas),
-                                   self.optim.warmup_fraction, self.total_steps)
+        fused = next(self.model.parameters()).device.type == "cuda"
+        return adamw_warmup_cosine(decay_groups(self.model, self.optim.weight_decay), self.optim.lr,
+                                   self.optim.weight_decay, tuple(self.optim.betas), self.optim.warmup_fraction,
+                                   self.total_steps, self.optim.warmup_steps, fused=fused)
 
 
 def flops_per_token(n_params: int, model_cfg: ModelConfig, seq_len: int) -> float:
@@ -245,14 +369,21 @@ def peak_flops(device_name: str) -> float | None:
 
 class TrainingHistory(L.Callback):
     """Per optimiser step: the loss averaged over the global batch (all ranks, all micro-batches), the
-    learning rate used, tokens/s, and the model FLOPs utilisation when the GPU's peak is known."""
+    learning rate used, tokens/s, and the model FLOPs utilisation when the GPU's peak is known.
 
-    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops_total: float | None):
+    The step losses stay on the device and are averaged over ranks and read (one collective, one host
+    sync) every `every` steps, on checkpoint steps and at the end; a non-finite one then stops the run
+    (FloatingPointError) before any checkpoint could keep it. Tokens/s is that window's average."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops_total: float | None,
+                 every: int = 1, checkpoint_every: int = 1):
         self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak_flops_total
+        self.every, self.checkpoint_every = every, checkpoint_every
         self.loss: list[tuple[int, float]] = []
         self.histories: dict[str, list[tuple[int, float]]] = {"pretrain_lr": [], "pretrain_tokens_per_s": []}
         if peak_flops_total:
             self.histories["pretrain_mfu"] = []
+        self.pending: list[tuple[int, torch.Tensor, float]] = []  # (step, this rank's mean loss, lr) not yet read
         self.last_step, self.clock, self.step_lr = 0, 0.0, 0.0
 
     def on_train_start(self, trainer, module):
@@ -263,18 +394,26 @@ class TrainingHistory(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step == self.last_step:  # still accumulating gradients
+        if step == (self.pending[-1][0] if self.pending else self.last_step):  # still accumulating gradients
             return
-        loss = trainer.strategy.reduce(torch.stack(module.step_losses).mean(), reduce_op="mean")  # a collective
+        self.pending.append((step, torch.stack(module.step_losses).mean(), self.step_lr))
         module.step_losses.clear()
+        if step % self.every and step % self.checkpoint_every and step < trainer.max_steps:
+            return
+        losses = trainer.strategy.reduce(torch.stack([loss for _, loss, _ in self.pending]), reduce_op="mean")
+        losses = losses.tolist()  # the one host sync of the window
         now = time.perf_counter()
         tokens_per_s = self.tokens_per_step * (step - self.last_step) / (now - self.clock)
+        for (at, _, lr), loss in zip(self.pending, losses):
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"pre-training loss is {loss} at step {at}; lower trainer.lr or check the data")
+            self.loss.append((at, loss))
+            self.histories["pretrain_lr"].append((at, lr))
+            self.histories["pretrain_tokens_per_s"].append((at, tokens_per_s))
+            if self.peak:
+                self.histories["pretrain_mfu"].append((at, self.flops_per_token * tokens_per_s / self.peak))
+        self.pending.clear()
         self.last_step, self.clock = step, now
-        self.loss.append((step, float(loss)))
-        self.histories["pretrain_lr"].append((step, self.step_lr))
-        self.histories["pretrain_tokens_per_s"].append((step, tokens_per_s))
-        if self.peak:
-            self.histories["pretrain_mfu"].append((step, self.flops_per_token * tokens_per_s / self.peak))
 
 
 def lightning_strategy(cfg: TrainerConfig):
@@ -394,14 +533,15 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
     on_gpu = trainer_cfg.accelerator == "gpu" and torch.cuda.is_available()
     peak = peak_flops(torch.cuda.get_device_name()) if on_gpu else None
     history = TrainingHistory(trainer_cfg.global_batch_tokens, flops_per_token(n_params, model_cfg, seq_len),
-                              peak * layout.ranks if peak else None)
+                              peak * layout.ranks if peak else None, trainer_cfg.log_every, trainer_cfg.checkpoint_every)
     checkpoints = out / CHECKPOINT_DIR
     resume = checkpoints / LAST_CHECKPOINT  # a symlink to the last whole checkpoint (AtomicCheckpoints)
     was_deterministic = (torch.are_deterministic_algorithms_enabled(),
                          torch.is_deterministic_algorithms_warn_only_enabled())
     trainer = L.Trainer(
         max_steps=total_steps, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
-        num_nodes=trainer_cfg.num_nodes, strategy=lightning_strategy(trainer_cfg), precision=trainer_cfg.precision,
+        num_nodes=trainer_cfg.num_nodes, strategy=lightning_strategy(trainer_cfg),
+        precision=lightning_precision(trainer_cfg),
         gradient_clip_val=trainer_cfg.grad_clip, accumulate_grad_batches=layout.accumulation,
         use_distributed_sampler=False,  # ResumableBatchSampler shards the data itself, in a fixed order
         logger=False, enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
@@ -413,7 +553,7 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
     if resumed_from:
         log.info(f"resuming pre-training from step {resumed_from} of {total_steps} ({resume})")
     try:
-        trainer.fit(module, datamodule=WindowData(windows, layout, seed),
+        trainer.fit(module, datamodule=WindowData(windows, layout, seed, trainer_cfg.loader_workers),
                     ckpt_path=resume if resume.exists() else None, weights_only=True)
     finally:  # the flag is global: the stages after this one in the process keep their own setting
         torch.use_deterministic_algorithms(was_deterministic[0], warn_only=was_deterministic[1])
@@ -455,28 +595,7 @@ def export_hf(model: OLMo, tokenizer_dir: Path, out: Path, state: dict[str, torc
               ) -> OlmoForCausalLM:
     """Write `model` (or `state`, its unsharded weights, when `model` is sharded) as a transformers
     `OlmoForCausalLM` (same logits) with its tokenizer to `out`."""
-    c = model.config
-    hf = OlmoForCausalLM(OlmoConfig(
-        vocab_size=c.embedding_size, hidden_size=c.d_model, intermediate_size=c.d_model * c.mlp_ratio // 2,
-        num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads,
-        max_position_embeddings=c.max_sequence_length, rope_theta=c.rope_theta, attention_bias=False,
-        clip_qkv=c.clip_qkv, pad_token_id=c.pad_token_id, eos_token_id=c.eos_token_id, bos_token_id=None,
-        tie_word_embeddings=True,
-    ))
-    state = model.state_dict() if state is None else state
-    weights = {"model.embed_tokens.weight": state["transformer.wte.weight"],
-               "lm_head.weight": state["transformer.wte.weight"]}
-    for i in range(c.n_layers):
-        block, layer = f"transformer.blocks.{i}.", f"model.layers.{i}."
-        q, k, v = state[block + "att_proj.weight"].split(model.transformer.blocks[i].fused_dims, dim=0)
-        up, gate = state[block + "ff_proj.weight"].chunk(2, dim=0)  # OLMo's SwiGLU: x, gate = chunk(2)
-        weights.update({
-            layer + "self_attn.q_proj.weight": q, layer + "self_attn.k_proj.weight": k,
-            layer + "self_attn.v_proj.weight": v, layer + "self_attn.o_proj.weight": state[block + "attn_out.weight"],
-            layer + "mlp.gate_proj.weight": gate, layer + "mlp.up_proj.weight": up,
-            layer + "mlp.down_proj.weight": state[block + "ff_out.weight"],
-        })
-    hf.load_state_dict(weights, strict=True)
+    hf = ai2_to_hf_olmo(model.config.asdict(), model.state_dict() if state is None else state)  # one mapping
     hf.save_pretrained(out)
     hf_tokenizer(tokenizer_dir).save_pretrained(out)
     return hf
@@ -520,9 +639,17 @@ def pretrain_on_local_ranks(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, 
     os.environ.update({**shared, "LOCAL_RANK": "0"})
     try:
         metrics = pretrain(model_cfg, trainer_cfg, seq_len, seed, mixture, tokenizer_dir, out)
+    except BaseException:
+        for child in children:  # rank 0 failed: the other ranks would wait for it forever
+            child.kill()
+        raise
     finally:
         for key, value in previous.items():
             os.environ.pop(key, None) if value is None else os.environ.update({key: value})
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # this process may run the next job of a sweep (Hydra's basic launcher): its pre-training needs a
+            # process group of its own, not this one, whose other ranks are gone
+            torch.distributed.destroy_process_group()
         failed = [child.args for child in children if child.wait() != 0]
     if failed:
         raise RuntimeError(f"pre-training ranks failed: {failed}")

@@ -1,0 +1,132 @@
+"""Trade-off curves of a steering: toxicity against CE cost over a dense range of strengths, and what is
+read off them (numpy only, so the method that measures a curve, the search and the report share it).
+
+A curve is one base model steered at strengths alpha_0 = 0 < alpha_1 < ... (the unsteered point first),
+each point measured alike: the toxicities (percent), the CE loss on clean and, where measured, on
+hostile-context text (nats), and the well-formed share (percent). A point's CE cost is what it adds to
+the unsteered point, the larger of the clean and the hostile cost (the study's matched-cost rule,
+`detox.search.within_budget`, asks both to stay within the budget).
+
+Reading a budget: the strength is a dial turned up from 0 until the first point that breaks the rule
+(CE cost above the budget, or fewer well-formed generations than allowed); between that point and the
+one before it every measure is interpolated linearly in alpha, and the crossing is the last allowed
+steering. The toxicity at matched cost is the lowest of the allowed points' and the crossing's (not
+steering is always allowed, so the drop is never negative). A later point that falls under the
+budget again (noise) is not used: the dial stops at its first crossing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+TOLERANCE = 1e-9  # a cost equal to the budget is within it, whatever the rounding (as detox.search)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One base model's curve: per point its alpha, CE costs (nats), well-formed share and toxicities (%)."""
+
+    alpha: np.ndarray
+    cost: np.ndarray  # max(clean cost, hostile cost) against the unsteered point, nats
+    ce_tax: np.ndarray  # clean CE cost alone, nats
+    well_formed: np.ndarray
+    toxicity: dict[str, np.ndarray]  # metric -> percent per point
+
+    @classmethod
+    def from_points(cls, points: Sequence[Mapping[str, float]], metrics: Sequence[str]) -> "Curve":
+        """From the points a curve stage writes ({"alpha", "ce_loss", optional "ce_hostile", "well_formed",
+        the metrics}); alpha must start at 0 and increase. A metric no point measured is left out."""
+        if len(points) < 2:
+            raise ValueError(f"a curve needs at least 2 points, got {len(points)}")
+        alpha = np.array([float(p["alpha"]) for p in points])
+        if alpha[0] != 0 or not (np.diff(alpha) > 0).all():
+            raise ValueError(f"a curve's alphas must start at 0 and increase, got {alpha.tolist()}")
+        ce = np.array([float(p["ce_loss"]) for p in points])
+        tax = ce - ce[0]
+        cost = tax
+        if all("ce_hostile" in p for p in points):
+            hostile = np.array([float(p["ce_hostile"]) for p in points])
+            cost = np.maximum(tax, hostile - hostile[0])
+        well_formed = np.array([float(p.get("well_formed", 100.0)) for p in points])
+        toxicity = {m: np.array([float(p[m]) for p in points]) for m in metrics if all(m in p for p in points)}
+        for name, values in (("CE", cost), ("well_formed", well_formed), *toxicity.items()):
+            if not np.isfinite(values).all():
+                raise ValueError(f"a curve's {name} values are not all finite: {values.tolist()}")
+        return cls(alpha, cost, tax, well_formed, toxicity)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """What a budget allows on one curve."""
+
+    alpha: float  # the last allowed strength (interpolated at the crossing)
+    cost: float  # its CE cost, nats
+    toxicity: dict[str, float]  # metric -> the lowest toxicity reached within the budget (%)
+    reached: bool  # whether the budget binds within the curve (False: every point is allowed; the curve is too short)
+
+
+def at_budget(curve: Curve, ce_budget: float, min_well_formed: float) -> Matched:
+    """The steering a CE budget and a well-formed floor allow on `curve` (module docstring)."""
+    allowed = (curve.cost <= ce_budget + TOLERANCE) & (curve.well_formed >= min_well_formed)
+    allowed[0] = True  # not steering is always allowed
+    if allowed.all():
+        return Matched(float(curve.alpha[-1]), float(curve.cost[-1]),
+                       {m: float(v.min()) for m, v in curve.toxicity.items()}, reached=False)
+    j = int(np.argmin(allowed))  # the first point that breaks the rule; j >= 1
+    i = j - 1
+    t = 1.0  # how far towards point j the rule still holds, 0..1 (linear in alpha)
+    if curve.cost[j] > ce_budget + TOLERANCE:
+        t = min(t, max(0.0, (ce_budget - curve.cost[i]) / (curve.cost[j] - curve.cost[i])))
+    if curve.well_formed[i] < min_well_formed:  # only the unsteered point, allowed whatever it is
+        t = 0.0
+    elif curve.well_formed[j] < min_well_formed:
+        t = min(t, (curve.well_formed[i] - min_well_formed) / (curve.well_formed[i] - curve.well_formed[j]))
+
+    def between(values: np.ndarray) -> float:
+        return float(values[i] + t * (values[j] - values[i]))
+
+    toxicity = {m: min(float(v[:j].min()), between(v)) for m, v in curve.toxicity.items()}
+    return Matched(between(curve.alpha), between(curve.cost), toxicity, reached=True)
+
+
+def at_alpha(curve: Curve, values: np.ndarray, alpha: float) -> float:
+    """`values` (one per point) at strength `alpha`, interpolated linearly; alpha within the curve."""
+    if not curve.alpha[0] <= alpha <= curve.alpha[-1]:
+        raise ValueError(f"alpha={alpha:g} lies outside the curve's range [0, {curve.alpha[-1]:g}]")
+    return float(np.interp(alpha, curve.alpha, values))
+
+
+def share_removed(before: float, after: float) -> float:
+    """The share of toxicity removed, percent of `before` (NaN when there was none to remove)."""
+    return 100.0 * (before - after) / before if before > 0 else math.nan
+
+
+def summary(curve: Curve, ce_budget: float, min_well_formed: float, fixed_alpha: float) -> dict[str, float]:
+    """The curve's absolute and relative measures, as metrics (`curve_` names):
+    per toxicity m: curve_<m>_unsteered, curve_<m>_at_budget, curve_<m>_drop_at_budget (points),
+    curve_<m>_removed_at_budget and curve_<m>_removed_at_alpha (% of the unsteered toxicity removed, at
+    matched cost and at `fixed_alpha`), curve_<m>_at_alpha; and curve_alpha_at_budget,
+    curve_cost_at_budget, curve_budget_reached (1: the budget binds within the curve),
+    curve_ce_tax_at_alpha (clean CE added at `fixed_alpha`, nats), curve_cost_at_alpha, curve_points."""
+    matched = at_budget(curve, ce_budget, min_well_formed)
+    out = {"curve_points": float(len(curve.alpha)), "curve_alpha_at_budget": matched.alpha,
+           "curve_cost_at_budget": matched.cost, "curve_budget_reached": float(matched.reached),
+           "curve_ce_tax_at_alpha": at_alpha(curve, curve.ce_tax, fixed_alpha),
+           "curve_cost_at_alpha": at_alpha(curve, curve.cost, fixed_alpha)}
+    for m, values in curve.toxicity.items():
+        before, after_alpha = float(values[0]), at_alpha(curve, values, fixed_alpha)
+        out.update({f"curve_{m}_unsteered": before, f"curve_{m}_at_budget": matched.toxicity[m],
+                    f"curve_{m}_drop_at_budget": before - matched.toxicity[m],
+                    f"curve_{m}_removed_at_budget": share_removed(before, matched.toxicity[m]),
+                    f"curve_{m}_at_alpha": after_alpha,
+                    f"curve_{m}_removed_at_alpha": share_removed(before, after_alpha)})
+    return out
+
+
+def frontier(curve: Curve, metric: str, costs: np.ndarray, min_well_formed: float) -> np.ndarray:
+    """The lowest `metric` reachable within each CE budget of `costs` (the curve read at every budget)."""
+    return np.array([at_budget(curve, float(c), min_well_formed).toxicity[metric] for c in costs])

@@ -1,0 +1,119 @@
+"""ITI's trade-off curve: one base model steered at a dense range of strengths, each measured alike.
+
+`method=iti_curve` is `method=iti` (the same probe stage, shared with every ITI job of the base model,
+and the same steering and full evaluation at `iti.alpha`, the curve's fixed strength) plus two stages:
+* `curve`: for every alpha of `method.alphas` (0 first: the unsteered point) the ITI shifts of that
+  strength (the steer stage's own function, `iti.top_k_heads`, `iti.direction`, ...) and what the
+  trade-off needs of the evaluation: the insult probability at the decision point and the decision
+  mass, the ToxiGen-like greedy continuations (their toxicity and well-formed share), the CE loss on
+  clean and hostile-context text. The RTP-like samples, the costly part of a full evaluation, are
+  left out. Writes `curve.json` (attached to the run) and each point's shifts and generations.
+* `curve_summary`: what `method.ce_budget`, `method.min_well_formed` and `iti.alpha` read off the curve
+  (`detox.core.tradeoff.summary`): the toxicity at matched cost by interpolation, the drop, the share
+  of toxicity removed at matched cost and at the fixed strength, the CE tax at the fixed strength.
+  Its own stage, so another budget re-reads the curve without measuring it again.
+The report reads every run's curve.json at its own budget (`detox-report --ce-budget`): the frontier
+figure and table, and the power statements (`detox.report.frontier`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from detox.core.artifacts import STAGE
+from detox.core.plan import Plan, Stage
+from detox.core.schema import ConfigError, number
+from detox.methods import Method, MethodOptions, iti, register
+
+NAME = "iti_curve"
+CURVE, SUMMARY = "curve", "curve_summary"  # the stages this method adds after ITI's
+CURVE_FILE = "curve.json"  # {"alphas", "direction", "points": [{"alpha", the measures}, ...]}
+MEASURES = ("insult_probability", "decision_mass", "toxigen", "ce_loss", "ce_hostile", "well_formed")
+TOXICITIES = ("insult_probability", "toxigen")  # the curve's toxicity measures, in percent
+DEFAULT_ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0]
+
+
+@dataclass
+class IticurveOptions(MethodOptions):
+    name: str = NAME
+    alphas: list[float] = number(DEFAULT_ALPHAS, "[0, inf)")  # the strengths measured: 0 first, increasing
+    ce_budget: float = number(0.02, "[0, inf)")  # the matched cost the run's summary reads off its curve, nats
+    min_well_formed: float = number(95.0, "[0, 100]")  # ... and the fewest well-formed generations (%) allowed
+
+
+def extend(plan: Plan, job) -> None:
+    iti.extend(plan, job)  # probe, steer at iti.alpha, the intervention of the full evaluation
+    spec = {k: v for k, v in iti.steering_spec(job.iti).items() if k != "alpha"}
+    plan.add(Stage(CURVE, {**spec, "alphas": list(job.method.alphas), "seed": job.seed,
+                           "evaluate": {k: getattr(job.evaluate, k) for k in ("toxigen_max_new_tokens", "batch_size",
+                                                                                "heldout_docs")},
+                           "scorer": job.scorer.result_spec()},
+                   lambda out, i: _curve(job, out, i), inputs=(STAGE.SOURCES, STAGE.PRETRAIN, iti.PROBE),
+                   logged=(CURVE_FILE,)))
+    plan.add(Stage(SUMMARY, {"ce_budget": job.method.ce_budget, "min_well_formed": job.method.min_well_formed,
+                             "fixed_alpha": job.iti.alpha},
+                   lambda out, i: _summary(job, i), inputs=(CURVE,)))
+
+
+def _curve(job, out, inputs) -> dict:
+    from detox.core import artifacts
+    from detox.core.models import load_model
+    from detox.data.parts import has_part, load_part
+    from detox.evaluation import evaluate, scorers
+    from detox.evaluation.prompt_sets import PROMPT_SETS
+    from detox.steering import steer
+
+    sources = inputs[STAGE.SOURCES]
+    model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
+    greedy = tuple(s for s in PROMPT_SETS if s.name == "toxigen")  # the decision point and greedy continuations
+    rows = {s.name: load_part(sources, s.part) for s in greedy}
+    heldout = {"clean": [row["text"] for row in load_part(sources, "heldout")]}
+    if has_part(sources, "heldout_hostile"):
+        heldout["hostile"] = [row["text"] for row in load_part(sources, "heldout_hostile")]
+    scorer = scorers.make_scorer(job.scorer, job.root)
+    a = job.iti
+    points = []
+    for index, alpha in enumerate(job.method.alphas):
+        point = out / f"point_{index:02d}"
+        point.mkdir()
+        steer.steer_stage(inputs[iti.PROBE], a.top_k_heads, alpha, a.direction, a.random_scaling, job.seed, point)
+        with steer.steering(model, steer.load_shifts(point)):
+            measured = evaluate.evaluate(model, tokenizer, rows, heldout, scorer, job.evaluate, job.scorer.threshold,
+                                         job.seed, point, sets=greedy)
+        points.append({"alpha": alpha, **{m: measured[m] for m in MEASURES if m in measured}})
+    (out / CURVE_FILE).write_text(json.dumps({"alphas": list(job.method.alphas), "direction": a.direction,
+                                              "points": points}, indent=1))
+    return {"curve_points": len(points)}
+
+
+def read_curve(path, metrics=TOXICITIES):
+    """A curve.json as a `detox.core.tradeoff.Curve`."""
+    from detox.core.tradeoff import Curve
+
+    return Curve.from_points(json.loads(path.read_text())["points"], metrics)
+
+
+def _summary(job, inputs) -> dict:
+    from detox.core.tradeoff import summary
+
+    return summary(read_curve(inputs[CURVE] / CURVE_FILE), job.method.ce_budget, job.method.min_well_formed,
+                   job.iti.alpha)
+
+
+def label(job) -> str:
+    """ITI's strength (the fixed alpha the run's full evaluation steers at), marked as a curve's."""
+    return f"{iti.label(job)} curve"
+
+
+def validate(job) -> None:
+    iti.validate(job)
+    alphas = list(job.method.alphas)
+    if len(alphas) < 2 or alphas[0] != 0 or any(b <= a for a, b in zip(alphas, alphas[1:])):
+        raise ConfigError(f"method.alphas={alphas}: needs 0 first, then at least one larger strength, increasing")
+    if not job.iti.alpha <= alphas[-1]:
+        raise ConfigError(f"iti.alpha={job.iti.alpha:g} (the curve's fixed strength) lies beyond "
+                          f"method.alphas (up to {alphas[-1]:g}): set iti.alpha within them")
+
+
+register(Method(NAME, IticurveOptions, extend=extend, label=label, validate=validate))
