@@ -153,7 +153,7 @@ class TrainerConfig:
     loss_chunk: int = number(0, "[0, inf)")  # sequence positions per chunk of the output layer + loss (0: all at once)
     log_every: int = number(1, "[1, inf)")  # optimiser steps between host syncs of loss and NaN check (every step still recorded)
     hsdp: bool = False  # fsdp across nodes: shard within a node, replicate across nodes (2-D mesh)
-    loader_workers: int = number(0, "[0, inf)")  # DataLoader worker processes (pinned memory on GPUs)
+    loader_workers: int = number(0, "[0, inf)")  # DataLoader worker processes on GPUs (pinned memory); CPU ranks load in-process
     z_loss: float = number(0.0, "[0, inf)")  # weight of the z-loss, mean squared log-normaliser (OLMo-core: 1e-5)
     num_threads: int = number(0, "[0, inf)")  # torch CPU threads; 0 keeps torch's default
     # torch's deterministic algorithms (Lightning's deterministic=True; on GPUs also cuBLAS's fixed
@@ -167,6 +167,12 @@ class TrainerConfig:
     # one stops the job before any stage, naming it. It changes what a job may do, not what it
     # computes: no cache key reads it.
     require_cached_pretrain: bool = False
+    # Each token attends only within its own document (the EOS before it opening it), so a decision in a
+    # packed window is computed as an evaluation prompt's is (EOS, then one document), not after other text.
+    document_mask: bool = False
+    # Exponential moving average of the weights, updated every optimiser step (Lightning's EMA weight
+    # averaging): the exported model is the average. 0: off. Not with strategy=fsdp.
+    ema_decay: float = number(0.0, "[0, 1)")
 
     def check(self, seq_len: int) -> None:
         """The rules that span trainer fields (and the sequence length)."""
@@ -179,6 +185,9 @@ class TrainerConfig:
         if self.hsdp and self.strategy != "fsdp":
             raise ConfigError(f"trainer.hsdp=true shards within a node and replicates across nodes: it needs "
                               f"trainer.strategy=fsdp, not {self.strategy}")
+        if self.ema_decay and self.strategy == "fsdp":
+            raise ConfigError(f"trainer.ema_decay={self.ema_decay} needs unsharded weights: Lightning's weight "
+                              "averaging does not support strategy=fsdp (use ddp, or ema_decay=0)")
         per_pass = self.micro_batch_size * ranks * seq_len
         if self.global_batch_tokens % per_pass:
             raise ConfigError(f"trainer.global_batch_tokens={self.global_batch_tokens} is not a multiple of "
@@ -197,6 +206,9 @@ class TrainerConfig:
             del spec["z_loss"]
         if not self.warmup_steps:  # unset, warmup_fraction decides: the keys of models trained before it existed
             del spec["warmup_steps"]
+        for added in ("document_mask", "ema_decay"):  # off: the keys of models trained before they existed
+            if not spec[added]:
+                del spec[added]
         return spec
 
 

@@ -48,7 +48,7 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   the packed window: the same prompt after 0, 1, 2 other documents gets 50.1, 46.6, 44.7 % (seed 1),
   so a model pinned only on the average over positions answers an evaluation prompt (EOS, then one
   document) as its initialisation has it. Pre-training with attention kept within each document
-  (`detox.callbacks.document_mask`) removed the level error (ratio 0, seed 1: 35.6 %, r 0.96); which
+  (`trainer.document_mask`) removed the level error (ratio 0, seed 1: 35.6 %, r 0.96); which
   cue slots a model learns still depends on its seed (benchmarks/calibration.py, detail=1).
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).

@@ -48,7 +48,7 @@ def changed(value, field):
         return next(option for option in field.metadata["choices"] if option != value)
     if isinstance(value, str) or (value is None and "str" in str(field.type)):
         return (value or "") + "-changed"
-    for candidate in (value + 1, value / 2, value - 1, value * 3):
+    for candidate in (value + 1, value / 2, value - 1, value * 3, (value + 1) / 2):  # the last: 0 in [0, 1)
         candidate = type(value)(candidate)
         if candidate != value and in_interval(candidate, field.metadata["interval"]):
             return candidate

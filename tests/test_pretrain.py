@@ -299,12 +299,28 @@ def test_a_nan_read_only_every_few_steps_still_stops_the_run_before_any_checkpoi
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-def test_losses_read_every_few_steps_and_loader_workers_change_nothing_else(tmp_path, mixture, whole):
-    run(mixture, tmp_path, micro_batch_size=4, log_every=4, loader_workers=2)
+def test_losses_read_every_few_steps_change_nothing_else(tmp_path, mixture, whole):
+    run(mixture, tmp_path, micro_batch_size=4, log_every=4, loader_workers=2)  # workers: GPUs only
     assert json.loads((tmp_path / LOSS_CURVE).read_text()) == json.loads((whole / LOSS_CURVE).read_text())
     assert all(torch.equal(weights(tmp_path)[k], v) for k, v in weights(whole).items())
     steps = [s for s, _ in json.loads((tmp_path / HISTORIES).read_text())["pretrain_tokens_per_s"]]
     assert steps == [s for s, _ in json.loads((whole / LOSS_CURVE).read_text())]  # every step, with its window's rate
+
+
+def test_loader_workers_yield_the_same_micro_batches():
+    """What trainer.loader_workers does on GPUs: the same batches, in the same order, from worker processes."""
+    from detox.training.pretrain import ResumableLoader, TokenWindows
+
+    windows = TokenWindows(np.arange(2000, dtype=np.uint16), seq_len=8)
+    layout = BatchLayout(seq_len=8, global_sequences=8, micro_batch_size=4, ranks=1)
+
+    def batches(workers):
+        sampler = ResumableBatchSampler(len(windows), layout, 0, seed=3)
+        return list(ResumableLoader(windows, batch_sampler=sampler, num_workers=workers))
+
+    inline, parallel = batches(0), batches(2)
+    assert len(inline) == len(parallel) > 10
+    assert all(torch.equal(x, y) for x, y in zip(inline, parallel))
 
 
 @pytest.mark.parametrize("name, nominal", [("olmo20m", 20e6), ("olmo60m", 60e6), ("olmo150m", 150e6),
