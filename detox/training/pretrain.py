@@ -513,7 +513,7 @@ class AtomicCheckpoints(Checkpoint):
         name = STEP_CHECKPOINT.format(step)
         # Every rank takes part (a sharded save is collective: each writes its shards, rank 0 the metadata
         # last); save_checkpoint ends with a barrier, so once it returns the checkpoint is whole.
-        trainer.save_checkpoint(self.dirpath / name)
+        trainer.save_checkpoint(self.dirpath / name, weights_only=False)  # the whole state: optimiser, loops, callbacks
         self.saved_step = step
         if trainer.is_global_zero:
             path = self.dirpath / name
