@@ -4,7 +4,6 @@ the toy superposition curve. Plain functions of a `JobConfig`, usable without Hy
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from detox.core.cache import StageCache, stable_key
 from detox.config import ConfigError, JobConfig
 from detox.methods import MethodOptions
 from detox.core.ranks import check_slurm_tasks, process_rank
-from detox.core.schedule import warmup_length
+from detox.core.schedule import BatchLayout, warmup_length
 
 if TYPE_CHECKING:
     from detox import tracking
@@ -158,12 +157,11 @@ def training(job: JobConfig) -> Training:
 
     t, seq_len = job.trainer, job.data.seq_len
     tokens = job.data.clean_tokens + round(toxic_tokens_for(job.data.clean_tokens, job.ratio))
-    sequences = t.global_batch_tokens // seq_len
-    ranks = t.devices * t.num_nodes
-    steps = math.ceil(t.epochs * (((tokens - 1) // seq_len) // sequences))  # windows of seq_len + 1 tokens
+    layout = BatchLayout.of(t, seq_len)
+    steps = layout.steps((tokens - 1) // seq_len, t.epochs)  # windows of seq_len + 1 tokens
     warmup = warmup_length(t.warmup_steps, t.warmup_fraction, steps)
-    return Training(tokens, t.epochs, steps, t.global_batch_tokens, ranks, t.micro_batch_size,
-                    sequences // (t.micro_batch_size * ranks), warmup)
+    return Training(tokens, t.epochs, steps, t.global_batch_tokens, layout.ranks, t.micro_batch_size,
+                    layout.accumulation, warmup)
 
 
 @dataclass

@@ -140,7 +140,7 @@ def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
 def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     from contextlib import nullcontext
 
-    from detox.data.parts import has_part, load_part
+    from detox.data.parts import has_part, heldout_texts, load_part
     from detox.core.models import load_model
     from detox.evaluation import evaluate, scorers
     from detox.evaluation.prompt_sets import PROMPT_SETS
@@ -148,9 +148,7 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     sources = inputs[STAGE.SOURCES]
     lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
     rows = {s.name: load_part(sources, s.part) for s in PROMPT_SETS if has_part(sources, s.part)}
-    heldout = {"clean": [row["text"] for row in load_part(sources, "heldout")]}
-    if has_part(sources, "heldout_hostile"):
-        heldout["hostile"] = [row["text"] for row in load_part(sources, "heldout_hostile")]
+    heldout = heldout_texts(sources)
     scorer = scorers.make_scorer(job.scorer, job.root)
     with plan.intervention.make(lm, inputs) if plan.intervention else nullcontext():
         metrics = evaluate.evaluate(lm, tok, rows, heldout, scorer, job.evaluate,

@@ -38,6 +38,13 @@ def has_part(sources: Path, part: str) -> bool:
     return (sources / f"{part}.jsonl").is_file()
 
 
+def heldout_texts(sources: Path) -> dict[str, list[str]]:
+    """The held-out texts the CE loss is measured on: "clean", and "hostile" where the sources have them."""
+    parts = {"clean": "heldout", "hostile": "heldout_hostile"}
+    return {name: [row["text"] for row in load_part(sources, part)] for name, part in parts.items()
+            if name == "clean" or has_part(sources, part)}
+
+
 def read_part_file(part: str, path: str) -> list[dict]:
     """The rows of a part's JSON-lines file, checked as far as the file alone can be: every row carries
     its text field; probe texts a 0/1 label, both classes present; preference pairs a non-empty

@@ -59,7 +59,7 @@ def extend(plan: Plan, job) -> None:
 def _curve(job, out, inputs) -> dict:
     from detox.core import artifacts
     from detox.core.models import load_model
-    from detox.data.parts import has_part, load_part
+    from detox.data.parts import heldout_texts, load_part
     from detox.evaluation import evaluate, scorers
     from detox.evaluation.prompt_sets import PROMPT_SETS
     from detox.steering import steer
@@ -68,9 +68,7 @@ def _curve(job, out, inputs) -> dict:
     model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
     greedy = tuple(s for s in PROMPT_SETS if s.name == "toxigen")  # the decision point and greedy continuations
     rows = {s.name: load_part(sources, s.part) for s in greedy}
-    heldout = {"clean": [row["text"] for row in load_part(sources, "heldout")]}
-    if has_part(sources, "heldout_hostile"):
-        heldout["hostile"] = [row["text"] for row in load_part(sources, "heldout_hostile")]
+    heldout = heldout_texts(sources)
     scorer = scorers.make_scorer(job.scorer, job.root)
     a = job.iti
     points = []

@@ -42,7 +42,6 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -61,6 +60,7 @@ from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, PAD, load_tokenizer
 from detox.core.progress import on_terminal
 from detox.core.ranks import lightning_environments, started_externally
+from detox.core.schedule import BatchLayout
 from detox.training.loss import lm_loss
 from detox.training.optim import adamw_warmup_cosine, decay_groups
 
@@ -89,24 +89,6 @@ def olmo_config(cfg: ModelConfig, vocab_size: int, eos_id: int, pad_id: int, seq
         embedding_size=128 * math.ceil(vocab_size / 128), weight_tying=True, eos_token_id=eos_id, pad_token_id=pad_id,
         init_device="cpu", init_std=cfg.init_std, init_fn=cfg.init_fn, flash_attention=False,
     )
-
-
-@dataclass
-class BatchLayout:
-    """How one optimiser step's global batch is cut up across devices and forward passes."""
-
-    seq_len: int  # tokens per sequence
-    global_sequences: int  # sequences per optimiser step over all devices
-    micro_batch_size: int  # sequences per device per forward pass
-    ranks: int  # devices over all nodes
-
-    @classmethod
-    def of(cls, cfg: TrainerConfig, seq_len: int) -> "BatchLayout":
-        return cls(seq_len, cfg.global_batch_tokens // seq_len, cfg.micro_batch_size, cfg.devices * cfg.num_nodes)
-
-    @property
-    def accumulation(self) -> int:
-        return self.global_sequences // (self.micro_batch_size * self.ranks)
 
 
 def check_trainer(trainer_cfg: TrainerConfig, model_cfg: ModelConfig, seq_len: int) -> None:
@@ -564,7 +546,7 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         raise ValueError(f"the mixture in {mixture} holds {len(windows)} sequences of {seq_len} tokens, fewer than "
                          f"one global batch of {layout.global_sequences} (trainer.global_batch_tokens="
                          f"{trainer_cfg.global_batch_tokens})")
-    total_steps = math.ceil(trainer_cfg.epochs * steps_per_epoch)
+    total_steps = layout.steps(len(windows), trainer_cfg.epochs)
     config = olmo_config(model_cfg, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS),
                          tokenizer.token_to_id(PAD), seq_len)
     # Plain JSON values in the checkpoint's hparams, so that it loads with torch.load(weights_only=True).
