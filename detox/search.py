@@ -5,7 +5,7 @@ Optuna sweeper to find the ratio (and the ITI strength) that minimise the toxici
 among steerings that cost at most a CE budget. Every trial is an ordinary study job (one MLflow run);
 with `search.objective=matched_cost` the job also evaluates the same base model unsteered (from the
 cache when the study has it), logs the cost of its method beside the toxicity, and returns the
-objective for the sweeper. Study and search share the matched-cost rule (`within_budget`), so the
+objective for the sweeper. Study and search share the matched-cost rule (`detox.core.tradeoff.within_budget`), so the
 report's "ITI at matched cost" table and the search judge a steering alike.
 
 `search.objective=curve_drop` (with `method=iti_curve`) rewards the drop instead of the level: the
@@ -18,15 +18,9 @@ from __future__ import annotations
 
 import math
 
+from detox.core.tradeoff import within_budget
+
 INFEASIBLE = 100.0  # added to the CE cost of a steering outside the budget: worse than any toxicity in %
-
-
-def within_budget(ce_cost_clean, ce_cost_hostile, well_formed, ce_budget: float, min_well_formed: float):
-    """The study's matched-cost rule: a steering may add at most `ce_budget` nats of CE loss on clean and
-    on hostile-context text and must leave `min_well_formed` % well-formed generations. Scalars or
-    pandas Series alike."""
-    budget = ce_budget + 1e-9  # a cost equal to the budget is within it, whatever the rounding
-    return (ce_cost_clean <= budget) & (ce_cost_hostile <= budget) & (well_formed >= min_well_formed)
 
 
 def matched_cost_objective(steered: dict[str, float], unsteered: dict[str, float], metric: str, ce_budget: float,

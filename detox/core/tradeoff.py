@@ -5,7 +5,7 @@ A curve is one base model steered at strengths alpha_0 = 0 < alpha_1 < ... (the 
 each point measured alike: the toxicities (percent), the CE loss on clean and, where measured, on
 hostile-context text (nats), and the well-formed share (percent). A point's CE cost is what it adds to
 the unsteered point, the larger of the clean and the hostile cost (the study's matched-cost rule,
-`detox.search.within_budget`, asks both to stay within the budget).
+`within_budget`, asks both to stay within the budget; the search and the report's grid table use it too).
 
 Reading a budget: the strength is a dial turned up from 0 until the first point that breaks the rule
 (CE cost above the budget, or fewer well-formed generations than allowed); between that point and the
@@ -23,7 +23,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-TOLERANCE = 1e-9  # a cost equal to the budget is within it, whatever the rounding (as detox.search)
+TOLERANCE = 1e-9  # a cost equal to the budget is within it, whatever the rounding
+
+
+def within_budget(ce_cost_clean, ce_cost_hostile, well_formed, ce_budget: float, min_well_formed: float):
+    """The study's matched-cost rule: a steering may add at most `ce_budget` nats of CE loss on clean and
+    on hostile-context text and must leave `min_well_formed` % well-formed generations. Scalars, arrays
+    or pandas Series alike."""
+    budget = ce_budget + TOLERANCE
+    return (ce_cost_clean <= budget) & (ce_cost_hostile <= budget) & (well_formed >= min_well_formed)
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class Matched:
 
 def at_budget(curve: Curve, ce_budget: float, min_well_formed: float) -> Matched:
     """The steering a CE budget and a well-formed floor allow on `curve` (module docstring)."""
-    allowed = (curve.cost <= ce_budget + TOLERANCE) & (curve.well_formed >= min_well_formed)
+    allowed = within_budget(curve.ce_tax, curve.cost, curve.well_formed, ce_budget, min_well_formed)  # cost: the larger
     allowed[0] = True  # not steering is always allowed
     if allowed.all():
         return Matched(float(curve.alpha[-1]), float(curve.cost[-1]),
