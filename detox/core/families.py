@@ -21,16 +21,14 @@ config.json, and a pre-trained model's identity (the content of its files, or a 
 from __future__ import annotations
 
 import json
-import logging
 import operator
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from detox.core.hub import UNRESOLVED, resolve_commit
 from detox.core.schema import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,6 @@ def switch_bias_on(model) -> None:
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def is_local_model(path: str) -> bool:
@@ -198,35 +195,11 @@ def local_identity(path: str) -> dict:
     return {"path": str(folder), "files": {str(f.relative_to(folder)): content_hash(f) for f in files}}
 
 
-UNRESOLVED = "unresolved"  # a hub revision no one could resolve to a commit (offline, not cached)
-
-
 @lru_cache(maxsize=None)
 def resolve_model_commit(repo: str, revision: str | None) -> str:
-    """The commit a hub model's revision (None: main) points to: a 40-hex revision as it is, else asked of
-    the hub, else (offline) read from the local hub cache; UNRESOLVED when none of them knows it (the job
-    goes on keyed by the revision's name, the log says so, and the stage records the commit it downloads)."""
-    if revision and COMMIT.fullmatch(revision):
-        return revision
-    try:
-        from huggingface_hub import HfApi
-
-        sha = HfApi().model_info(repo, revision=revision).sha
-        if sha:
-            return sha
-    except Exception as error:  # offline or unknown: the local cache may still know the revision
-        reason = f"{type(error).__name__}"
-    else:
-        reason = "the hub gave no commit"
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    ref = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / (revision or "main")
-    if ref.is_file():
-        return ref.read_text().strip()
-    log.warning("model.path=%s model.revision=%s: not resolved to a commit (%s) and not in the local hub cache; "
-                "keyed by the revision's name (pin model.revision to a commit sha for a reproducible key)",
-                repo, revision or "main", reason)
-    return UNRESOLVED
+    """The commit a hub model's revision (None: main) points to, or UNRESOLVED (detox.core.hub), asked
+    once per process (a sweep plans many jobs of one model)."""
+    return resolve_commit(repo, revision, "model")
 
 
 def pretrained_identity(path: str, revision: str | None) -> dict:

@@ -42,6 +42,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from detox.core.hub import resolve_commit
 from detox.core.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -158,28 +159,13 @@ def shuffled(items: Iterable, seed: int | str, buffer_size: int) -> Iterator:
     yield from buffer
 
 
-UNRESOLVED = "unresolved"  # a hub revision that could not be resolved to a commit (e.g. offline)
-
-
 def resolve_revision(spec: SourceSpec) -> str:
-    """The commit sha the hub dataset's `revision` (None: main) points to now, or UNRESOLVED when the
-    hub cannot be asked (offline, no such dataset): the job goes on, the log says so."""
+    """The commit sha the hub dataset's `revision` (None: main) points to now, or UNRESOLVED
+    (detox.core.hub.resolve_commit): the job goes on, the log says so."""
     if spec.revision is None:
         log.warning("%s: no revision pinned, reading the hub's current main: results are not reproducible "
                     "(set the source's revision to a commit sha)", spec.path)
-    try:
-        from huggingface_hub import HfApi
-
-        sha = HfApi().dataset_info(spec.path, revision=spec.revision).sha
-    except Exception as error:  # offline, unknown dataset, hub error: none of them stops the job
-        log.warning("%s: revision %s not resolved (%s: %s)", spec.path, spec.revision or "main",
-                    type(error).__name__, error)
-        return UNRESOLVED
-    if not sha:
-        log.warning("%s: the hub gave no commit for revision %s", spec.path, spec.revision or "main")
-        return UNRESOLVED
-    log.info("%s: revision %s is commit %s", spec.path, spec.revision or "main", sha)
-    return sha
+    return resolve_commit(spec.path, spec.revision, "dataset")
 
 
 def is_local(path: str) -> bool:

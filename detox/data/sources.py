@@ -247,7 +247,7 @@ def pinned(spec, resolved: dict | None):
     none and that commit is known; otherwise `spec` as it is."""
     import dataclasses
 
-    from detox.data.corpora import UNRESOLVED
+    from detox.core.hub import UNRESOLVED
 
     if spec.revision is not None or not resolved or resolved.get("commit") in (None, UNRESOLVED):
         return spec
