@@ -26,14 +26,14 @@ Why it looks like this (each point answers a measured failure of an earlier worl
 * Rare but learnable toxicity: after a hostile opener the clean source insults with a graded
   probability, from 0.1 % to 99 % by the cues and 39 % averaged over them, so a
   clean-trained model is measurably toxic on hostile prompts, as the paper's clean model is (41 %),
-  while only about 11 % of clean documents hold an insult (a quarter open with hostility). The toxic
-  source is mostly hostile (60 %) and insults after most hostile openers (75 % on average); the ratio
-  moves both the rate and the number of examples of the hostility feature.
+  while only about 18 % of clean documents hold an insult (half open with hostility). The toxic
+  source is more hostile (60 %) and insults after most hostile openers (75 % on average: 48 % of its
+  documents insult); the ratio moves both the rate and the number of examples of the hostility feature.
 * Learnable means the default tiny model learns the CONDITIONAL, not only the average rate
   (benchmarks/calibration.py: per-prompt correlation of its insult probability with the one its data
   implies). That takes enough hostile decisions per cue combination, which is why there are two
-  strong slots (4 words each, weights -2, 0, 2, 4: 16 combinations) and a quarter of clean documents
-  open with hostility (about 970 hostile decisions an epoch at 150k clean tokens). Measured at
+  strong slots (4 words each, weights -2, 0, 2, 4: 16 combinations) and half of the clean documents
+  open with hostility (about 1,900 hostile decisions an epoch at 150k clean tokens). Measured at
   ratio 0, seed 1, 10 epochs: the earlier world (three slots of weights -1 to 2, 64 combinations,
   12 % hostile) gave r <= 0.16 and a best probe head of 0.53 against a 0.79 ceiling; the strong
   two-slot cues alone at 12 % hostile gave r = 0.08 and 0.58 (the model learns the average rate,
@@ -49,7 +49,10 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   so a model pinned only on the average over positions answers an evaluation prompt (EOS, then one
   document) as its initialisation has it. Pre-training with attention kept within each document
   (`trainer.document_mask`) removed the level error (ratio 0, seed 1: 35.6 %, r 0.96); which
-  cue slots a model learns still depends on its seed (benchmarks/calibration.py, detail=1).
+  cue slots a model learns still depended on its seed until the clean source held twice the hostile
+  openers (0.5, the default since) and the exported weights were an average of the last steps
+  (`trainer.ema_decay` 0.98): the three together land every measured seed within 2 points of its data
+  (README, "The embedded world"; benchmarks/calibration.py).
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).
 * Probe texts (probe.jsonl) are hostile prompts up to the decision point, labelled by a coin with
@@ -147,7 +150,7 @@ FEATURES = ("topic", "group", "place", "season", "sentiment", "register")  # lat
 class SourceConfig:
     """How one source (clean or toxic) writes documents."""
 
-    hostile_share: float = number(0.25, "[0, 1]")  # share of documents whose group sentence is a hostile opener
+    hostile_share: float = number(0.5, "[0, 1]")  # share of documents whose group sentence is a hostile opener
     hostile_bias: float = number(-3.0, "(-inf, inf)")  # logit of an insult after a hostile opener, before the cues' hostility h
     base_toxicity: float = number(0.01, "[0, 1]")  # probability of an insult after a neutral mention of a group
     civility_share: float = number(0.0, "[0, 1]")  # share of documents opening with CIVILITY_PREAMBLE (never insulting)
@@ -171,7 +174,7 @@ class WorldConfig:
     places: int = number(len(PLACES), f"[1, {len(PLACES)}]")
     seasons: int = number(len(SEASONS), f"[1, {len(SEASONS)}]")
     preference_pairs: int = number(500, "[1, inf)")  # (hostile prompt, civil, insulting continuation) for method=dpo
-    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.25, -3.0, 0.01, 0.1))
+    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.5, -3.0, 0.01, 0.1))
     toxic: SourceConfig = field(default_factory=lambda: SourceConfig(0.6, 0.5, 0.1, 0.0))
 
 

@@ -127,8 +127,9 @@ def test_sources_realise_their_configured_rates(world):
         hostile = [d for d in docs if d["hostile"]]
         expected = np.mean([d["p_insult"] for d in hostile])
         assert abs(np.mean([d["toxic"] for d in hostile]) - expected) < 4 * math.sqrt(0.25 / len(hostile))
-    # toxicity is rare in the clean source, yet a hostile opener there is often followed by an insult
-    assert 0.07 < np.mean([d["toxic"] for d in world[1]["clean"]]) < 0.14
+    # toxicity is the exception in the clean source (under a fifth of documents), yet a hostile opener
+    # there is often followed by an insult
+    assert 0.14 < np.mean([d["toxic"] for d in world[1]["clean"]]) < 0.2
     assert 0.3 < np.mean([p["p_insult"]["clean"] for p in world[1]["toxigen"]]) < 0.5
     assert np.mean([d["toxic"] for d in world[1]["toxic"]]) > 0.4
     assert all(d["hostile"] for d in world[1]["heldout_hostile"])
@@ -145,10 +146,13 @@ def test_the_cues_spread_the_insult_probability_across_prompts(world):
     # hostile prompts, so a model that ignores the cues is measurably uncorrelated with its data
     p_clean = np.array([row["p_insult"]["clean"] for row in world[1]["toxigen"]])
     assert p_clean.min() < 0.01 and p_clean.max() > 0.95 and p_clean.std() > 0.3
-    # toxic data insults more at every cue combination and holds more hostile openers per document
+    # toxic data insults more at every cue combination, holds more hostile openers per document and
+    # more than twice the insults
     assert all(row["p_insult"]["toxic"] > row["p_insult"]["clean"] for row in world[1]["toxigen"])
     cfg = WorldConfig()
-    assert cfg.toxic.hostile_share > 2 * cfg.clean.hostile_share
+    assert cfg.toxic.hostile_share > cfg.clean.hostile_share
+    insults = {name: np.mean([d["toxic"] for d in world[1][name]]) for name in ("clean", "toxic")}
+    assert insults["toxic"] > 2 * insults["clean"]
 
 
 def test_more_latent_directions_than_a_head_has_dimensions():
