@@ -114,7 +114,7 @@ def plot_search(table: pd.DataFrame, path: Path) -> None:
         ax.scatter(ratio, table["unsteered %"], color="0.6", marker="_", s=150, label="unsteered")
         ax.scatter(ratio[~feasible], table["toxicity % after"][~feasible], color="tab:red", marker="x",
                    label="beyond the CE budget")
-        if alpha.notna().all():
+        if alpha.notna().all() and alpha.nunique() > 1:  # one alpha (a curve_drop search): nothing to colour by
             points = ax.scatter(ratio[feasible], table["toxicity % after"][feasible], c=alpha[feasible], cmap="viridis",
                                 vmin=alpha.min(), vmax=alpha.max(), label="within it")
             ax.figure.colorbar(points, ax=ax, label="ITI alpha")
