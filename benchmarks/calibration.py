@@ -30,7 +30,10 @@ With `detail=1`, per model also:
   the neutral half of rtp.jsonl; by the word in each of the two hostility cue slots (a model that
   ignores one slot is flat along it);
 * the insult probability on the same hostile prompts after 0, 1 and 2 held-out documents (each closed
-  by EOS, as in the packed training windows): it should not move, since documents are independent;
+  by EOS, as in the packed training windows): with trainer.document_mask=false it should not move,
+  since documents are independent (it did: 50.1 / 46.6 / 44.7 %, the reason for the mask); with the
+  mask (the default) the model never attended across documents in training, so these contexts are
+  outside what it learned and the figures after 1 and 2 documents mean nothing (39.4 / 4.7 / 2.4 %);
 * CE loss (nats) on held-out clean documents and on held-out hostile-context documents;
 * a quick probe: per head, a logistic regression on the o_proj input at the last token of the probe
   texts (70 / 30 split); the best head's test accuracy against the label ceiling E[max(p, 1 - p)],
