@@ -240,8 +240,8 @@ def describe_plan(planned: list[PlannedJob]) -> list[str]:
 
 def _layout(p: PlannedJob) -> str:
     t, trainer, seq_len = p.training, p.job.trainer, p.job.data.seq_len
-    gpu = trainer.accelerator == "gpu"
-    return (f"pre-training: {t.ranks} {'GPU(s)' if gpu else 'CPU process(es)'} ({trainer.devices} x {trainer.num_nodes} node(s)), global batch "
+    devices, device = ("GPU(s)", "GPU") if trainer.accelerator == "gpu" else ("CPU process(es)", "process")
+    return (f"pre-training: {t.ranks} {devices} ({trainer.devices} x {trainer.num_nodes} node(s)), global batch "
             f"{t.global_batch_tokens:,} tokens = {t.global_batch_tokens // seq_len:,} sequences of {seq_len}, "
-            f"{t.tokens_per_gpu_step:,} tokens per {'GPU' if gpu else 'process'} per step (micro-batch {t.micro_batch_size} x {t.accumulation} "
-            f"accumulation), {t.warmup_steps:,} warm-up steps")
+            f"{t.tokens_per_gpu_step:,} tokens per {device} per step (micro-batch {t.micro_batch_size} x "
+            f"{t.accumulation} accumulation), {t.warmup_steps:,} warm-up steps")
