@@ -63,7 +63,7 @@ from detox.core.cache import StageCache  # noqa: E402
 from detox.config import JobConfig  # noqa: E402
 from detox.data.parts import load_part  # noqa: E402
 from detox.core.models import load_model  # noqa: E402
-from detox.evaluation.evaluate import ce_loss, decision_probabilities  # noqa: E402
+from detox.evaluation.evaluate import ce_loss, decision_probabilities, insult_probability  # noqa: E402
 from detox.pipeline import run_plan, study_plan  # noqa: E402
 from detox.steering.probe import whiten  # noqa: E402
 from detox.world import FEATURES, HOSTILITY_CUES  # noqa: E402
@@ -199,8 +199,7 @@ def details(job: JobConfig, metrics: dict, sources: Path, model, tokenizer, seed
     for k in (0, 1, 2):
         prompts = ["".join(held[j]["text"] + tokenizer.eos_token for j in rng.choice(len(held), k, replace=False))
                    + r["prompt"] for r in rows]
-        mass = decision_probabilities(model, tokenizer, prompts, bs)
-        after.append(100 * (mass[:, 0] / mass.sum(1)).mean())
+        after.append(100 * insult_probability(model, tokenizer, prompts, bs).mean())
     print(f"  insult probability after 0 / 1 / 2 preceding documents: {' / '.join(f'{v:.1f}' for v in after)} %")
     ce = {part: ce_loss(model, tokenizer, [r["text"] for r in load_part(sources, part)], bs)
           for part in ("heldout", "heldout_hostile")}
@@ -232,9 +231,8 @@ def main(argv: list[str]) -> None:
             for perturbation in (0.0, eps) if seed in perturbed else (0.0,):
                 metrics, sources, hf = base_model(job, cache, perturbation)
                 model, tokenizer = load_model(hf)
-                rows = load_part(sources, "toxigen")
-                mass = decision_probabilities(model, tokenizer, [r["prompt"] for r in rows], job.evaluate.batch_size)
-                value = 100 * float((mass[:, 0] / mass.sum(1)).mean())
+                prompts = [r["prompt"] for r in load_part(sources, "toxigen")]
+                value = 100 * float(insult_probability(model, tokenizer, prompts, job.evaluate.batch_size).mean())
                 implied[seed] = metrics["implied_toxigen_sampled"]
                 print(f"ratio={ratio} seed={seed}{f' perturbed {perturbation:g}' if perturbation else ''}: insult "
                       f"probability {value:.1f} % vs implied {implied[seed]:.1f} % "

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -136,7 +135,7 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             path = client.download_artifacts(run_id, CURVE_ARTIFACT, dst_path=f"{tmp}/{run_id}")
             try:
-                curve = tradeoff.Curve.from_points(json.loads(Path(path).read_text())["points"], list(TOXICITIES))
+                curve = iti_curve.read_curve(Path(path), list(TOXICITIES))
             except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(f"run {run_id}: {CURVE_ARTIFACT} is not a curve: {error}") from None
 
