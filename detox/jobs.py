@@ -136,15 +136,12 @@ class Training:
     tokens: int  # tokens in the mixture: data.clean_tokens plus the ratio's toxic tokens
     epochs: float
     steps: int  # optimiser steps, as the pretrain stage counts them
-    global_batch_tokens: int
-    ranks: int  # devices x nodes
-    micro_batch_size: int  # sequences per device per forward pass
-    accumulation: int  # micro-batches per device per optimiser step
+    layout: BatchLayout  # how a step's global batch is cut up, as the pretrain stage cuts it
     warmup_steps: int
 
     @property
-    def tokens_per_gpu_step(self) -> int:
-        return self.global_batch_tokens // self.ranks
+    def global_batch_tokens(self) -> int:
+        return self.layout.global_sequences * self.layout.seq_len
 
     @property
     def tokens_seen(self) -> int:
@@ -160,8 +157,7 @@ def training(job: JobConfig) -> Training:
     layout = BatchLayout.of(t, seq_len)
     steps = layout.steps((tokens - 1) // seq_len, t.epochs)  # windows of seq_len + 1 tokens
     warmup = warmup_length(t.warmup_steps, t.warmup_fraction, steps)
-    return Training(tokens, t.epochs, steps, t.global_batch_tokens, layout.ranks, t.micro_batch_size,
-                    layout.accumulation, warmup)
+    return Training(tokens, t.epochs, steps, layout, warmup)
 
 
 @dataclass
@@ -239,9 +235,9 @@ def describe_plan(planned: list[PlannedJob]) -> list[str]:
 
 
 def _layout(p: PlannedJob) -> str:
-    t, trainer, seq_len = p.training, p.job.trainer, p.job.data.seq_len
+    t, trainer, layout = p.training, p.job.trainer, p.training.layout
     devices, device = ("GPU(s)", "GPU") if trainer.accelerator == "gpu" else ("CPU process(es)", "process")
-    return (f"pre-training: {t.ranks} {devices} ({trainer.devices} x {trainer.num_nodes} node(s)), global batch "
-            f"{t.global_batch_tokens:,} tokens = {t.global_batch_tokens // seq_len:,} sequences of {seq_len}, "
-            f"{t.tokens_per_gpu_step:,} tokens per {device} per step (micro-batch {t.micro_batch_size} x "
-            f"{t.accumulation} accumulation), {t.warmup_steps:,} warm-up steps")
+    return (f"pre-training: {layout.ranks} {devices} ({trainer.devices} x {trainer.num_nodes} node(s)), global batch "
+            f"{t.global_batch_tokens:,} tokens = {layout.global_sequences:,} sequences of {layout.seq_len}, "
+            f"{t.global_batch_tokens // layout.ranks:,} tokens per {device} per step (micro-batch "
+            f"{layout.micro_batch_size} x {layout.accumulation} accumulation), {t.warmup_steps:,} warm-up steps")
