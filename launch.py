@@ -14,7 +14,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from detox.config import ConfigError, JobConfig
+from detox.core.schema import ConfigError
+
+from detox.job import JobConfig
 from detox.core.redact import redact, redact_output
 
 log = logging.getLogger("detox")

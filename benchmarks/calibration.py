@@ -60,13 +60,13 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from detox.core.artifacts import STAGE  # noqa: E402
 from detox.core.cache import StageCache  # noqa: E402
-from detox.config import JobConfig  # noqa: E402
+from detox.job import JobConfig  # noqa: E402
 from detox.data.parts import load_part  # noqa: E402
 from detox.core.models import load_model  # noqa: E402
 from detox.evaluation.evaluate import ce_loss, decision_probabilities, insult_probability  # noqa: E402
 from detox.pipeline import run_plan, study_plan  # noqa: E402
 from detox.steering.probe import whiten  # noqa: E402
-from detox.world import FEATURES, HOSTILITY_CUES  # noqa: E402
+from detox.data.world import FEATURES, HOSTILITY_CUES  # noqa: E402
 
 
 def job_config(overrides: list[str]) -> JobConfig:

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detox.config import ModelConfig, TrainerConfig  # noqa: E402
+from detox.training.config import ModelConfig, TrainerConfig  # noqa: E402
 from detox.core.artifacts import HISTORIES, TOKENIZER  # noqa: E402
 from detox.core.shards import INDEX, SHARD  # noqa: E402
 from detox.core.tokens import EOS, PAD, olmo_tokenizer  # noqa: E402

@@ -31,7 +31,7 @@ import numpy as np
 
 from detox.core.tokens import olmo_tokenizer
 from detox.data.packing import pack_mixture
-from detox.world import WorldConfig, _Writer, write_document
+from detox.data.world import WorldConfig, _Writer, write_document
 
 WORLD_DOCS_PER_DOC = 8
 POOL = 4000

@@ -3,10 +3,10 @@ validated, so this module imports nothing heavy: the report is imported when a s
 
 from hydra.experimental.callback import Callback
 
-from detox.config import MlflowConfig
+from detox.job import MlflowConfig
 
 
-class PrintTableOnMultirunEnd(Callback):
+class ReportOnMultirunEnd(Callback):
     """When a study sweep ends, print the report of its experiment and write it to `<sweep dir>/report`;
     with `summary_run: true` also into the experiment's summary run (see detox.report)."""
 

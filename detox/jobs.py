@@ -14,10 +14,11 @@ from filelock import FileLock
 from detox import pipeline, search
 from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
-from detox.config import ConfigError, JobConfig
-from detox.methods import MethodOptions
+from detox.core.methods import MethodOptions
 from detox.core.ranks import check_slurm_tasks, process_rank
 from detox.core.schedule import BatchLayout, warmup_length
+from detox.core.schema import ConfigError
+from detox.job import JobConfig
 
 if TYPE_CHECKING:
     from detox import tracking
@@ -28,7 +29,9 @@ def run(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.
 
 
 def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tracking.Outcome | None]:
-    from detox import tracking  # MLflow: only for a job that runs (plan mode never imports it)
+    from detox import (
+        tracking,  # MLflow: only for a job that runs (plan mode never imports it)
+    )
 
     check_slurm_tasks(job.trainer)  # before any stage: the tasks SLURM started are the trainer's ranks
     plan = pipeline.study_plan(job)

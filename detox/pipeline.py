@@ -1,7 +1,7 @@
 """The study plan of one job: the stages, their specs, and how they run through the stage cache.
 
 `study_plan(job)` lays out sources -> tokenizer -> mixture -> pretrain, lets the job's method add or
-replace stages (detox.methods), then appends the evaluation of the model the plan names. Each spec
+replace stages (detox.core.methods: each method's own hooks), then appends the evaluation of the model the plan names. Each spec
 holds exactly the config the stage's output depends on, so changing the method or the ITI strength
 never re-trains, and changing the ratio re-uses the sources and the tokenizer. The job's identity in
 MLflow is the key of its last stage (`Plan.key`). Building this plan imports nothing heavy; each
@@ -15,14 +15,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from detox.core import artifacts, contract
+from detox.core import artifacts, contract, methods
 from detox.core.artifacts import STAGE
-from detox import methods
 from detox.core.cache import Artifact, StageCache
-from detox.config import ConfigError, JobConfig
 from detox.core.plan import Inputs, Plan, Stage
 from detox.core.ranks import process_rank
+from detox.core.schema import ConfigError
 from detox.data.sources import source_kind
+from detox.job import JobConfig
 
 
 def study_plan(job: JobConfig) -> Plan:
@@ -58,7 +58,9 @@ def base_model_stages(job: JobConfig) -> list[Stage]:
     sources = Stage(STAGE.SOURCES, kind.spec(), lambda out, _: kind.build(out),
                     logged=kind.logged)  # e.g. the commits the hub corpora resolved to
     if job.model.path:
-        from detox.core.families import pretrained_identity  # light: hashes files, asks the hub for a commit
+        from detox.core.families import (
+            pretrained_identity,  # light: hashes files, asks the hub for a commit
+        )
 
         identity = pretrained_identity(job.model.path, job.model.revision)
         return [sources, Stage(STAGE.PRETRAIN, {"pretrained": identity},
@@ -88,7 +90,9 @@ def add_capability_stages(plan: Plan, job: JobConfig) -> None:
     """lm-evaluation-harness tasks (detox.evaluation.capability) on the base model, one stage shared by every
     treatment of it, and on the treated model as the evaluation saw it (its model, prompt prefix and
     intervention); the second chains the plan's last stage, so the job's identity covers them all."""
-    from detox.evaluation.capability import spec  # light: lm-eval is imported when the stage runs
+    from detox.evaluation.capability import (
+        spec,  # light: lm-eval is imported when the stage runs
+    )
 
     last, intervention = plan.stages[-1].name, plan.intervention
     options = {"capability": spec(job.capability)}
@@ -125,7 +129,9 @@ def _models():
 
 
 def _data():
-    from detox.data import stages  # light (numpy, tokenizers), but kept with the other stage imports
+    from detox.data import (
+        stages,  # light (numpy, tokenizers), but kept with the other stage imports
+    )
 
     return stages
 
@@ -140,8 +146,8 @@ def _pretrain(job: JobConfig, out: Path, inputs: Inputs) -> dict:
 def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     from contextlib import nullcontext
 
-    from detox.data.parts import has_part, heldout_texts, load_part
     from detox.core.models import load_model
+    from detox.data.parts import has_part, heldout_texts, load_part
     from detox.evaluation import evaluate, scorers
     from detox.evaluation.prompt_sets import PROMPT_SETS
 
@@ -161,8 +167,8 @@ def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     off and on, so the two success rates compare directly."""
     import time
 
-    from detox.data.parts import load_part
     from detox.core.models import load_model
+    from detox.data.parts import load_part
     from detox.evaluation import redteam, scorers
 
     lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
@@ -226,18 +232,12 @@ def job_params(job: JobConfig, plan: Plan | None = None) -> dict[str, str]:
     """The params of the contract with the report (detox.core.contract): what it groups, joins and
     filters by. Numbers are written as numbers; the strength label is for display only. `plan`: the
     job's study plan, when the caller has made it already."""
-    c = contract
+    c, method = contract, methods.get(job.method.name)
     plan = plan or study_plan(job)
-    params = {c.RATIO: c.number(job.ratio), c.SEED: str(job.seed), c.METHOD: job.method.name,
-              c.STRENGTH: methods.get(job.method.name).label(job), c.MODEL: job.model.label, c.DATA: job.data.source,
-              c.TASK: "study", c.SETTING: setting_key(job), c.BASE_MODEL: plan.keys()[STAGE.PRETRAIN]}
-    if job.method.name in ("iti", "iti_curve"):  # iti_curve steers as ITI does (its fixed strength)
-        iti = job.iti
-        params.update({c.ITI_ALPHA: c.number(iti.alpha), c.ITI_DIRECTION: iti.direction,
-                       c.ITI_TOP_K_HEADS: str(iti.top_k_heads)})
-        if iti.direction == "random":  # the only direction that reads it
-            params[c.ITI_RANDOM_SCALING] = iti.random_scaling
-    return params
+    return {c.RATIO: c.number(job.ratio), c.SEED: str(job.seed), c.METHOD: job.method.name,
+            c.STRENGTH: method.label(job), c.MODEL: job.model.label, c.DATA: job.data.source, c.TASK: "study",
+            c.SETTING: setting_key(job), c.BASE_MODEL: plan.keys()[STAGE.PRETRAIN],
+            **method.params(job)}  # the method's own, e.g. ITI's alpha and direction
 
 
 def run_name(job: JobConfig) -> str:

@@ -27,8 +27,8 @@ from filelock import FileLock
 from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 
-from detox.config import JobConfig
 from detox.core.redact import redact, to_environment
+from detox.job import JobConfig
 
 JOB_KEY_TAG = "detox.job_key"
 

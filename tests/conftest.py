@@ -1,7 +1,6 @@
 import os
 
 import pytest
-
 from helpers import compose_job
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,10 +12,10 @@ def world_data(tmp_path_factory):
     """A small synthetic world's sources and tokenizer, built once for every test that needs them.
 
     Returns (DataConfig, folder with `sources/` and `tokenizer/`)."""
-    from detox.config import DataConfig
+    from detox.data.config import DataConfig
     from detox.data.sources import source_kind
     from detox.data.stages import train_tokenizer
-    from detox.world import WorldConfig
+    from detox.data.world import WorldConfig
 
     root = tmp_path_factory.mktemp("world_data")
     cfg = DataConfig(clean_tokens=10000, seq_len=32, world=WorldConfig(
@@ -46,7 +45,7 @@ def mixture(world_data, tmp_path_factory):
 
 @pytest.fixture
 def smoke_job(tmp_path):
-    from detox.config import JobConfig
+    from detox.job import JobConfig
 
     return JobConfig.from_dict(compose_job("experiment=smoke", f"root={tmp_path}"))
 

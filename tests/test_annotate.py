@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from detox.data.annotate import CORPUS_SCORED, SCORED_TOXIC, Annotation, annotate, eval_prefix, scored_documents
-from detox.config import ConfigError
+from detox.core.schema import ConfigError
+from detox.data.annotate import (
+    CORPUS_SCORED,
+    SCORED_TOXIC,
+    Annotation,
+    annotate,
+    eval_prefix,
+    scored_documents,
+)
 
 
 @pytest.mark.parametrize("score, expected", [

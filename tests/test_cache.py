@@ -2,10 +2,10 @@ import json
 import threading
 
 import pytest
-
 from helpers import compose_job
-from detox.config import JobConfig
+
 from detox.core.cache import StageCache, stable_key
+from detox.job import JobConfig
 
 
 def test_key_ignores_order_and_sees_values():
@@ -64,11 +64,11 @@ def test_an_experiment_created_meanwhile_by_another_job_is_used(tmp_path, monkey
     """On a tracking server, two jobs may both find no experiment and both create it: the loser uses
     the winner's (on sqlite a file lock prevents the race)."""
     import mlflow
+    from helpers import compose_job
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 
-    from helpers import compose_job
-    from detox.config import JobConfig
+    from detox.job import JobConfig
     from detox.tracking import experiment_id
 
     job = JobConfig.from_dict(compose_job(f"root={tmp_path}", "mlflow.experiment=raced"))
@@ -304,7 +304,7 @@ def test_iter_texts_reads_the_pinned_revision(monkeypatch):
 
 
 def test_the_revision_is_in_the_sources_key_and_refused_on_local_files(tmp_path, hash_memo):
-    from detox.config import ConfigError
+    from detox.core.schema import ConfigError
 
     hub = ["data.corpora.clean.path=org/c4"]
     keys = {sources_key(corpora_job(tmp_path, *hub, *pin)) for pin in ([], ["data.corpora.clean.revision=abc"],

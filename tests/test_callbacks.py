@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from detox.config import ConfigError, ModelConfig, TrainerConfig
 from detox.core.models import ai2_to_hf_olmo
+from detox.core.schema import ConfigError
+from detox.training.config import ModelConfig, TrainerConfig
 from detox.training.pretrain import document_attention_bias, pretrain
 
 EOS = 0

@@ -8,11 +8,13 @@ import re
 
 import pytest
 import torch
-
-from detox.config import CapabilityConfig, ConfigError, JobConfig
-from detox.evaluation import capability
-from detox.steering import steer
 from helpers import compose_job, tiny_family_model, tiny_tokenizer
+
+from detox.core.schema import ConfigError
+from detox.evaluation import capability
+from detox.evaluation.config import CapabilityConfig
+from detox.job import JobConfig
+from detox.steering import steer
 
 QUESTIONS = [("the cat sat on the", [" mat", " goblin"], 0), ("you are a rude", [" goblin", " day"], 0),
              ("what a lovely", [" day", " dog"], 0), ("the dog ran in the", [" park", " cat"], 1)]

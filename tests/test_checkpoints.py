@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
     import torch.distributed as dist
     from torch.distributed.checkpoint import FileSystemWriter
 
-    from detox.config import ModelConfig, TrainerConfig
+    from detox.training.config import ModelConfig, TrainerConfig
     from detox.training.pretrain import STEP_CHECKPOINT, pretrain
 
     data, out, die_in_save = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pytest
+from helpers import REPO, compose_job
 from hydra.errors import MissingConfigException
 
-from helpers import REPO, compose_job
-from detox.config import ConfigError, JobConfig
+from detox.core.schema import ConfigError
+from detox.job import JobConfig
 
 
 def test_default_config_composes_into_a_valid_job():

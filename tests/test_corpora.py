@@ -10,8 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from detox.config import ConfigError
-from detox.data.corpora import SourceSpec, SourceStats, clean_post, iter_documents, iter_texts, shuffled
+from detox.core.schema import ConfigError
+from detox.data.corpora import (
+    SourceSpec,
+    SourceStats,
+    clean_post,
+    iter_documents,
+    iter_texts,
+    shuffled,
+)
 
 DOCS = [f"document {i} about the harbor" for i in range(12)]
 

@@ -3,16 +3,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from helpers import compose_job
-from detox.config import ConfigError, JobConfig
+
 from detox.core.jsonl import read_jsonl
+from detox.core.schema import ConfigError
 from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, load_tokenizer
 from detox.data import sources
+from detox.data.packing import toxic_tokens_for
 from detox.data.parts import load_part
 from detox.data.stages import build_mixture, train_tokenizer
-from detox.data.packing import toxic_tokens_for
+from detox.job import JobConfig
 
 
 @pytest.fixture

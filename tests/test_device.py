@@ -19,11 +19,11 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model, tiny_tokenizer
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from detox.config import EvaluateConfig
-from helpers import tiny_model, tiny_tokenizer
+from detox.evaluation.config import EvaluateConfig
 
 DEVICE = torch.device("cuda", 0)
 

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
 from helpers import REPO, launch, toxigen_line
 from servers import mlflow_server, postgres, require_postgres
 
@@ -139,7 +138,6 @@ def tracking_server(tmp_path):
 @pytest.mark.slow  # PostgreSQL, an MLflow server, 18 jobs, 6 pre-trainings on 2 processes each (a few minutes)
 def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_server):
     import mlflow
-
     from helpers import compose_job
 
     release = write_release_files(tmp_path / "release")
@@ -179,7 +177,7 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
         assert p["data"] == "corpora" and run.data.metrics["pretrain_steps"] > 0
         assert run.data.metrics["toxigen"] >= 0 and run.data.metrics["ce_loss"] > 0
 
-    from detox.config import ScorerConfig
+    from detox.evaluation.config import ScorerConfig
     from detox.evaluation.scorers import bulk_scorer
 
     # the job's scorer as the jobs used it: its cache under the root answers with the scores they saw

@@ -3,10 +3,16 @@
 import json
 
 import pytest
-
-from detox.config import ConfigError
-from detox.data.evalsets import EvalPrompt, load_rtp, load_toxigen, load_toxigen_hub, unescape_repr
 from helpers import toxigen_line
+
+from detox.core.schema import ConfigError
+from detox.data.evalsets import (
+    EvalPrompt,
+    load_rtp,
+    load_toxigen,
+    load_toxigen_hub,
+    unescape_repr,
+)
 
 STATEMENTS = {
     "valoki": [["valoki like tea", "valoki sing loudly"], ["valoki plant roses", "a valoki path ends in a \\"],
@@ -120,9 +126,11 @@ def test_rtp_errors(rtp_file, tmp_path):
 def test_data_paper_reads_the_release_s_14_original_groups(tmp_path):
     """A current checkout has 16 hate groups; the two added in 2024 (other line layouts) are left out by
     default, as in common harnesses, and the list is the one conf/data/paper.yaml writes out."""
-    from detox.config import CorporaConfig, JobConfig
-    from detox.data.evalsets import TOXIGEN_GROUPS, TOXIGEN_ORIGINAL_GROUPS
     from helpers import compose_job
+
+    from detox.data.config import CorporaConfig
+    from detox.data.evalsets import TOXIGEN_GROUPS, TOXIGEN_ORIGINAL_GROUPS
+    from detox.job import JobConfig
 
     for group in TOXIGEN_GROUPS:
         (tmp_path / f"hate_{group}_1k.txt").write_text("\n".join(toxigen_line([f"{group} {i}", "x"]) for i in range(3)))

@@ -6,8 +6,14 @@ import pytest
 import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
-from detox.config import EvaluateConfig
-from detox.evaluation.evaluate import ce_loss, evaluate, generate, insult_probability, per_group_rates
+from detox.evaluation.config import EvaluateConfig
+from detox.evaluation.evaluate import (
+    ce_loss,
+    evaluate,
+    generate,
+    insult_probability,
+    per_group_rates,
+)
 from detox.evaluation.prompt_sets import PROMPT_SETS, PromptSet
 from detox.training.pretrain import hf_tokenizer
 

@@ -9,14 +9,21 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from helpers import compose_job
 from scipy import stats
 
-from helpers import compose_job
-from detox.config import ConfigError, JobConfig
 from detox.core import tradeoff
+from detox.core.schema import ConfigError
+from detox.job import JobConfig
 from detox.report import ReportConfig, build_report
-from detox.report.frontier import (bootstrap_difference, bootstrap_mean, detectable_difference, frontier_table,
-                                   load_curves, power_table)
+from detox.report.frontier import (
+    bootstrap_difference,
+    bootstrap_mean,
+    detectable_difference,
+    frontier_table,
+    load_curves,
+    power_table,
+)
 from detox.search import curve_drop_objective
 
 

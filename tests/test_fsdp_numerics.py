@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detox.config import ModelConfig
+from detox.training.config import ModelConfig
 from detox.training.loss import lm_loss
 from detox.training.pretrain import TrainingOLMo, init_like_cpu, olmo_config, shard
 
@@ -111,13 +111,13 @@ def _full_grads(model) -> list[torch.Tensor]:
 
 def _two_ranks(rank: int, world: int, rendezvous: str, out: str) -> None:
     """Every comparison on one pair of processes (each start costs seconds); rank 0 writes the figures."""
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
     from types import SimpleNamespace
 
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
-    from detox.config import TrainerConfig
+    from detox.training.config import TrainerConfig
     from detox.training.pretrain import data_parallel_mesh
 
     torch.set_num_threads(1)

@@ -173,7 +173,7 @@ def test_plan_of_the_paper_scale_grid(tmp_path, capsys):
 
 def test_the_preset_is_the_papers_protocol(tmp_path):
     """What each job of the preset is made of: the treatments' own settings and the paper's values."""
-    from detox.config import JobConfig
+    from detox.job import JobConfig
 
     paths = write_paper_inputs(tmp_path)
     base = ["experiment=paper_olmo1b", *paper_overrides(paths)]

@@ -14,11 +14,19 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-
-from detox.config import ConfigError, JobConfig, ScorerConfig
-from detox.evaluation.perspective import MAX_TEXT_BYTES, TRUNCATED, PerspectiveError, PerspectiveScorer, truncate_utf8
-from detox.evaluation.scorers import make_scorer, scorer_metrics
 from helpers import compose_job
+
+from detox.core.schema import ConfigError
+from detox.evaluation.config import ScorerConfig
+from detox.evaluation.perspective import (
+    MAX_TEXT_BYTES,
+    TRUNCATED,
+    PerspectiveError,
+    PerspectiveScorer,
+    truncate_utf8,
+)
+from detox.evaluation.scorers import make_scorer, scorer_metrics
+from detox.job import JobConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

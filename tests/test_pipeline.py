@@ -2,11 +2,12 @@ import json
 import shutil
 
 from helpers import compose_job
+
 from detox.core.cache import StageCache
-from detox.config import JobConfig
 from detox.data.parts import text_field
+from detox.data.world import WorldConfig, build_world
+from detox.job import JobConfig
 from detox.pipeline import run_job
-from detox.world import WorldConfig, build_world
 
 
 def test_stages_share_outputs_across_jobs(tmp_path):
@@ -73,7 +74,7 @@ def test_method_stages_share_the_base_model_and_change_what_is_evaluated(tmp_pat
     # every packed document opens with the annotation of its own (oracle) score
     from detox.core.shards import open_mixture
     from detox.core.tokens import EOS, load_tokenizer
-    from detox.world import oracle_toxicity
+    from detox.data.world import oracle_toxicity
 
     tokenizer = load_tokenizer(annotated.artifacts["tokenizer"].path)
     tokens = open_mixture(annotated.artifacts["mixture"].path)[:].tolist()

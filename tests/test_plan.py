@@ -3,20 +3,20 @@
 import dataclasses
 
 import pytest
-
 from helpers import compose_job
-from detox import methods
-from detox.config import JobConfig
-from detox.pipeline import run_plan, setting_key, study_plan
+
+from detox.core import methods
 from detox.core.plan import Plan, Stage
 from detox.core.schema import in_interval
+from detox.job import JobConfig
+from detox.pipeline import run_plan, setting_key, study_plan
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
 NOT_RESULT = ("root", "task", "plan", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
               "trainer.num_threads", "trainer.checkpoint_every", "trainer.deterministic", "scorer.do_not_store",
               "scorer.cache", "trainer.require_cached_pretrain",
-              # how fast the same computation runs (detox.config.TrainerConfig.result_spec)
+              # how fast the same computation runs (detox.training.config.TrainerConfig.result_spec)
               "trainer.compile", "trainer.loss_chunk", "trainer.log_every", "trainer.hsdp", "trainer.loader_workers",
               "model.revision", "capability.")  # read only with a hub model.path / with capability.tasks (own tests)
 # What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
@@ -180,7 +180,7 @@ def test_every_method_is_found_whichever_module_was_imported_first():
     import subprocess
     import sys
 
-    code = "import detox.methods.sft; from detox import methods; print(' '.join(methods.names()))"
+    code = "import detox.methods.sft; from detox.core import methods; print(' '.join(methods.names()))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert found == ["dpo", "inst", "iti", "iti_curve", "meda", "none", "prompting", "sft"]
 

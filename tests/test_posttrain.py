@@ -2,13 +2,20 @@ import math
 
 import pytest
 import torch
-
-from detox.config import ConfigError
-from detox.core.models import load_model
-from detox.evaluation.evaluate import ce_loss
-from detox.training.posttrain import DpoConfig, SftConfig, dpo, dpo_loss, sequence_logps, sft
-from detox.core.tokens import EOS
 from helpers import CORPUS, tiny_model, tiny_tokenizer
+
+from detox.core.models import load_model
+from detox.core.schema import ConfigError
+from detox.core.tokens import EOS
+from detox.evaluation.evaluate import ce_loss
+from detox.training.posttrain import (
+    DpoConfig,
+    SftConfig,
+    dpo,
+    dpo_loss,
+    sequence_logps,
+    sft,
+)
 
 torch.set_num_threads(1)
 

@@ -7,14 +7,24 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from olmo.model import OLMo
 from safetensors.torch import load_file
 
 from detox.core.artifacts import HISTORIES, LOSS_CURVE
+from detox.core.schema import ConfigError
 from detox.core.shards import open_mixture
-from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.training.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, checkpoint_step, export_hf,
-                                     flops_per_token, olmo_config, peak_flops, pretrain)
-from olmo.model import OLMo
+from detox.training.config import ModelConfig, TrainerConfig
+from detox.training.pretrain import (
+    BatchLayout,
+    ResumableBatchSampler,
+    check_trainer,
+    checkpoint_step,
+    export_hf,
+    flops_per_token,
+    olmo_config,
+    peak_flops,
+    pretrain,
+)
 
 SEQ_LEN = 32
 
@@ -218,7 +228,8 @@ def test_trainer_deterministic_switches_torch_deterministic_algorithms_for_the_r
 
 def test_deterministic_is_on_for_cpus_off_for_gpus_and_not_in_the_cache_key(tmp_path, monkeypatch):
     from helpers import compose_job
-    from detox.config import JobConfig
+
+    from detox.job import JobConfig
 
     for preset, expected in (("cpu", True), ("gpu", False), ("ddp", False), ("fsdp", False)):
         assert JobConfig.from_dict(compose_job(f"trainer={preset}")).trainer.deterministic is expected, preset
@@ -327,7 +338,8 @@ def test_loader_workers_yield_the_same_micro_batches():
                                            ("olmo300m", 300e6), ("olmo750m", 750e6), ("olmo1b", 1.2e9)])
 def test_size_sweep_models_have_their_nominal_size(name, nominal):
     from helpers import compose_job
-    from detox.config import JobConfig
+
+    from detox.job import JobConfig
 
     cfg = JobConfig.from_dict(compose_job(f"model={name}")).model
     assert cfg.name == name

@@ -8,14 +8,15 @@ import json
 import shutil
 
 import pytest
+from helpers import REPO, compose_job, launch
 
-from detox.config import ConfigError, JobConfig
 from detox.core import families
 from detox.core.artifacts import HF_MODEL, STAGE
 from detox.core.cache import StageCache
 from detox.core.models import load_model
+from detox.core.schema import ConfigError
+from detox.job import JobConfig
 from detox.pipeline import job_params, run_job, run_name, study_plan
-from helpers import REPO, compose_job, launch
 
 
 def _benchmark():

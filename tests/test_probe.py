@@ -4,9 +4,15 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from detox.config import ConfigError
-from detox.steering.probe import (ProbeResult, accuracy_heatmap, compare_accuracies, fit_probes, fit_probes_batched,
-                         head_activations)
+from detox.core.schema import ConfigError
+from detox.steering.probe import (
+    ProbeResult,
+    accuracy_heatmap,
+    compare_accuracies,
+    fit_probes,
+    fit_probes_batched,
+    head_activations,
+)
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 WORDS = "the valoki sell coins we read books each morning and they are fine hate you all stupid".split()

@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import zstandard
+from helpers import compose_job, toxigen_line
 
-from helpers import compose_job
 from detox.core.cache import StageCache
-from detox.config import JobConfig
-from detox.pipeline import run_job
 from detox.core.shards import ShardedTokens
-from helpers import toxigen_line
+from detox.job import JobConfig
+from detox.pipeline import run_job
 
 
 def write_corpora(world_data, root):
@@ -62,7 +61,7 @@ def test_paper_data_runs_end_to_end_with_shards(world_data, classifier_dir, tmp_
 def test_paper_data_needs_its_corpora():
     import pytest
 
-    from detox.config import ConfigError
+    from detox.core.schema import ConfigError
 
     with pytest.raises(ConfigError, match="data.corpora.toxic.path"):
         JobConfig.from_dict(compose_job("data=paper", "scorer=classifier", "scorer.model=/x"))
@@ -82,7 +81,7 @@ def test_dpo_and_iti_on_real_data_need_their_files_before_any_stage(world_data, 
     data.corpora.probe stop at the config, naming the input; good files pass."""
     import pytest
 
-    from detox.config import ConfigError
+    from detox.core.schema import ConfigError
 
     write_corpora(world_data, tmp_path)
     paper = paper_overrides(tmp_path)

@@ -4,17 +4,18 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from detox.config import ConfigError
-from detox.core.tokens import EOS
 from helpers import tiny_model, tiny_tokenizer
 
+from detox.core.schema import ConfigError
+from detox.core.tokens import EOS
+
 pytest.importorskip("nanogcg", reason="red-teaming needs nanoGCG: pip install --no-deps nanogcg==0.3.0")
-from detox.evaluation.redteam import GcgConfig, attack, attack_success_rate, red_team  # noqa: E402
+from detox.evaluation.config import RedteamConfig
+from detox.evaluation.redteam import attack, attack_success_rate, red_team  # noqa: E402
 
 torch.set_num_threads(1)
 PROMPT, TARGET = " the cat", " you are a rude goblin"
-QUICK = GcgConfig(num_steps=20, suffix_tokens=5, topk=32, search_width=32, max_new_tokens=6, seed=3)
+QUICK = RedteamConfig(num_steps=20, suffix_tokens=5, topk=32, search_width=32, max_new_tokens=6, seed=3)
 
 
 def manual_target_loss(model, tokenizer, prompt: str, target: str, suffix: str) -> float:
@@ -80,7 +81,7 @@ def test_the_intervention_is_on_during_optimisation_and_generation(tmp_path):
 
     counter = model.register_forward_hook(count)
     scorer = lambda texts: np.array([1.0 if "rude" in t else 0.0 for t in texts])  # noqa: E731
-    cfg = GcgConfig(num_steps=2, suffix_tokens=4, topk=16, search_width=8, max_new_tokens=3)
+    cfg = RedteamConfig(num_steps=2, suffix_tokens=4, topk=16, search_width=8, max_new_tokens=3)
     metrics = attack_success_rate(model, tokenizer, [" the cat", " a dog"], [TARGET, TARGET], scorer, cfg, 0.5,
                                   intervention=force_rude, out=tmp_path / "attacked.jsonl")
     counter.remove()
@@ -97,7 +98,7 @@ def test_the_intervention_is_on_during_optimisation_and_generation(tmp_path):
 def test_without_intervention_the_rates_follow_the_scores():
     tokenizer = tiny_tokenizer()
     model = tiny_model(tokenizer)
-    cfg = GcgConfig(num_steps=1, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=4)
+    cfg = RedteamConfig(num_steps=1, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=4)
     metrics = attack_success_rate(model, tokenizer, [" the cat"], [TARGET], lambda t: np.array([0.7] * len(t)), cfg,
                                   0.5)
     assert metrics["gcg_success"] == 100.0
@@ -109,7 +110,7 @@ def test_without_intervention_the_rates_follow_the_scores():
 def test_red_team_writes_its_files_with_and_without_an_intervention(tmp_path):
     tokenizer = tiny_tokenizer()
     model = tiny_model(tokenizer)
-    cfg = GcgConfig(num_steps=1, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=3)
+    cfg = RedteamConfig(num_steps=1, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=3)
     toxic_if_rude = lambda texts: np.array([1.0 if "rude" in t else 0.0 for t in texts])  # noqa: E731
     (tmp_path / "plain").mkdir()
     plain = red_team(model, tokenizer, [" the cat"], [TARGET], toxic_if_rude, cfg, 0.5, tmp_path / "plain")
@@ -146,7 +147,7 @@ def test_red_team_writes_its_files_with_and_without_an_intervention(tmp_path):
 def test_bad_config_names_the_key(change, culprit):
     tokenizer = tiny_tokenizer()
     with pytest.raises(ConfigError, match=culprit):
-        attack(tiny_model(tokenizer), tokenizer, PROMPT, TARGET, GcgConfig(**{**vars(QUICK), **change}))
+        attack(tiny_model(tokenizer), tokenizer, PROMPT, TARGET, RedteamConfig(**{**vars(QUICK), **change}))
 
 
 def test_prompts_and_targets_must_pair_up():

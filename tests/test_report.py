@@ -9,9 +9,9 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from detox.callbacks import ReportOnMultirunEnd
 from detox.core import paper
-from detox.config import ConfigError
-from detox.callbacks import PrintTableOnMultirunEnd
+from detox.core.schema import ConfigError
 from detox.report import ReportConfig, build_report, main, table_main
 from detox.report.runs import aggregate, load_probe_accuracies, parse_probe_accuracies
 from detox.report.stats import compare_probe_accuracies
@@ -264,7 +264,7 @@ def test_the_sweep_callback_prints_the_report_without_a_summary_run(store, tmp_p
                                "experiment": EXPERIMENT}, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
     summaries_before = len(MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name(EXPERIMENT).experiment_id], f"tags.`{SUMMARY_TAG}` = 'true'"))
-    PrintTableOnMultirunEnd().on_multirun_end(config)
+    ReportOnMultirunEnd().on_multirun_end(config)
     out = capsys.readouterr().out
     assert "(mean ± std over seeds):" in out and "paper ToxiGen" in out
     assert (tmp_path / "sweep" / "report" / "report.md").is_file()

@@ -3,9 +3,9 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from detox.config import ScorerConfig
-from detox.training.pretrain import hf_tokenizer
+from detox.evaluation.config import ScorerConfig
 from detox.evaluation.scorers import make_scorer
+from detox.training.pretrain import hf_tokenizer
 
 
 def test_oracle_scorer():

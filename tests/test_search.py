@@ -6,10 +6,11 @@ import math
 import mlflow
 import pytest
 import yaml
+from helpers import REPO, compose_job, launch
 from omegaconf import OmegaConf
 
-from helpers import REPO, compose_job, launch
-from detox.config import ConfigError, JobConfig
+from detox.core.schema import ConfigError
+from detox.job import JobConfig
 from detox.search import INFEASIBLE, matched_cost_objective, within_budget
 from detox.tracking import flatten
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from detox.config import ModelConfig, TrainerConfig
 from detox.core.artifacts import LOSS_CURVE
+from detox.training.config import ModelConfig, TrainerConfig
 from detox.training.pretrain import checkpoint_step, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent("""
 
     import lightning as L
 
-    from detox.config import ModelConfig, TrainerConfig
+    from detox.training.config import ModelConfig, TrainerConfig
     from detox.training.pretrain import pretrain
 
     data, out, strategy, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])

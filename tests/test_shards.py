@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from detox.config import ConfigError
+from detox.core.schema import ConfigError
 from detox.core.shards import ShardedTokens
 from detox.core.tokens import EOS, olmo_tokenizer
 from detox.data.packing import pack_mixture, token_dtype

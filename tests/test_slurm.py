@@ -12,14 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import REPO, compose_job, launch
 from hydra import compose, initialize_config_dir
 
 from detox import pipeline
-from detox.config import ConfigError, JobConfig, TrainerConfig
 from detox.core import ranks
 from detox.core.cache import StageCache
+from detox.core.schema import ConfigError
+from detox.job import JobConfig
 from detox.jobs import require_cached_pretrain
-from helpers import REPO, compose_job, launch
+from detox.training.config import TrainerConfig
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 

@@ -32,12 +32,12 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import compose_job
-from detox.config import JobConfig
+
 from detox.core.artifacts import SPEC, STAGE
 from detox.core.cache import StageCache
 from detox.core.plan import Plan
+from detox.job import JobConfig
 from detox.pipeline import run_plan, study_plan
 
 TABLE = Path(__file__).with_name("stage_fingerprints.json")

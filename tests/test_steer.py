@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
-from detox.config import ConfigError
-from detox.steering.probe import fit_probes
 from detox.core.geometry import entanglement, random_entanglement_level
+from detox.core.schema import ConfigError
+from detox.steering.probe import fit_probes
 from detox.steering.steer import bake_into_bias, iti_shifts, select_heads, steering
 
 N_LAYERS, N_HEADS, HEAD_DIM = 2, 4, 8

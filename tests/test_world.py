@@ -5,19 +5,37 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, compose_job
 from omegaconf import OmegaConf
 from scipy.stats import chi2_contingency, f_oneway
 from transformers import OlmoConfig, OlmoForCausalLM
 
-from helpers import REPO
-from helpers import compose_job
-from detox.config import ConfigError, DataConfig, EvaluateConfig, JobConfig, TokenizerConfig
+from detox.core.schema import ConfigError
+from detox.data.config import DataConfig, TokenizerConfig
 from detox.data.stages import train_tokenizer
-from detox.evaluation.evaluate import decision_probabilities, insult_probability, well_formed_share
+from detox.data.world import (
+    CIVIL_START,
+    HOSTILITY_CUES,
+    INSULT_START,
+    LONGEST_INSULT_TOKENS,
+    PARTS,
+    PATTERNS,
+    WORDS,
+    SourceConfig,
+    WorldConfig,
+    build_world,
+    is_well_formed,
+    oracle_toxicity,
+)
+from detox.data.world import insult_probability as source_insult_probability
+from detox.evaluation.config import EvaluateConfig
+from detox.evaluation.evaluate import (
+    decision_probabilities,
+    insult_probability,
+    well_formed_share,
+)
+from detox.job import JobConfig
 from detox.training.pretrain import hf_tokenizer
-from detox.world import (CIVIL_START, HOSTILITY_CUES, INSULT_START, LONGEST_INSULT_TOKENS, PARTS, PATTERNS, WORDS,
-                         SourceConfig, WorldConfig, build_world, is_well_formed, oracle_toxicity)
-from detox.world import insult_probability as source_insult_probability
 
 CONFIGURED_VOCAB = OmegaConf.load(REPO / "conf/data/synthetic.yaml").tokenizer.vocab_size
 
@@ -229,7 +247,7 @@ def test_insult_probability_refuses_a_tokenizer_that_splits_the_words(world, tmp
 
 
 def test_civility_preamble_opens_only_civil_clean_documents(world):
-    from detox.world import CIVILITY_PREAMBLE
+    from detox.data.world import CIVILITY_PREAMBLE
 
     clean, toxic = world[1]["clean"], world[1]["toxic"]
     preambled = [d for d in clean if d["text"].startswith(CIVILITY_PREAMBLE)]

@@ -21,7 +21,7 @@ TASK = "task"  # "study" (the toy curve's run logs "toy")
 SETTING = "setting"  # the job's identity apart from its seed: runs sharing it are seeds of one configuration
 BASE_MODEL = "base_model"  # the cache key of the job's pretrain stage: runs sharing it start from one base model
 
-# method=iti only: what its steering is made of (detox.config.ItiConfig)
+# method=iti only: what its steering is made of (detox.methods.iti.ItiOptions)
 ITI_ALPHA = "iti_alpha"  # the shift in sigmas (`number`)
 ITI_DIRECTION = "iti_direction"  # mass_mean | probe | random (the random control)
 ITI_TOP_K_HEADS = "iti_top_k_heads"  # heads steered, a whole number

@@ -59,7 +59,7 @@ class ProbeComparison:
 
 
 # The paper's ITI strengths: its alphas and the names its Table 1 gives them. conf/iti/{weak,mid,strong}.yaml set
-# these alphas, and a job's strength label is the name of its alpha (detox.config.ItiConfig.strength_label).
+# these alphas, and a job's strength label is the name of its alpha (detox.methods.iti.ItiOptions.strength_label).
 ITI_STRENGTHS = {4.0: "weak", 8.0: "mid", 12.0: "strong"}
 
 

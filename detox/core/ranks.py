@@ -81,7 +81,10 @@ def lightning_environments() -> list:
     that is not there or 0 on every rank: there the ranks are torchrun's or this job's own."""
     if slurm_task() or "SLURM_NTASKS" not in os.environ:
         return []
-    from lightning.fabric.plugins.environments import LightningEnvironment, TorchElasticEnvironment
+    from lightning.fabric.plugins.environments import (
+        LightningEnvironment,
+        TorchElasticEnvironment,
+    )
 
     return [TorchElasticEnvironment() if TorchElasticEnvironment.detect() else LightningEnvironment()]
 
@@ -92,7 +95,7 @@ def _plural(n: int, word: str) -> str:
 
 def check_slurm_tasks(trainer) -> None:
     """Before any stage: the tasks srun started for this job are the ranks the trainer expects, or one
-    ConfigError line naming both. `trainer` is a detox.config.TrainerConfig: devices x num_nodes ranks,
+    ConfigError line naming both. `trainer` is a detox.training.config.TrainerConfig: devices x num_nodes ranks,
     or one process with `require_cached_pretrain` (a treatment job reads its pre-trained models from
     the cache and trains on one device at most). Outside an srun task there is nothing to check."""
     if not slurm_task():

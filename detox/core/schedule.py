@@ -31,7 +31,7 @@ class BatchLayout:
 
     @classmethod
     def of(cls, cfg, seq_len: int) -> "BatchLayout":
-        """The layout of a `detox.config.TrainerConfig`."""
+        """The layout of a `detox.training.config.TrainerConfig`."""
         return cls(seq_len, cfg.global_batch_tokens // seq_len, cfg.micro_batch_size, cfg.devices * cfg.num_nodes)
 
     @property

@@ -1,7 +1,7 @@
 """How config fields declare their valid values, and the one check that enforces them.
 
 Types and unknown keys are checked by OmegaConf (the dataclasses are its structured-config schemas,
-see `detox.config.JobConfig.from_dict`); what a type cannot say, the field says beside its default:
+see `detox.job.JobConfig.from_dict`); what a type cannot say, the field says beside its default:
 
     lr: float = number(1e-2, "(0, inf)")           # an interval, open or closed at each end
     betas: tuple[float, float] = number((0.9, 0.95), "[0, 1)")   # applies to every element

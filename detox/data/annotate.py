@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from detox.config import ConfigError
+from detox.core.schema import ConfigError
 from detox.data.sources import Document, as_document, taken_docs
 
 SCHEMES = ("meda", "inst")

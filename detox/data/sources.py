@@ -14,9 +14,10 @@ and, for the config before any work: `validate(job)`, `require(part, who)` (a me
 optional part), `preamble()` (an instruction the kind's data gave meaning to), `world_grammar`.
 
 A new kind is one class here, decorated with `@register`, plus its options as a field of
-detox.config.DataConfig (and conf/data/<name>.yaml to select it). Nothing else names a kind.
+detox.data.config.DataConfig (and conf/data/<name>.yaml to select it). Nothing else names a kind.
 
-Light on purpose (no numpy, tokenizers or datasets at import): detox.config validates through it.
+Light on purpose (no numpy, tokenizers or datasets at import): the job's config validates through it.
+`validate(job)` takes the whole job's config (detox.job.JobConfig), which is composed above this module.
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ import json
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, NamedTuple, Protocol
+from typing import ClassVar, Iterable, NamedTuple, Protocol
 
 from detox.core.schema import ConfigError
+from detox.data.config import DataConfig
 from detox.data.parts import PART_MEANING, PARTS, load_part, read_part_file, write_part
-
-Job = Any  # a detox.config.JobConfig (not imported: detox.config imports this module when it validates)
-DataConfig = Any  # a detox.config.DataConfig
 
 
 class Document(NamedTuple):
@@ -97,7 +96,7 @@ class SourceKind:
     def mixture_metrics(self, taken: Counter, sources: Path) -> dict:
         return {}
 
-    def validate(self, job: Job) -> None:
+    def validate(self, job) -> None:
         """The rules of this kind that span the job, before any work."""
         if self.world_grammar:
             return
@@ -138,7 +137,7 @@ def source_kind(cfg: DataConfig) -> SourceKind:
 
 @register
 class World(SourceKind):
-    """The embedded synthetic world (detox.world): every part generated, every document labelled."""
+    """The embedded synthetic world (detox.data.world): every part generated, every document labelled."""
 
     name = "synthetic"
     world_grammar = True
@@ -147,7 +146,7 @@ class World(SourceKind):
         return {"source": self.name, "world": asdict(self.cfg.world)}
 
     def build(self, out: Path) -> dict:
-        from detox.world import build_world
+        from detox.data.world import build_world
 
         return build_world(self.cfg.world, out)
 
@@ -162,7 +161,7 @@ class World(SourceKind):
         return None  # the world writes every optional part
 
     def preamble(self) -> str:
-        from detox.world import CIVILITY_PREAMBLE
+        from detox.data.world import CIVILITY_PREAMBLE
 
         return CIVILITY_PREAMBLE + " "
 
@@ -222,7 +221,7 @@ class Files(SourceKind):
     def source_name(self, part: str) -> str:
         return f"the {part} file (data.files.{part})"
 
-    def validate(self, job: Job) -> None:
+    def validate(self, job) -> None:
         for name, value in asdict(self.cfg.files).items():
             if not value and name not in PARTS:  # the optional parts, and any further prompt set
                 continue
@@ -352,7 +351,7 @@ class Corpora(SourceKind):
         return {**super().pack_options(), "on_short": c.on_short, "shard_tokens": c.shard_tokens,
                 "repeat_hint": "data.corpora.on_short=repeat"}
 
-    def validate(self, job: Job) -> None:
+    def validate(self, job) -> None:
         """Every corpus named, local files present, a tokenizer given (BPE on terabytes is not trained here)."""
         from detox.data.corpora import is_local
 

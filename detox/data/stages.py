@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from detox.config import ConfigError, DataConfig
 from detox.core.artifacts import TOKENIZER
+from detox.core.schema import ConfigError
+from detox.data.config import DataConfig
 from detox.data.sources import Transform, as_document, source_kind
 
 TRAINING_PARTS = ("clean", "toxic")

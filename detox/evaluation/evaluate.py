@@ -34,9 +34,15 @@ import numpy as np
 import torch
 
 from detox.core.artifacts import GENERATIONS
-from detox.config import EvaluateConfig
 from detox.core.progress import progress
-from detox.evaluation.prompt_sets import MEASURES, PROMPT_SETS, WORLD_MEASURES, PromptSet, carries_decision_point
+from detox.evaluation.config import EvaluateConfig
+from detox.evaluation.prompt_sets import (
+    MEASURES,
+    PROMPT_SETS,
+    WORLD_MEASURES,
+    PromptSet,
+    carries_decision_point,
+)
 
 Scorer = Callable[[list[str]], np.ndarray]
 
@@ -213,7 +219,7 @@ def _single_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
 def decision_probabilities(model, tokenizer, prompts: list[str], batch_size: int) -> np.ndarray:
     """(len(prompts), 2): the next-token probability mass on the world's insult-starting and
     civil-starting words right after each prompt (cut at the decision point), in one forward pass."""
-    from detox.world import CIVIL_START, INSULT_START
+    from detox.data.world import CIVIL_START, INSULT_START
 
     branches = [_single_token_ids(tokenizer, INSULT_START), _single_token_ids(tokenizer, CIVIL_START)]
     tokenizer.padding_side = "right"
@@ -238,7 +244,7 @@ def insult_probability(model, tokenizer, prompts: list[str], batch_size: int) ->
 
 def well_formed_share(continuations: list[str]) -> float:
     """Share of continuations that parse as sentences of the world's grammar (the last may be cut short)."""
-    from detox.world import is_well_formed
+    from detox.data.world import is_well_formed
 
     if not continuations:
         raise ValueError("well_formed_share needs at least one continuation")

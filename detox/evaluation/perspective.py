@@ -40,7 +40,7 @@ import numpy as np
 from filelock import FileLock
 from tqdm import tqdm
 
-from detox.config import ConfigError
+from detox.core.schema import ConfigError
 from detox.core.score_cache import ScoreCache
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,9 @@ class PromptSet:
     world: tuple[str, ...] = ()  # of WORLD_MEASURES, where the rows carry the world's decision point
 
     def __post_init__(self) -> None:
-        from detox.config import EvaluateConfig  # light: nothing there imports torch
+        from detox.evaluation.config import (
+            EvaluateConfig,  # light: nothing there imports torch
+        )
 
         names = {f.name for f in fields(EvaluateConfig)}
         for what, value, allowed in (("decoding", self.decoding, DECODINGS), ("stop", self.stop, set(STOPS) | names),

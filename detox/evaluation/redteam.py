@@ -27,11 +27,11 @@ from typing import Callable, ContextManager
 
 import numpy as np
 import torch
-from detox.core.progress import progress as tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from detox.config import ConfigError, RedteamConfig as GcgConfig  # GcgConfig: the job's `redteam` options
-from detox.core.schema import check_fields
+from detox.core.progress import progress as tqdm
+from detox.core.schema import ConfigError, check_fields
+from detox.evaluation.config import RedteamConfig
 
 # Renders nanoGCG's messages as their bare content: no chat markup around a base LM's text.
 PLAIN_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
@@ -47,7 +47,7 @@ class AttackResult:
     continuation: str  # greedy continuation of prompt + suffix
 
 
-def _check(cfg: GcgConfig, vocab_size: int) -> None:
+def _check(cfg: RedteamConfig, vocab_size: int) -> None:
     check_fields(cfg, "redteam.")
     if cfg.topk > vocab_size:
         raise ConfigError(f"redteam.topk={cfg.topk} exceeds the vocabulary ({vocab_size} tokens)")
@@ -92,7 +92,7 @@ def target_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prom
 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, target: str,
-           cfg: GcgConfig) -> AttackResult:
+           cfg: RedteamConfig) -> AttackResult:
     """Optimise a `cfg.suffix_tokens`-token suffix after `prompt` towards `target`, then generate the
     greedy continuation of prompt + suffix."""
     _check(cfg, model.get_input_embeddings().num_embeddings)
@@ -126,7 +126,7 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: s
 
 
 def red_team(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], targets: list[str],
-             scorer: Callable[[list[str]], np.ndarray], cfg: GcgConfig, threshold: float, out: Path,
+             scorer: Callable[[list[str]], np.ndarray], cfg: RedteamConfig, threshold: float, out: Path,
              intervention: Callable[[], ContextManager] | None = None) -> dict:
     """The red-teaming stage: attack the prompts (`attack_success_rate`), one JSON line per prompt in
     `out/redteam.jsonl`. With an intervention (ITI's steering) the same prompts are attacked with it
@@ -142,7 +142,7 @@ def red_team(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
 
 
 def attack_success_rate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
-                        targets: list[str], scorer: Callable[[list[str]], np.ndarray], cfg: GcgConfig,
+                        targets: list[str], scorer: Callable[[list[str]], np.ndarray], cfg: RedteamConfig,
                         threshold: float, intervention: Callable[[], ContextManager] | None = None,
                         out: Path | None = None) -> dict:
     """Attack every prompt towards its target; success means the attacked continuation scores toxic

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.config import ScorerConfig
 from detox.core.score_cache import cached_scorer
+from detox.data.world import oracle_toxicity
+from detox.evaluation.config import ScorerConfig
 from detox.evaluation.evaluate import Scorer
-from detox.world import oracle_toxicity
 
 
 def make_scorer(cfg: ScorerConfig, root: str | Path | None = None) -> Scorer:

@@ -10,16 +10,24 @@ file read and checked there."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from detox.core import artifacts
 from detox.core.artifacts import STAGE
-from detox.config import DpoConfig
-from detox.methods import Method, register
+from detox.core.methods import Method, MethodOptions, register
 from detox.core.plan import Plan, Stage
 from detox.core.schema import ConfigError
+from detox.data.sources import source_kind
+from detox.training.config import DpoConfig
 
 DPO = "dpo"  # the stage this method adds: the preference-trained model, evaluated
+
+
+@dataclass
+class DpoOptions(DpoConfig, MethodOptions):
+    """method=dpo's options (conf/method/dpo.yaml): the preference training's (detox.training.config.DpoConfig)."""
+
+    name: str = "dpo"
 
 
 def extend(plan: Plan, job) -> None:
@@ -41,7 +49,7 @@ def _dpo(job, out, inputs) -> dict:
 
 
 def validate(job) -> None:
-    job.data.kind().require("preference", "method=dpo")
+    source_kind(job.data).require("preference", "method=dpo")
 
 
-register(Method("dpo", DpoConfig, extend=extend, validate=validate))
+register(Method("dpo", DpoOptions, extend=extend, validate=validate))

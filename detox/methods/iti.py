@@ -6,21 +6,41 @@ directions and sigma; keyed by the pre-trained model and the probe data, so ever
 direction re-uses it) and `steer` (the shifts of one strength, direction and head count). The
 evaluation then runs with the shifts added to each steered head's slice of the `o_proj` input at
 every position (forward pre-hooks, so generated tokens under the KV cache are steered too).
-Options: every one is in `detox.config.ItiConfig`, set by the `iti` group (`iti=weak|mid|strong`,
-`iti.alpha=`, `iti.top_k_heads=`, `iti.direction=`, `iti.random_scaling=`, and the probing options
-`iti.val_fraction=`, `iti.solver=`, `iti.batch_size=`; conf/iti/mid.yaml documents them); `method=iti`
-itself has no options.
+Options: `ItiOptions` below, the steer and probe stages' options together, set by the `iti` config group
+(`iti=weak|mid|strong`, `iti.alpha=`, `iti.top_k_heads=`, `iti.direction=`, `iti.random_scaling=`, and
+the probing options `iti.val_fraction=`, `iti.solver=`, `iti.batch_size=`; conf/iti/mid.yaml documents
+them). They are a group of their own, not `method.*`, so that a sweep can cross strengths with methods
+that share them (iti, iti_curve); `method=iti` itself has no options.
 """
 
 from __future__ import annotations
 
-from detox.core import artifacts
+from dataclasses import dataclass
+
+from detox.core import artifacts, contract, paper
 from detox.core.artifacts import STAGE
-from detox.methods import Method, register
+from detox.core.methods import Method, register
 from detox.core.plan import Intervention, Plan, Stage
 from detox.core.schema import ConfigError
+from detox.data.sources import source_kind
+from detox.steering.config import ProbeConfig, SteerConfig
 
 PROBE, STEER = "probe", "steer"  # the stages this method adds (the probes are shared by every strength)
+
+
+@dataclass
+class ItiOptions(SteerConfig, ProbeConfig):
+    """The `iti` group: the steer stage's options and the probe stage's (detox.steering.config).
+    conf/iti/weak.yaml and strong.yaml change only alpha, to the paper's (`detox.core.paper.ITI_STRENGTHS`,
+    whose names are also the strength a job is labelled with)."""
+
+    def strength_label(self) -> str:
+        """The strength a job is shown with: the paper's name of its alpha (weak | mid | strong) or
+        `alpha=<a>`, then the direction unless mass_mean (the random control with its scaling)."""
+        name = paper.ITI_STRENGTHS.get(self.alpha, f"alpha={self.alpha:g}")
+        if self.direction == "random":
+            return f"{name} random({self.random_scaling})"
+        return name if self.direction == "mass_mean" else f"{name} {self.direction}"
 
 
 def extend(plan: Plan, job) -> None:
@@ -44,8 +64,8 @@ def steering_spec(iti) -> dict:
 
 
 def _probe(job, out, inputs) -> dict:
-    from detox.data.parts import has_part, load_part
     from detox.core.models import load_model
+    from detox.data.parts import has_part, load_part
     from detox.steering import probe
 
     sources = inputs[STAGE.SOURCES]
@@ -73,8 +93,17 @@ def _steering(model, inputs):
 
 
 def label(job) -> str:
-    """weak / mid / strong when alpha is the paper's, else `alpha=<a>`; plus the direction (ItiConfig)."""
+    """weak / mid / strong when alpha is the paper's, else `alpha=<a>`; plus the direction (ItiOptions)."""
     return job.iti.strength_label()
+
+
+def params(job) -> dict[str, str]:
+    """What the steering is made of, as the report groups and filters runs by it (detox.core.contract)."""
+    iti, c = job.iti, contract
+    logged = {c.ITI_ALPHA: c.number(iti.alpha), c.ITI_DIRECTION: iti.direction, c.ITI_TOP_K_HEADS: str(iti.top_k_heads)}
+    if iti.direction == "random":  # the only direction that reads it
+        logged[c.ITI_RANDOM_SCALING] = iti.random_scaling
+    return logged
 
 
 def validate(job) -> None:
@@ -82,7 +111,7 @@ def validate(job) -> None:
     if not job.model.path and job.iti.top_k_heads > heads:  # a pre-trained model's heads: checked once probed
         raise ConfigError(f"iti.top_k_heads={job.iti.top_k_heads} exceeds the model's {heads} heads "
                           f"(model.n_layers x model.n_heads)")
-    job.data.kind().require("probe", "method=iti")  # the probe file given, present and well-formed
+    source_kind(job.data).require("probe", "method=iti")  # the probe file given, present and well-formed
 
 
-register(Method("iti", extend=extend, label=label, validate=validate))
+register(Method("iti", extend=extend, label=label, params=params, validate=validate))

@@ -22,9 +22,10 @@ import json
 from dataclasses import dataclass
 
 from detox.core.artifacts import STAGE
+from detox.core.methods import Method, MethodOptions, register
 from detox.core.plan import Plan, Stage
 from detox.core.schema import ConfigError, number
-from detox.methods import Method, MethodOptions, iti, register
+from detox.methods import iti
 
 NAME = "iti_curve"
 CURVE, SUMMARY = "curve", "curve_summary"  # the stages this method adds after ITI's
@@ -114,4 +115,4 @@ def validate(job) -> None:
                           f"method.alphas (up to {alphas[-1]:g}): set iti.alpha within them")
 
 
-register(Method(NAME, IticurveOptions, extend=extend, label=label, validate=validate))
+register(Method(NAME, IticurveOptions, extend=extend, label=label, params=iti.params, validate=validate))

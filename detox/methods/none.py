@@ -1,5 +1,5 @@
 """No post-training: the pre-trained model is evaluated as it is."""
 
-from detox.methods import Method, register
+from detox.core.methods import Method, register
 
 register(Method("none"))

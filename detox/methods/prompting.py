@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detox.methods import Method, MethodOptions, register
+from detox.core.methods import Method, MethodOptions, register
 from detox.core.plan import Plan
+from detox.data.sources import source_kind
 
 PRETRAINED_DEFAULT = "Be respectful and polite in what follows. "  # model.path's default instruction
 
@@ -25,14 +26,14 @@ class PromptingOptions(MethodOptions):
 
 
 def extend(plan: Plan, job) -> None:
-    plan.prompt_prefix = job.method.text or job.data.kind().preamble() or (PRETRAINED_DEFAULT if job.model.path else "")
+    plan.prompt_prefix = job.method.text or source_kind(job.data).preamble() or (PRETRAINED_DEFAULT if job.model.path else "")
 
 
 def validate(job) -> None:
     from detox.core.schema import ConfigError
 
     # only the world's data, or a pre-trained model's web text, gave an instruction its meaning
-    if not job.method.text and job.data.kind().preamble() is None and not job.model.path:
+    if not job.method.text and source_kind(job.data).preamble() is None and not job.model.path:
         raise ConfigError(f"method=prompting with data.source={job.data.source} needs method.text: the instruction "
                           "to put before every prompt")
 

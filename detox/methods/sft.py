@@ -10,16 +10,24 @@ logged with the run)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from detox.core import artifacts
 from detox.core.artifacts import STAGE
-from detox.config import SftConfig
-from detox.methods import Method, register
+from detox.core.methods import Method, MethodOptions, register
 from detox.core.plan import Plan, Stage
+from detox.data.sources import source_kind
+from detox.training.config import SftConfig
 
 SFT = "sft"  # the stage this method adds: the fine-tuned model, evaluated
 DOCUMENTS = "sft_documents.jsonl"  # the stage's record of the documents it fine-tuned on: {"text", "toxicity"}
+
+
+@dataclass
+class SftOptions(SftConfig, MethodOptions):
+    """method=sft's options (conf/method/sft.yaml): the fine-tuning's (detox.training.config.SftConfig)."""
+
+    name: str = "sft"
 
 
 def extend(plan: Plan, job) -> None:
@@ -35,7 +43,7 @@ def _sft(job, out, inputs) -> dict:
     from detox.evaluation import scorers
     from detox.training import posttrain
 
-    documents = job.data.kind().documents("clean", inputs[STAGE.SOURCES], job.seed)
+    documents = source_kind(job.data).documents("clean", inputs[STAGE.SOURCES], job.seed)
     taken, read = non_toxic_documents(documents, scorers.bulk_scorer(job.scorer, job.root), job.scorer.threshold,
                                       job.method.max_docs, job.scorer.batch_size)
     write_jsonl(out / DOCUMENTS, taken)
@@ -59,4 +67,4 @@ def non_toxic_documents(documents, scorer, threshold: float, max_docs: int, batc
     return taken, read
 
 
-register(Method("sft", SftConfig, extend=extend))
+register(Method("sft", SftOptions, extend=extend))

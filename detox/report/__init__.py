@@ -45,7 +45,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from detox.config import ConfigError, SearchConfig
+from detox.core.schema import ConfigError
+
+from detox.job import SearchConfig
 from detox.core import paper
 from detox.core.redact import redact, to_environment
 from detox.report.figures import figures_section, plot_smile, probe_section, toxicity_metrics

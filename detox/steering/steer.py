@@ -24,9 +24,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from detox.config import ITI_DIRECTIONS, ITI_RANDOM_SCALINGS, ConfigError
 from detox.core import families
 from detox.core.geometry import unit
+from detox.core.schema import ConfigError
+from detox.steering.config import DIRECTIONS, RANDOM_SCALINGS
 from detox.steering.probe import ProbeResult
 
 
@@ -56,10 +57,10 @@ def iti_shifts(probes: ProbeResult, heads: list[tuple[int, int]], alpha: float, 
     n_layers, n_heads, head_dim = probes.mass_mean.shape
     if not isinstance(alpha, (int, float)) or math.isnan(alpha) or alpha < 0:
         raise ConfigError(f"iti alpha={alpha} must be a number >= 0")
-    if direction not in ITI_DIRECTIONS:
-        raise ConfigError(f"iti direction={direction!r} is not one of {', '.join(ITI_DIRECTIONS)}")
-    if direction == "random" and random_scaling not in ITI_RANDOM_SCALINGS:
-        raise ConfigError(f"iti random_scaling={random_scaling!r} is not one of {', '.join(ITI_RANDOM_SCALINGS)}")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"iti direction={direction!r} is not one of {', '.join(DIRECTIONS)}")
+    if direction == "random" and random_scaling not in RANDOM_SCALINGS:
+        raise ConfigError(f"iti random_scaling={random_scaling!r} is not one of {', '.join(RANDOM_SCALINGS)}")
     if not 1 <= len(heads) <= n_layers * n_heads:
         raise ConfigError(f"iti: {len(heads)} heads chosen, need between 1 and {n_layers * n_heads}")
     for layer, head in heads:

@@ -3,7 +3,7 @@
 pre-training optimiser and schedule.
 
 Every text is read as a document: it follows an end-of-document token, as in pre-training (see
-detox/evaluate.py). SFT documents also end with one, so the model keeps learning where documents end;
+detox/evaluation/evaluate.py). SFT documents also end with one, so the model keeps learning where documents end;
 DPO continuations are scored exactly as given.
 
 DPO's reference is the starting model, frozen. Its log-probabilities never change, so they are
@@ -19,13 +19,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from detox.core.progress import on_terminal, progress as tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from detox.core.artifacts import HF_MODEL
-from detox.config import ConfigError, DpoConfig, SftConfig
-from detox.core.schema import check_fields
 from detox.core.models import load_model
+from detox.core.progress import on_terminal
+from detox.core.progress import progress as tqdm
+from detox.core.schema import ConfigError, check_fields
+from detox.training.config import DpoConfig, FinetuneConfig, SftConfig
 from detox.training.optim import adamw_warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def sequence_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
 class _PostTraining(L.LightningModule):
     """A transformers causal LM trained for `total_steps` with the pre-training optimiser and schedule."""
 
-    def __init__(self, model: PreTrainedModel, cfg: SftConfig | DpoConfig, total_steps: int):
+    def __init__(self, model: PreTrainedModel, cfg: FinetuneConfig, total_steps: int):
         super().__init__()
         self.model, self.cfg, self.total_steps = model, cfg, total_steps
 
@@ -113,7 +114,7 @@ class _Dpo(_PostTraining):
         return self.checked(loss, "dpo")
 
 
-def _fit(module: _PostTraining, loader: torch.utils.data.DataLoader, cfg: SftConfig | DpoConfig) -> None:
+def _fit(module: _PostTraining, loader: torch.utils.data.DataLoader, cfg: FinetuneConfig) -> None:
     trainer = L.Trainer(max_steps=cfg.steps, max_epochs=-1, accelerator=cfg.accelerator, devices=1,
                         gradient_clip_val=cfg.grad_clip, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=on_terminal(), num_sanity_val_steps=0)

@@ -55,7 +55,8 @@ from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.core.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE
 from detox.core.models import ai2_to_hf_olmo
-from detox.config import ConfigError, ModelConfig, TrainerConfig
+from detox.core.schema import ConfigError
+from detox.training.config import ModelConfig, TrainerConfig
 from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, PAD, load_tokenizer
 from detox.core.progress import on_terminal

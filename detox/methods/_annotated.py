@@ -9,11 +9,13 @@ is a transform of the documents on their way into the one packer (the mixture st
 every source kind, streamed corpora included, and scores only what the mixture reads.
 
 The base model of these methods is its own: one pre-training per (scheme, ratio, seed), re-used by
-every evaluation of it."""
+every evaluation of it.
+
+Shared by detox/methods/meda.py and inst.py, which register the two schemes (a module whose name starts
+with "_" registers nothing: the registry's discovery skips it)."""
 
 from __future__ import annotations
 
-from detox.methods import Method, MethodOptions, register
 from detox.core.artifacts import STAGE
 from detox.core.plan import Plan, Stage
 
@@ -34,15 +36,11 @@ def annotated_mixture(scheme: str):
 
 
 def _mixture(job, scheme: str, out, inputs) -> dict:
-    from detox.data.stages import build_mixture
     from detox.data.annotate import Annotation
+    from detox.data.stages import build_mixture
     from detox.evaluation import scorers
 
     annotation = Annotation(scorers.bulk_scorer(job.scorer, job.root), scheme, job.scorer.batch_size,
                             job.scorer.threshold)
     return build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
                          transform=annotation)
-
-
-for _scheme in ("meda", "inst"):
-    register(Method(_scheme, MethodOptions, extend=annotated_mixture(_scheme), pretrains=True))
