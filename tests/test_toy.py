@@ -13,13 +13,13 @@ import yaml
 from detox.core.geometry import entanglement, random_entanglement_level, welch_bound
 from detox.core.schema import ConfigError
 from detox.toy.config import ToyConfig
-from detox.toy.geometry import feature_directions, probe_directions
+from detox.toy.directions import feature_directions, probe_directions
 from detox.toy.model import ToyTransformer
 from detox.toy.plot import plot_toy_curve
 from detox.toy.sweep import run_toy_curve
 from detox.toy.table import summary_table
 from detox.toy.train import bayes_logp, kl_to_truth, train_toy
-from detox.toy.world import (
+from detox.toy.chains import (
     chain_counts,
     feature_sequences,
     make_world,

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from detox.core.geometry import entanglement
 from detox.core.schedule import warmup_cosine
 from detox.toy.config import ToyConfig
-from detox.toy.geometry import feature_directions, probe_directions
+from detox.toy.directions import feature_directions, probe_directions
 from detox.toy.model import ToyTransformer
-from detox.toy.world import (
+from detox.toy.chains import (
     World,
     chain_counts,
     feature_sequences,
