@@ -24,8 +24,8 @@ probes per (feature, current token) averaged over tokens; one fixed world; train
 expected loss until it is within `converge_tol` of the Bayes-optimal loss. There a share is the
 minority chain's data as a fraction of each other chain's.
 
-One module per concern: config (ToyConfig) -> world (make_world, sample_sequences) -> model
-(ToyTransformer) -> train (train_toy: training and measurement) -> geometry (feature_directions,
+One module per concern: config (ToyConfig) -> chains (make_world, sample_sequences) -> model
+(ToyTransformer) -> train (train_toy: training and measurement) -> directions (feature_directions,
 probe_directions; entanglement, Welch bound, random level in detox.core.geometry) -> sweep
 (run_toy_curve over shares x seeds, summarize) -> table (summary_table) and plot (plot_toy_curve). This file imports nothing, so the config is light.
 """
