@@ -56,11 +56,17 @@ def extend(plan: Plan, job) -> None:
                                      make=_steering)
 
 
-def steering_spec(iti) -> dict:
-    """What the shifts are made of: alpha, the head count, the direction, and the random control's
-    scaling, which no other direction reads (so it is part of no other steering's identity)."""
-    spec = {"alpha": iti.alpha, "top_k_heads": iti.top_k_heads, "direction": iti.direction}
-    return {**spec, "random_scaling": iti.random_scaling} if iti.direction == "random" else spec
+def steering_spec(iti: ItiOptions) -> dict:
+    """What one steering's shifts are made of: their strength and their make."""
+    return {"alpha": iti.alpha, **shifts_make(iti)}
+
+
+def shifts_make(iti: ItiOptions) -> dict:
+    """What shifts are made of apart from their strength (so a curve over strengths shares it): the head
+    count, the direction, and the random control's scaling, which no other direction reads (so it is part
+    of no other steering's identity)."""
+    make = {"top_k_heads": iti.top_k_heads, "direction": iti.direction}
+    return {**make, "random_scaling": iti.random_scaling} if iti.direction == "random" else make
 
 
 def _probe(job, out, inputs) -> dict:

@@ -45,8 +45,7 @@ class IticurveOptions(MethodOptions):
 
 def extend(plan: Plan, job) -> None:
     iti.extend(plan, job)  # probe, steer at iti.alpha, the intervention of the full evaluation
-    spec = {k: v for k, v in iti.steering_spec(job.iti).items() if k != "alpha"}
-    plan.add(Stage(CURVE, {**spec, "alphas": list(job.method.alphas), "seed": job.seed,
+    plan.add(Stage(CURVE, {**iti.shifts_make(job.iti), "alphas": list(job.method.alphas), "seed": job.seed,
                            "evaluate": {k: getattr(job.evaluate, k) for k in ("toxigen_max_new_tokens", "batch_size",
                                                                                 "heldout_docs")},
                            "scorer": job.scorer.result_spec()},
