@@ -1,5 +1,5 @@
 """Two tiny "pre-trained" models (a Llama and a GPT-2) and everything a study of them needs, written locally,
-then the command that studies both (model=pretrained, README "Study an existing model").
+then the command that studies both (model=pretrained, docs/guide/pretrained.md).
 
     python benchmarks/tiny_pretrained.py --root /tmp/tiny_pretrained          # writes, prints the command
     python benchmarks/tiny_pretrained.py --root /tmp/tiny_pretrained --run    # and runs it

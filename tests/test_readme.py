@@ -1,10 +1,11 @@
-"""Every `python launch.py` command of README.md, run in plan mode (`plan=true`): a command the README
-shows must compose and validate, so one that would stop with exit code 2 (or that Hydra refuses) fails
-here. The plans run in this process (launch.py's `plan_command`), one test a command.
+"""Every `python launch.py` command of README.md and of the markdown pages under docs/ (the guide, the
+studies), run in plan mode (`plan=true`): a command the documentation shows must compose and validate,
+so one that would stop with exit code 2 (or that Hydra refuses) fails here. The plans run in this
+process (launch.py's `plan_command`), one test a command.
 
-Commands are read from the bash blocks (a line, or the part after `&&`, that starts `python launch.py`,
+Commands are read, page by page, from the bash blocks (a line, or the part after `&&`, that starts `python launch.py`,
 with `\\` continuations joined and the `NAME="..."` variables set before it expanded) and from inline code
-spans that start with `python launch.py`. Paths the README gives under /data/ are replaced by small
+spans that start with `python launch.py`. Paths the pages give under /data/ are replaced by small
 files in the published formats, written by the test (tests/helpers.py: write_paper_inputs); every job
 plans against a fresh root, so no cache of this checkout shows."""
 
@@ -19,12 +20,17 @@ import pytest
 from helpers import PAPER_INPUTS, REPO, write_paper_inputs
 
 README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").rglob("*.md"))]  # the front door, then the guide and the studies
 LAUNCH = "python launch.py"
 
 
 def readme_commands() -> list[list[str]]:
-    """The arguments of every `python launch.py` command in the README, in order."""
-    text = README.read_text()
+    """The arguments of every `python launch.py` command of the README and the pages under docs/, in order."""
+    return [args for page in PAGES for args in page_commands(page.read_text())]
+
+
+def page_commands(text: str) -> list[list[str]]:
+    """The arguments of every `python launch.py` command in one page's markdown, in order."""
     commands, variables = [], {}  # a variable set in one block stays set for the next, as in the reader's shell
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
