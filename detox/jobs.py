@@ -92,7 +92,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
 def require_cached_pretrain(job: JobConfig, plan, cache: StageCache) -> None:
     """With trainer.require_cached_pretrain, one ConfigError line before any stage when a model the job
     would pre-train (a distributed stage: the base model, or MEDA's and INST's own) is not in the
-    cache, naming it and the phase-1 command that builds it (README "Running at scale")."""
+    cache, naming it and the phase-1 command that builds it (docs/guide/paper-at-scale.md, "Running at scale")."""
     base = pipeline.study_plan(replace(job, method=MethodOptions())).keys()[STAGE.PRETRAIN]
     keys = plan.keys()
     needed = [(stage.name, keys[stage.name]) for stage in plan.stages if stage.distributed]

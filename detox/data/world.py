@@ -52,7 +52,7 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   cue slots a model learns still depended on its seed until the clean source held twice the hostile
   openers (0.5, the default since) and the exported weights were an average of the last steps
   (`trainer.ema_decay` 0.98): with the three, 10 seeds of a ratio agree within 0.4-1.2 points (SD)
-  and sit 0.7-2.3 points above their data (README, "The embedded synthetic world"; benchmarks/calibration.py).
+  and sit 0.7-2.3 points above their data (docs/guide/synthetic-world.md; benchmarks/calibration.py).
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).
 * Probe texts (probe.jsonl) are hostile prompts up to the decision point, labelled by a coin with

@@ -83,7 +83,7 @@ class TrainerConfig:
     # conf/trainer/gpu.yaml (so ddp, fsdp) turns it off: on GPUs it forgoes the fast non-deterministic
     # kernels (atomic-add scatters and reductions, cuDNN autotuning), and runs then agree to a tolerance.
     deterministic: bool = True
-    # A treatment job (phase 2 of a cluster study, README "Running at scale"): its pre-trained models
+    # A treatment job (phase 2 of a cluster study, docs/guide/paper-at-scale.md, "Running at scale"): its pre-trained models
     # must already be in the cache, so a one-GPU job never pre-trains a base model for days; a missing
     # one stops the job before any stage, naming it. It changes what a job may do, not what it
     # computes: no cache key reads it.
