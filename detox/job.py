@@ -42,7 +42,7 @@ from detox.methods.iti import ItiOptions
 from detox.toy.config import ToyConfig
 from detox.training.config import ModelConfig, TrainerConfig
 
-__all__ = ["ConfigError", "JobConfig"]
+__all__ = ["JobConfig"]
 
 
 @dataclass
