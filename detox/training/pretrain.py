@@ -218,7 +218,7 @@ class TrainingOLMo(OLMo):
     """ai2-olmo's OLMo whose forward, given `targets`, returns the loss (`detox.training.loss.lm_loss`:
     the output layer chunk by chunk, never the micro-batch's fp32 logits) instead of logits. Inside the
     forward, so that FSDP has the tied embedding gathered for it. It runs what `OLMo.forward` runs for
-    `olmo_config`'s architecture without attention masks (tests/test_fsdp_numerics.py compares the two)."""
+    `olmo_config`'s architecture without attention masks (tests/training/test_fsdp_numerics.py compares the two)."""
 
     def __init__(self, config: OlmoModelConfig):
         super().__init__(config)

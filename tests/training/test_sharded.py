@@ -16,7 +16,7 @@ from detox.core.artifacts import LOSS_CURVE
 from detox.training.config import ModelConfig, TrainerConfig
 from detox.training.pretrain import checkpoint_step, pretrain
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEQ_LEN = 32
 TINY = dict(d_model=16, n_heads=2, n_layers=2)
 TRAINER = dict(epochs=2, global_batch_tokens=8 * SEQ_LEN, micro_batch_size=2, checkpoint_every=3, num_threads=1)

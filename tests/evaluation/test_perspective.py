@@ -28,7 +28,7 @@ from detox.evaluation.perspective import (
 from detox.evaluation.scorers import make_scorer, scorer_metrics
 from detox.job import JobConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 KEY = "sk-test-5ecret/key+value"  # has characters that URL-encoding changes
 ENV = "DETOX_TEST_PERSPECTIVE_KEY"

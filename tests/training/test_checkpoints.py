@@ -1,6 +1,6 @@
 """Checkpoints that survive a kill: each save goes to a new step checkpoint and `last.ckpt` (a symlink)
 is switched to it only once it is whole, so a kill during a save leaves the previous checkpoint as the
-last one, and the run resumes from it exactly (tests/test_pretrain.py holds the one-process case)."""
+last one, and the run resumes from it exactly (tests/training/test_pretrain.py holds the one-process case)."""
 
 import json
 import os
@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from detox.core.artifacts import LOSS_CURVE
 from detox.training.pretrain import checkpoint_step
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEQ_LEN = 32
 TINY = dict(d_model=16, n_heads=2, n_layers=2)
 TRAINER = dict(epochs=2, global_batch_tokens=8 * SEQ_LEN, micro_batch_size=4, checkpoint_every=3, num_threads=1)

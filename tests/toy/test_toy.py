@@ -31,7 +31,7 @@ torch.set_num_threads(1)  # the machine is shared; the tiny models gain nothing 
 
 TINY = dict(shares=[0.05], seeds=[0, 1], steps=30, batch_size=16, warmup_steps=5, eval_per_chain=16,
             random_trials=500, workers=1)
-CONF = Path(__file__).parents[1] / "conf/toy"
+CONF = Path(__file__).parents[2] / "conf/toy"
 PAPER = ToyConfig(**yaml.safe_load((CONF / "paper.yaml").read_text()))
 
 

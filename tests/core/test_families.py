@@ -130,11 +130,12 @@ def test_gcg_attacks_other_families_with_and_without_the_hooks(name, tokenizer):
     """nanoGCG's best loss is the target's loss after the suffix it found, on the model as the attack saw it:
     plain, or with the family's ITI hooks on (where the same suffix scores otherwise)."""
     pytest.importorskip("nanogcg")
-    from detox.evaluation.redteam import GcgConfig, attack, target_loss
+    from detox.evaluation.config import RedteamConfig
+    from detox.evaluation.redteam import attack, target_loss
 
     model = tiny_family_model(name, tokenizer)
     prompt, target = "the cat sat", " you rude goblin"
-    cfg = GcgConfig(num_steps=2, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=3, seed=0)
+    cfg = RedteamConfig(num_steps=2, suffix_tokens=3, topk=16, search_width=8, max_new_tokens=3, seed=0)
     plain = attack(model, tokenizer, prompt, target, cfg)
     assert plain.loss == pytest.approx(target_loss(model, tokenizer, prompt, target, plain.suffix), rel=1e-3)
     layers, heads, head_dim = families.head_shape(model)
