@@ -12,8 +12,10 @@ from safetensors.torch import load_file
 from detox.core.artifacts import HISTORIES, LOSS_CURVE
 from detox.core.shards import open_mixture
 from detox.config import ConfigError, ModelConfig, TrainerConfig
-from detox.training.pretrain import (BatchLayout, ResumableBatchSampler, check_trainer, checkpoint_step, export_hf,
-                                     flops_per_token, olmo_config, peak_flops, pretrain)
+from detox.core.schedule import BatchLayout
+from detox.training.pretrain import (check_trainer, checkpoint_step, export_hf, flops_per_token, olmo_config, peak_flops,
+                                     pretrain)
+from detox.training.pretrain.loader import ResumableBatchSampler, ResumableLoader, TokenWindows
 from olmo.model import OLMo
 
 SEQ_LEN = 32
@@ -309,8 +311,6 @@ def test_losses_read_every_few_steps_change_nothing_else(tmp_path, mixture, whol
 
 def test_loader_workers_yield_the_same_micro_batches():
     """What trainer.loader_workers does on GPUs: the same batches, in the same order, from worker processes."""
-    from detox.training.pretrain import ResumableLoader, TokenWindows
-
     windows = TokenWindows(np.arange(2000, dtype=np.uint16), seq_len=8)
     layout = BatchLayout(seq_len=8, global_sequences=8, micro_batch_size=4, ranks=1)
 
