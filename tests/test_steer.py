@@ -6,7 +6,7 @@ import torch
 from transformers import OlmoConfig, OlmoForCausalLM
 
 from detox.config import ConfigError
-from detox.steering.probe import fit_probes
+from detox.steering.probe_fit import fit_probes
 from detox.core.geometry import entanglement, random_entanglement_level
 from detox.steering.steer import bake_into_bias, iti_shifts, select_heads, steering
 

@@ -27,7 +27,7 @@ import torch
 from detox.config import ITI_DIRECTIONS, ITI_RANDOM_SCALINGS, ConfigError
 from detox.core import families
 from detox.core.geometry import unit
-from detox.steering.probe import ProbeResult
+from detox.steering.probe_fit import ProbeResult
 
 
 def select_heads(accuracy, k: int) -> list[tuple[int, int]]:
