@@ -1,4 +1,4 @@
-"""The probe stage's figure: the layer x head heat map of probe accuracies."""
+"""The probe stage's figure: the layer x head heat map of probe accuracies (matplotlib, loaded when drawn)."""
 
 from __future__ import annotations
 
