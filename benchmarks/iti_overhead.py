@@ -20,7 +20,7 @@ from transformers import OlmoConfig, OlmoForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detox.steering.probe import ProbeResult  # noqa: E402
+from detox.steering.probe_fit import ProbeResult  # noqa: E402
 from detox.steering.steer import iti_shifts, select_heads, steering  # noqa: E402
 
 

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from detox.steering.probe import fit_probes, fit_probes_batched  # noqa: E402
+from detox.steering.probe_fit import fit_probes, fit_probes_batched  # noqa: E402
 
 
 def synthetic_activations(n_texts: int, n_layers: int, n_heads: int, head_dim: int, anisotropic: bool, seed: int):

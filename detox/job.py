@@ -30,6 +30,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from detox.core import methods
 from detox.core.methods import MethodOptions
 from detox.core.schema import ConfigError, check_fields, choice, number
+from detox.core.tradeoff import DEFAULT_CE_BUDGET, DEFAULT_MIN_WELL_FORMED
 from detox.data.config import DataConfig
 from detox.data.sources import source_kind
 from detox.evaluation.config import (
@@ -53,8 +54,8 @@ class SearchConfig:
     # at matched cost read off the trial's trade-off curve
     objective: str = choice("none", "none", "matched_cost", "curve_drop")
     metric: str = "insult_probability"  # the toxicity minimised (%): insult_probability (the world) | toxigen | ...
-    ce_budget: float = number(0.02, "[0, inf)")  # the most CE (nats, clean and hostile) the method may add
-    min_well_formed: float = number(95.0, "[0, 100]")  # the fewest well-formed generations (%) it may leave
+    ce_budget: float = number(DEFAULT_CE_BUDGET, "[0, inf)")  # the most CE (nats, clean and hostile) the method may add
+    min_well_formed: float = number(DEFAULT_MIN_WELL_FORMED, "[0, 100]")  # the fewest well-formed generations (%) it may leave
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Trade-off curves of a steering: toxicity against CE cost over a dense range of strengths, and what is
-read off them (numpy only, so the method that measures a curve, the search and the report share it).
+"""Trade-off curves of a steering: toxicity against CE cost over a dense range of strengths, the file a
+curve is kept in, and what is read off them (numpy only, so the method that measures a curve, the
+search and the report share it).
 
 A curve is one base model steered at strengths alpha_0 = 0 < alpha_1 < ... (the unsteered point first),
 each point measured alike: the toxicities (percent), the CE loss on clean and, where measured, on
@@ -17,13 +18,24 @@ budget again (noise) is not used: the dial stops at its first crossing.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 TOLERANCE = 1e-9  # a cost equal to the budget is within it, whatever the rounding
+# The study's matched cost: the default CE budget and well-formed floor of the best-ratio search, the
+# curve method and the report (search.*, method.*, detox-report --ce-budget / --min-well-formed).
+DEFAULT_CE_BUDGET = 0.02  # nats of CE loss, on clean and on hostile-context text
+DEFAULT_MIN_WELL_FORMED = 95.0  # percent of the generations
+
+CURVE_METHOD = "iti_curve"  # the method that measures curves (detox.methods.iti_curve); its runs log CURVE_FILE
+CURVE_FILE = "curve.json"  # {"alphas", "direction", "points": [{"alpha", the measures}, ...]}
+MEASURES = ("insult_probability", "decision_mass", "toxigen", "ce_loss", "ce_hostile", "well_formed")
+TOXICITIES = ("insult_probability", "toxigen")  # the curve's toxicity measures, in percent
 
 
 def within_budget(ce_cost_clean, ce_cost_hostile, well_formed, ce_budget: float, min_well_formed: float):
@@ -65,6 +77,11 @@ class Curve:
             if not np.isfinite(values).all():
                 raise ValueError(f"a curve's {name} values are not all finite: {values.tolist()}")
         return cls(alpha, cost, tax, well_formed, toxicity)
+
+
+def read_curve(path: Path, metrics: Sequence[str] = TOXICITIES) -> Curve:
+    """A CURVE_FILE as a `Curve`."""
+    return Curve.from_points(json.loads(path.read_text())["points"], metrics)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,19 @@ from detox.core.artifacts import STAGE
 from detox.core.methods import Method, MethodOptions, register
 from detox.core.plan import Plan, Stage
 from detox.core.schema import ConfigError, number
+from detox.core.tradeoff import (
+    CURVE_FILE,
+    CURVE_METHOD,
+    DEFAULT_CE_BUDGET,
+    DEFAULT_MIN_WELL_FORMED,
+    MEASURES,
+    read_curve,
+    summary,
+)
 from detox.methods import iti
 
-NAME = "iti_curve"
+NAME = CURVE_METHOD  # the report finds the runs that log a curve by it
 CURVE, SUMMARY = "curve", "curve_summary"  # the stages this method adds after ITI's
-CURVE_FILE = "curve.json"  # {"alphas", "direction", "points": [{"alpha", the measures}, ...]}
-MEASURES = ("insult_probability", "decision_mass", "toxigen", "ce_loss", "ce_hostile", "well_formed")
-TOXICITIES = ("insult_probability", "toxigen")  # the curve's toxicity measures, in percent
 DEFAULT_ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0]
 
 
@@ -39,8 +45,8 @@ DEFAULT_ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.
 class IticurveOptions(MethodOptions):
     name: str = NAME
     alphas: list[float] = number(DEFAULT_ALPHAS, "[0, inf)")  # the strengths measured: 0 first, increasing
-    ce_budget: float = number(0.02, "[0, inf)")  # the matched cost the run's summary reads off its curve, nats
-    min_well_formed: float = number(95.0, "[0, 100]")  # ... and the fewest well-formed generations (%) allowed
+    ce_budget: float = number(DEFAULT_CE_BUDGET, "[0, inf)")  # the matched cost the run's summary reads off its curve, nats
+    min_well_formed: float = number(DEFAULT_MIN_WELL_FORMED, "[0, 100]")  # ... and the fewest well-formed generations (%) allowed
 
 
 def extend(plan: Plan, job) -> None:
@@ -85,16 +91,7 @@ def _curve(job, out, inputs) -> dict:
     return {"curve_points": len(points)}
 
 
-def read_curve(path, metrics=TOXICITIES):
-    """A curve.json as a `detox.core.tradeoff.Curve`."""
-    from detox.core.tradeoff import Curve
-
-    return Curve.from_points(json.loads(path.read_text())["points"], metrics)
-
-
 def _summary(job, inputs) -> dict:
-    from detox.core.tradeoff import summary
-
     return summary(read_curve(inputs[CURVE] / CURVE_FILE), job.method.ce_budget, job.method.min_well_formed,
                    job.iti.alpha)
 

@@ -30,9 +30,10 @@ at matched cost compares each steering with the method=none run of its `base_mod
 random control by `iti_direction`; the search table shows `iti_alpha`.
 
 The package by concern: `runs` (the finished runs, seed pools, aggregation, logged probe accuracies),
-`stats` (the probe shift test, the t-interval), `tables`, `figures`, `frontier` (the curves and the power
-statements), `summary` (the summary run); here
-the configuration, the report composed of their sections, and the command lines.
+`stats` (the probe shift test), `tables`, `figures`, `frontier` (the curves and the power statements),
+`summary` (the summary run); here the configuration, the report composed of their sections, and the
+command lines. The report imports MLflow, pandas and detox.core, never torch, a stage, a method or the
+job config: its statistics and the curves' format live in detox.core (`stats`, `tradeoff`).
 """
 
 from __future__ import annotations
@@ -45,16 +46,28 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from detox.core.schema import ConfigError
-
-from detox.job import SearchConfig
 from detox.core import paper
 from detox.core.redact import redact, to_environment
-from detox.report.figures import figures_section, plot_smile, probe_section, toxicity_metrics
+from detox.core.schema import ConfigError
+from detox.core.tradeoff import DEFAULT_CE_BUDGET, DEFAULT_MIN_WELL_FORMED
+from detox.report.figures import (
+    figures_section,
+    plot_smile,
+    probe_section,
+    toxicity_metrics,
+)
 from detox.report.frontier import frontier_section
 from detox.report.runs import aggregate, load_runs, ratio_label
 from detox.report.summary import SUMMARY_RUN_NAME, write_summary_run
-from detox.report.tables import PAPER_UNITS, SEARCH_TITLE, TABLE1, group_table, grouped_view, markdown, report_tables
+from detox.report.tables import (
+    PAPER_UNITS,
+    SEARCH_TITLE,
+    TABLE1,
+    group_table,
+    grouped_view,
+    markdown,
+    report_tables,
+)
 
 
 @dataclass
@@ -65,8 +78,8 @@ class ReportConfig:
     # the two ratios of the probe histograms and test; default the paper's pair as secondary sources read it
     compare_ratios: tuple[float, float] = paper.PROBES.ratios
     summary_run: bool = True  # keep the report as artifacts of the experiment's summary run
-    ce_budget: float = SearchConfig.ce_budget  # ITI at matched cost: the most CE (nats, clean and hostile) a steering may add
-    min_well_formed: float = SearchConfig.min_well_formed  # ... and the fewest well-formed generations (%) it may leave
+    ce_budget: float = DEFAULT_CE_BUDGET  # ITI at matched cost: the most CE (nats, clean and hostile) a steering may add
+    min_well_formed: float = DEFAULT_MIN_WELL_FORMED  # ... and the fewest well-formed generations (%) it may leave
     n_boot: int = 1000  # bootstrap resamples of the probe test's confidence interval
     frontier_max_cost: float = 0.25  # the frontier figure's CE-cost axis ends here (nats)
 

@@ -21,11 +21,8 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -34,13 +31,10 @@ from mlflow import MlflowClient
 from detox.core import contract, tradeoff
 from detox.core.contract import metric, param
 from detox.core.progress import progress
-from detox.methods import iti_curve
 from detox.report.figures import colours, figure
-from detox.report.runs import ratio_label, study_runs
+from detox.report.runs import artifact_downloads, ratio_label, study_runs
 
-CURVE_METHOD = iti_curve.NAME  # the method whose runs log a curve, and its file
-CURVE_ARTIFACT = iti_curve.CURVE_FILE
-TOXICITIES = dict(zip(iti_curve.TOXICITIES, ("insult prob", "ToxiGen")))  # the curves' measures, as titled here
+TOXICITIES = dict(zip(tradeoff.TOXICITIES, ("insult prob", "ToxiGen")))  # the curves' measures, as titled here
 CONFIDENCE, POWER = 0.95, 0.80
 FRONTIER_TITLE = "Trade-off curves"
 POWER_TITLE = "Power of each claim"
@@ -126,18 +120,18 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     runs = study_runs(runs)
     if runs.empty or param(contract.METHOD) not in runs:
         return pd.DataFrame()
-    runs = runs[runs[param(contract.METHOD)].eq(CURVE_METHOD)]
+    runs = runs[runs[param(contract.METHOD)].eq(tradeoff.CURVE_METHOD)]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+    with artifact_downloads() as tmp:
         for _, run in progress(list(runs.iterrows()), desc="curves", leave=False):
             run_id = run["run_id"]
-            if CURVE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+            if tradeoff.CURVE_FILE not in {a.path for a in client.list_artifacts(run_id)}:
                 continue
-            path = client.download_artifacts(run_id, CURVE_ARTIFACT, dst_path=f"{tmp}/{run_id}")
+            path = client.download_artifacts(run_id, tradeoff.CURVE_FILE, dst_path=f"{tmp}/{run_id}")
             try:
-                curve = iti_curve.read_curve(Path(path), list(TOXICITIES))
+                curve = tradeoff.read_curve(Path(path), list(TOXICITIES))
             except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"run {run_id}: {CURVE_ARTIFACT} is not a curve: {error}") from None
+                raise ValueError(f"run {run_id}: {tradeoff.CURVE_FILE} is not a curve: {error}") from None
 
             def given(name: str, default: str) -> str:  # a param the run may lack (NaN in the frame)
                 value = run.get(param(name))

@@ -8,9 +8,10 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
-from unittest import mock
 
 import mlflow
 import numpy as np
@@ -22,7 +23,8 @@ from detox.core.contract import METHOD, POOLED_METRICS, RATIO, SEED, SETTING, ST
 from detox.core.progress import progress
 from detox.report.summary import SUMMARY_TAG
 
-PROBE_ARTIFACT = "probe_accuracy.json"  # the per-head probe accuracies a method=iti run logs (detox.steering.probe)
+MLFLOW_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow's switch of its per-file download bar
+PROBE_ARTIFACT = "probe_accuracy.json"  # the per-head probe accuracies a method=iti run logs (its probe stage)
 # methods in the order of their first row in the paper's Table 1; others after them, alphabetically
 METHOD_ORDER = tuple(dict.fromkeys(row.method for row in paper.TABLE1))
 STRENGTH_ORDER = ("-", *(name for _, name in sorted(paper.ITI_STRENGTHS.items())))  # no strength, then by alpha
@@ -150,12 +152,27 @@ def parse_probe_accuracies(value: object, where: str) -> np.ndarray:
     return accuracies
 
 
+@contextmanager
+def artifact_downloads() -> Iterator[str]:
+    """A temporary folder to download the runs' artifacts into, with MLflow's progress bar for every
+    file switched off meanwhile: the report shows one bar over the runs, not one for every small file."""
+    previous = os.environ.get(MLFLOW_PROGRESS_BAR)
+    os.environ[MLFLOW_PROGRESS_BAR] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+    finally:
+        if previous is None:
+            os.environ.pop(MLFLOW_PROGRESS_BAR, None)
+        else:
+            os.environ[MLFLOW_PROGRESS_BAR] = previous
+
+
 def load_probe_accuracies(client: MlflowClient, runs: pd.DataFrame) -> dict[float, list[np.ndarray]]:
     """Per ratio, the per-head accuracies of every model probed. Runs of several methods on one
     pre-trained model log the same file; each (ratio, seed, accuracies) counts once."""
     found: dict[float, dict[tuple, np.ndarray]] = {}
-    # one progress bar over the runs, not MLflow's own for every small file
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+    with artifact_downloads() as tmp:
         for run_id, ratio, seed in progress(list(zip(runs["run_id"], runs[param(RATIO)].astype(float), runs[param(SEED)])),
                                             desc="probe accuracies", leave=False):
             if PROBE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:

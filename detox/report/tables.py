@@ -12,9 +12,9 @@ import pandas as pd
 
 from detox.core import contract, paper
 from detox.core.contract import metric, param
-from detox.report.capability import TITLE as CAPABILITY_TITLE, capability_table
+from detox.core.stats import t_interval
+from detox.report.capability_table import TITLE as CAPABILITY_TITLE, capability_table
 from detox.report.runs import PAPER_FIELDS, aggregate, natural_key, order_key, ratio_label, study_runs
-from detox.report.stats import t_interval
 from detox.core.tradeoff import within_budget
 
 SEARCH_TITLE = "Best-ratio search: trials, best first"

@@ -28,7 +28,7 @@ from detox.core import families
 from detox.core.geometry import unit
 from detox.core.schema import ConfigError
 from detox.steering.config import DIRECTIONS, RANDOM_SCALINGS
-from detox.steering.probe import ProbeResult
+from detox.steering.probe_fit import ProbeResult
 
 
 def select_heads(accuracy, k: int) -> list[tuple[int, int]]:

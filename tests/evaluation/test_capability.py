@@ -110,7 +110,7 @@ def test_capability_options_are_checked_before_any_work(tmp_path):
 def test_the_report_shows_base_and_treated_capability_beside_ce():
     import pandas as pd
 
-    from detox.report.capability import TITLE, capability_table
+    from detox.report.capability_table import TITLE, capability_table
 
     runs = pd.DataFrame({
         "params.ratio": ["0"] * 3, "params.seed": ["1", "2", "1"], "params.method": ["iti", "iti", "prompting"],

@@ -1,6 +1,10 @@
 import itertools
 import json
+import os
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -13,7 +17,8 @@ from detox.callbacks import ReportOnMultirunEnd
 from detox.core import paper
 from detox.core.schema import ConfigError
 from detox.report import ReportConfig, build_report, main, table_main
-from detox.report.runs import aggregate, load_probe_accuracies, parse_probe_accuracies
+from detox.report.runs import (MLFLOW_PROGRESS_BAR, aggregate, artifact_downloads, load_probe_accuracies,
+                               parse_probe_accuracies)
 from detox.report.stats import compare_probe_accuracies
 from detox.report.summary import SUMMARY_TAG
 from detox.report.tables import comparison_table
@@ -94,6 +99,25 @@ def test_compare_probe_accuracies_against_exact_enumeration():
     assert test.ci_low <= test.shift <= test.ci_high
     shifted = compare_probe_accuracies(first, first + 0.1, n_boot=200)
     assert shifted.shift == pytest.approx(0.1) and shifted.ci_low > 0
+
+
+def test_the_report_loads_neither_torch_nor_a_stage_a_method_or_the_job_config():
+    """The report reads MLflow through detox.core alone: it starts without the torch stack."""
+    code = ("import sys, detox.report; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or "
+            "m.startswith(('detox.methods', 'detox.steering', 'detox.training', 'detox.evaluation', 'detox.job'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                            text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize("before", [None, "true"])
+def test_artifact_downloads_silence_mlflows_bar_and_restore_the_variable(monkeypatch, before):
+    monkeypatch.delenv(MLFLOW_PROGRESS_BAR, raising=False)
+    if before is not None:
+        monkeypatch.setenv(MLFLOW_PROGRESS_BAR, before)
+    with artifact_downloads() as folder:
+        assert os.environ[MLFLOW_PROGRESS_BAR] == "false" and os.path.isdir(folder)
+    assert os.environ.get(MLFLOW_PROGRESS_BAR) == before and not os.path.exists(folder)
 
 
 @pytest.mark.parametrize("value, message", [

@@ -5,14 +5,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from detox.core.schema import ConfigError
-from detox.steering.probe import (
-    ProbeResult,
-    accuracy_heatmap,
-    compare_accuracies,
-    fit_probes,
-    fit_probes_batched,
-    head_activations,
-)
+from detox.steering.plots import accuracy_heatmap
+from detox.steering.probe import head_activations
+from detox.steering.probe_fit import ProbeResult, fit_probes, fit_probes_batched
 
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 WORDS = "the valoki sell coins we read books each morning and they are fine hate you all stupid".split()
@@ -191,30 +186,6 @@ def test_a_split_too_small_for_the_validation_part_is_rejected():
         fit_probes(np.zeros((10, 1, 1, 2), np.float32), [0, 1] * 5, seed=0, val_fraction=0.2)
     with pytest.raises(ConfigError, match="shape"):
         fit_probes(np.zeros((10, 2), np.float32), [0, 1] * 5, seed=0)
-
-
-def test_compare_accuracies_detects_a_shift_and_not_its_absence():
-    rng = np.random.default_rng(0)
-    a = rng.normal(0.60, 0.05, 200)
-    shifted = compare_accuracies(a, rng.normal(0.65, 0.05, 200), seed=1, n_boot=500)
-    assert shifted["p_value"] < 1e-6
-    assert 0 < shifted["hl_ci_low"] < shifted["hl_shift"] < shifted["hl_ci_high"]
-    assert shifted["hl_shift"] == pytest.approx(0.05, abs=0.015)
-    assert shifted["q_ci_low"] > 0 and shifted["mean_diff"] == pytest.approx(shifted["mean_b"] - shifted["mean_a"])
-    same = compare_accuracies(a, rng.permutation(a), seed=1, n_boot=500)
-    assert same["p_value"] > 0.9 and same["hl_shift"] == 0 and same["hl_ci_low"] <= 0 <= same["hl_ci_high"]
-    assert same["prob_b_greater"] == pytest.approx(0.5)
-
-
-def test_compare_accuracies_against_a_hand_computation():
-    a, b = np.array([0.5, 0.6, 0.7]), np.array([0.6, 0.8, 0.9, 1.0])
-    result = compare_accuracies(a, b, n_boot=10)
-    pairs = b[:, None] - a[None, :]
-    assert result["u_statistic"] == ((pairs > 0).sum() + 0.5 * (pairs == 0).sum())
-    assert result["hl_shift"] == pytest.approx(np.median(pairs))
-    assert result["q_diff"] == pytest.approx(np.quantile(b, 0.9) - np.quantile(a, 0.9))
-    with pytest.raises(ConfigError, match="acc_a"):
-        compare_accuracies([0.5], b)
 
 
 def test_accuracy_heatmap_writes_a_png(tmp_path):

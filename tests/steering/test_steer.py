@@ -7,7 +7,7 @@ from transformers import OlmoConfig, OlmoForCausalLM
 
 from detox.core.geometry import entanglement, random_entanglement_level
 from detox.core.schema import ConfigError
-from detox.steering.probe import fit_probes
+from detox.steering.probe_fit import fit_probes
 from detox.steering.steer import bake_into_bias, iti_shifts, select_heads, steering
 
 N_LAYERS, N_HEADS, HEAD_DIM = 2, 4, 8

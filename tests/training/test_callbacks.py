@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from detox.core.models import ai2_to_hf_olmo
 from detox.core.schema import ConfigError
 from detox.training.config import ModelConfig, TrainerConfig
-from detox.training.pretrain import document_attention_bias, pretrain
+from detox.training.pretrain import pretrain
+from detox.training.pretrain.model import document_attention_bias
 
 EOS = 0
 SEQ_LEN = 32

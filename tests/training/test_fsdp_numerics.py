@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from detox.training.config import ModelConfig
 from detox.training.loss import lm_loss
-from detox.training.pretrain import TrainingOLMo, init_like_cpu, olmo_config, shard
+from detox.training.pretrain.distributed import init_like_cpu, shard
+from detox.training.pretrain.model import TrainingOLMo, olmo_config
 
 TINY = ModelConfig(d_model=16, n_heads=2, n_layers=2)
 VOCAB, SEQ = 300, 24
@@ -118,7 +119,7 @@ def _two_ranks(rank: int, world: int, rendezvous: str, out: str) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     from detox.training.config import TrainerConfig
-    from detox.training.pretrain import data_parallel_mesh
+    from detox.training.pretrain.distributed import data_parallel_mesh
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)

@@ -11,12 +11,11 @@ from olmo.model import OLMo
 from safetensors.torch import load_file
 
 from detox.core.artifacts import HISTORIES, LOSS_CURVE
+from detox.core.schedule import BatchLayout
 from detox.core.schema import ConfigError
 from detox.core.shards import open_mixture
 from detox.training.config import ModelConfig, TrainerConfig
 from detox.training.pretrain import (
-    BatchLayout,
-    ResumableBatchSampler,
     check_trainer,
     checkpoint_step,
     export_hf,
@@ -24,6 +23,11 @@ from detox.training.pretrain import (
     olmo_config,
     peak_flops,
     pretrain,
+)
+from detox.training.pretrain.loader import (
+    ResumableBatchSampler,
+    ResumableLoader,
+    TokenWindows,
 )
 
 SEQ_LEN = 32
@@ -320,8 +324,6 @@ def test_losses_read_every_few_steps_change_nothing_else(tmp_path, mixture, whol
 
 def test_loader_workers_yield_the_same_micro_batches():
     """What trainer.loader_workers does on GPUs: the same batches, in the same order, from worker processes."""
-    from detox.training.pretrain import ResumableLoader, TokenWindows
-
     windows = TokenWindows(np.arange(2000, dtype=np.uint16), seq_len=8)
     layout = BatchLayout(seq_len=8, global_sequences=8, micro_batch_size=4, ranks=1)
 

@@ -1,4 +1,4 @@
-"""The capability table: lm-evaluation-harness metrics (detox.evaluation.capability) of the base model
+"""The capability table: lm-evaluation-harness metrics (the capability stages') of the base model
 and of the treated one, beside the CE loss, per model, method and strength (mean over seeds)."""
 
 from __future__ import annotations
