@@ -91,12 +91,8 @@ class JobConfig:
         """Ranges of every field, then the rules that span fields."""
         check_fields(self)
         source_kind(self.data).validate(self)  # the source kind's own rules (its files, the scorers it allows)
-        if self.scorer.name == "classifier" and not self.scorer.model:
-            raise ConfigError("scorer=classifier needs scorer.model: a local folder or hub id of a classifier")
-        if self.data.tokenizer.path not in (None, "", "olmo") and not Path(self.data.tokenizer.path).is_file():
-            raise ConfigError(f"data.tokenizer.path={self.data.tokenizer.path!r}: no such file")
-        if self.model.d_model % self.model.n_heads:
-            raise ConfigError(f"model.d_model={self.model.d_model} is not divisible by n_heads={self.model.n_heads}")
+        for options in (self.scorer, self.data.tokenizer, self.model, self.capability):  # each package's own rules
+            options.check()
         if not self.model.path:  # a pre-trained model is not trained here: the trainer is not read
             self.trainer.check(self.data.seq_len)
         if self.search.objective != "none" and self.method.name == "none":
@@ -110,8 +106,6 @@ class JobConfig:
             raise ConfigError("model=pretrained needs model.path: a local model folder or a hub id (owner/name)")
         if self.model.path:
             self._validate_pretrained()
-        if self.capability.include_path and not Path(self.capability.include_path).is_dir():
-            raise ConfigError(f"capability.include_path={self.capability.include_path!r}: no such folder")
         methods.get(self.method.name).validate(self)
 
     def _validate_pretrained(self) -> None:

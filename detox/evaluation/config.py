@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from detox.core.schema import choice, number
+from detox.core.schema import ConfigError, choice, number
 
 SCORERS = ("oracle", "classifier", "perspective")
 
@@ -27,6 +28,10 @@ class ScorerConfig:
     # outputs and the /pol/ posts it is sent)
     do_not_store: bool = True
     cache: bool = True  # perspective: keep scores in <root>/cache/perspective/scores.sqlite, so no text is asked twice
+
+    def check(self) -> None:
+        if self.name == "classifier" and not self.model:
+            raise ConfigError("scorer=classifier needs scorer.model: a local folder or hub id of a classifier")
 
     def result_spec(self) -> dict:
         """The scorer's part of a stage's spec. do_not_store and cache never change a score, so they are left
@@ -74,3 +79,7 @@ class CapabilityConfig:
     num_fewshot: int | None = number(None, "[0, inf)")  # examples in context; None: each task's default
     limit: int | None = number(None, "[1, inf)")  # documents per task (a quick look); None: all of them
     batch_size: int = number(8, "[1, inf)")  # requests per forward pass
+
+    def check(self) -> None:
+        if self.include_path and not Path(self.include_path).is_dir():
+            raise ConfigError(f"capability.include_path={self.include_path!r}: no such folder")

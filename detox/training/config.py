@@ -34,6 +34,10 @@ class ModelConfig:
     init_fn: str = choice("normal", "normal", "mitchell")
     rope_theta: float = number(10_000.0, "(0, inf)")  # base of the rotary position embedding's frequencies
 
+    def check(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+
     def result_spec(self) -> dict:
         """The architecture a pre-training stage builds (path and revision select loading instead, so they
         stay out of its key)."""
