@@ -122,7 +122,7 @@ def test_a_new_source_kind_is_one_class_registered_in_one_place(tmp_path, monkey
         JobConfig.from_dict(compose_job("data.source=nope"))
     job = JobConfig.from_dict(compose_job("data.source=echo", "scorer=classifier", "scorer.model=/some/classifier",
                                           "data.clean_tokens=3000", "ratio=20", "seed=2"))
-    assert isinstance(job.data.kind(), Echo)
+    assert isinstance(sources.source_kind(job.data), Echo)
     plan = study_plan(job)
     result = run_plan(Plan(plan.stages[:3]), StageCache(tmp_path / "cache"), log=lambda _: None)
     m = result.metrics
