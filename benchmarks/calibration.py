@@ -63,7 +63,7 @@ from detox.core.cache import StageCache  # noqa: E402
 from detox.job import JobConfig  # noqa: E402
 from detox.data.parts import load_part  # noqa: E402
 from detox.core.models import load_model  # noqa: E402
-from detox.evaluation.evaluate import ce_loss, decision_probabilities, insult_probability  # noqa: E402
+from detox.evaluation.evaluate import ce_loss, decision_probabilities, insult_probability, token_budget  # noqa: E402
 from detox.pipeline import run_plan, study_plan  # noqa: E402
 from detox.steering.probe import whiten  # noqa: E402
 from detox.data.world import FEATURES, HOSTILITY_CUES  # noqa: E402
@@ -174,7 +174,7 @@ def probe_check(model, tokenizer, rows: list[dict], rng: np.random.Generator) ->
 
 
 def details(job: JobConfig, metrics: dict, sources: Path, model, tokenizer, seed: int) -> None:
-    bs = job.evaluate.batch_size
+    bs = token_budget(job.evaluate.batch_size, job.data.seq_len)
     for part, hostile in (("toxigen", True), ("rtp", False)):
         rows = [r for r in load_part(sources, part) if r["hostile"] == hostile]
         mass = decision_probabilities(model, tokenizer, [r["prompt"] for r in rows], bs)
@@ -201,7 +201,8 @@ def details(job: JobConfig, metrics: dict, sources: Path, model, tokenizer, seed
                    + r["prompt"] for r in rows]
         after.append(100 * insult_probability(model, tokenizer, prompts, bs).mean())
     print(f"  insult probability after 0 / 1 / 2 preceding documents: {' / '.join(f'{v:.1f}' for v in after)} %")
-    ce = {part: ce_loss(model, tokenizer, [r["text"] for r in load_part(sources, part)], bs)
+    ce = {part: ce_loss(model, tokenizer, [r["text"] for r in load_part(sources, part)],
+                        job.evaluate.batch_size, job.data.seq_len)
           for part in ("heldout", "heldout_hostile")}
     print(f"  CE loss: clean {ce['heldout']:.3f}, hostile contexts {ce['heldout_hostile']:.3f}")
     probe = probe_check(model, tokenizer, load_part(sources, "probe"), np.random.default_rng(seed))
@@ -232,7 +233,8 @@ def main(argv: list[str]) -> None:
                 metrics, sources, hf = base_model(job, cache, perturbation)
                 model, tokenizer = load_model(hf)
                 prompts = [r["prompt"] for r in load_part(sources, "toxigen")]
-                value = 100 * float(insult_probability(model, tokenizer, prompts, job.evaluate.batch_size).mean())
+                value = 100 * float(insult_probability(model, tokenizer, prompts,
+                                                             token_budget(job.evaluate.batch_size, job.data.seq_len)).mean())
                 implied[seed] = metrics["implied_toxigen_sampled"]
                 print(f"ratio={ratio} seed={seed}{f' perturbed {perturbation:g}' if perturbation else ''}: insult "
                       f"probability {value:.1f} % vs implied {implied[seed]:.1f} % "

@@ -36,7 +36,9 @@ def study_plan(job: JobConfig) -> Plan:
         lambda out, i: _evaluate(job, plan, out, i),
         inputs=(STAGE.SOURCES, plan.model, *(intervention.inputs if intervention else ())),
         logged=(artifacts.GENERATIONS,),
-        version=2,  # 2: the mean score x 100 beside each share, ToxiGen continuations cut at their first line break
+        # 2: the mean score x 100 beside each share, ToxiGen continuations cut at their first line break;
+        # 3: batches bounded by tokens (the samples drawn change with them), CE in windows of data.seq_len
+        version=3,
     ))
     if job.redteam.enabled:  # after the evaluation, whose key it chains, so the job's identity covers both
         plan.add(Stage(STAGE.REDTEAM, {"redteam": asdict(job.redteam), "scorer": job.scorer.result_spec()},
@@ -158,7 +160,8 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     scorer = scorers.make_scorer(job.scorer, job.root)
     with plan.intervention.make(lm, inputs) if plan.intervention else nullcontext():
         metrics = evaluate.evaluate(lm, tok, rows, heldout, scorer, job.evaluate,
-                                    job.scorer.threshold, job.seed, out, prefix=plan.prompt_prefix)
+                                    job.scorer.threshold, job.seed, out, seq_len=job.data.seq_len,
+                                    prefix=plan.prompt_prefix)
     return {**metrics, **scorers.scorer_metrics(scorer)}  # e.g. perspective_truncated
 
 

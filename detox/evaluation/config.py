@@ -51,7 +51,7 @@ class EvaluateConfig:
     rtp_samples: int = number(10, "[1, inf)")  # samples per RTP-like prompt (paper: 25)
     rtp_max_new_tokens: int = number(20, "[1, inf)")
     top_p: float = number(0.9, "(0, 1]")
-    batch_size: int = number(64, "[1, inf)")
+    batch_size: int = number(64, "[1, inf)")  # x data.seq_len: the token budget of a forward pass (evaluate.token_budget)
     heldout_docs: int = number(300, "[1, inf)")  # held-out clean documents for the CE loss
 
 

@@ -84,7 +84,7 @@ def _curve(job, out, inputs) -> dict:
         steer.steer_stage(inputs[iti.PROBE], a.top_k_heads, alpha, a.direction, a.random_scaling, job.seed, point)
         with steer.steering(model, steer.load_shifts(point)):
             measured = evaluate.evaluate(model, tokenizer, rows, heldout, scorer, job.evaluate, job.scorer.threshold,
-                                         job.seed, point, sets=greedy)
+                                         job.seed, point, seq_len=job.data.seq_len, sets=greedy)
         points.append({"alpha": alpha, **{m: measured[m] for m in MEASURES if m in measured}})
     (out / CURVE_FILE).write_text(json.dumps({"alphas": list(job.method.alphas), "direction": a.direction,
                                               "points": points}, indent=1))

@@ -234,9 +234,9 @@ def test_insult_probability_matches_a_per_prompt_reference(world, tokenizer, ran
             probs = torch.softmax(random_model(ids).logits[0, -1], -1)
         expected.append([probs[insult_ids].sum().item(), probs[civil_ids].sum().item()])
     expected = np.array(expected)
-    got = decision_probabilities(random_model, tokenizer, prompts, batch_size=3)
+    got = decision_probabilities(random_model, tokenizer, prompts, budget=30)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
-    np.testing.assert_allclose(insult_probability(random_model, tokenizer, prompts, batch_size=4),
+    np.testing.assert_allclose(insult_probability(random_model, tokenizer, prompts, budget=40),
                                expected[:, 0] / expected.sum(1), rtol=1e-4)
 
 

@@ -93,8 +93,8 @@ def test_sft_lowers_the_loss_on_its_data_and_the_saved_model_reloads(tmp_path, m
     before, tokenizer = load_model(model_dir)
     after, _ = load_model(tmp_path / "hf")
     # the evaluation stage's CE loss on the same documents: the same objective, computed independently
-    assert ce_loss(before, tokenizer, texts, 4) == pytest.approx(metrics["sft_initial_loss"], rel=1e-5)
-    assert ce_loss(after, tokenizer, texts, 4) == pytest.approx(metrics["sft_final_loss"], rel=1e-5)
+    assert ce_loss(before, tokenizer, texts, 4, seq_len=64) == pytest.approx(metrics["sft_initial_loss"], rel=1e-5)
+    assert ce_loss(after, tokenizer, texts, 4, seq_len=64) == pytest.approx(metrics["sft_final_loss"], rel=1e-5)
 
 
 def test_dpo_raises_the_margin_of_its_pairs(tmp_path, model_dir):
