@@ -67,14 +67,24 @@ def base_model_stages(job: JobConfig) -> list[Stage]:
         identity = pretrained_identity(job.model.path, job.model.revision)
         return [sources, Stage(STAGE.PRETRAIN, {"pretrained": identity},
                                lambda out, _: _models().record_pretrained(job.model.path, identity, out))]
+    tokenizer = Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
+                      lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,))
+    mixture = {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed}
+    if kind.prepared:  # the corpora tokenised once for the whole grid, each mixture a sample of their documents
+        data = [Stage(STAGE.PREPARE, {"clean_tokens": d.clean_tokens},
+                      lambda out, i: _data().prepare_corpora(d, i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
+                      inputs=(STAGE.TOKENIZER,)),
+                Stage(STAGE.MIXTURE, {**mixture, "sample": "prepared"},
+                      lambda out, i: _data().sample_prepared_mixture(d, job.ratio, job.seed, i[STAGE.PREPARE], out),
+                      inputs=(STAGE.PREPARE,), version=2)]
+    else:  # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
+        data = [Stage(STAGE.MIXTURE, mixture, lambda out, i: _data().build_mixture(d, job.ratio, job.seed,
+                                                                                   i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
+                      inputs=(STAGE.TOKENIZER,), version=2)]
     return [
         sources,
-        Stage(STAGE.TOKENIZER, {"tokenizer": asdict(d.tokenizer)},
-              lambda out, i: _data().train_tokenizer(d, i[STAGE.SOURCES], out), inputs=(STAGE.SOURCES,)),
-        # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
-        Stage(STAGE.MIXTURE, {"clean_tokens": d.clean_tokens, "ratio": job.ratio, "seed": job.seed},
-              lambda out, i: _data().build_mixture(d, job.ratio, job.seed, i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
-              inputs=(STAGE.TOKENIZER,), version=2),
+        tokenizer,
+        *data,
         # version 2: no weight decay on the embeddings (tied to the output layer), as OLMo-core
         Stage(STAGE.PRETRAIN, {"model": job.model.result_spec(), "seq_len": d.seq_len,
                                "trainer": job.trainer.result_spec(), "seed": job.seed},

@@ -8,6 +8,7 @@ class STAGE:
 
     SOURCES = "sources"  # the source kind's parts: evaluation prompts, held-out text, small training parts
     TOKENIZER = "tokenizer"
+    PREPARE = "prepare"  # data.source=corpora: the training corpora tokenised once (detox.data.store)
     MIXTURE = "mixture"  # the packed (ratio, seed) mixture
     PRETRAIN = "pretrain"  # the base model (its key is the job's `base_model` param)
     EVALUATE = "evaluate"

@@ -83,8 +83,7 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
     """
     _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, shuffle_buffer, max_repeats)
     out = Path(out)
-    if out.exists() and (any(out.glob("tokens-*.bin")) or (out / INDEX).exists()):
-        raise ConfigError(f"{out}: already holds shards; pack into an empty folder")
+    start_afresh(out)
     if on_short == "repeat" and ratio > 0 and iter(toxic) is toxic:
         raise ConfigError(f"{toxic_name}: on_short='repeat' needs a re-iterable source (a list, or an object "
                           f"whose __iter__ starts over), not a one-pass iterator")
@@ -139,12 +138,30 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
         "mix_toxic_docs": counts["toxic_docs"],
         "mix_toxic_repeats": counts["toxic_repeats"],
     }
+    write_index(out, token_type, eos, lengths, metrics)
+    return metrics
+
+
+def start_afresh(out: Path) -> None:
+    """Make `out` ready for a packing: a complete folder (with its index) is refused; the shards of an
+    interrupted one (killed, pre-empted: the stage cache hands its `.partial` folder back) are deleted, so a
+    re-run starts over by itself and writes what an uninterrupted run writes (the packing is deterministic)."""
+    if (out / INDEX).exists():
+        raise ConfigError(f"{out}: already holds a complete packing ({INDEX}); pack into an empty folder")
+    leftovers = sorted(out.glob("tokens-*.bin")) if out.is_dir() else []
+    if leftovers:
+        log.warning("%s: %d shard files of an interrupted packing; starting it over", out, len(leftovers))
+        for shard in leftovers:
+            shard.unlink()
+
+
+def write_index(out: Path, token_type: np.dtype, eos: int, lengths: list[int], counts: dict) -> None:
+    """`index.json`, last and atomic: the folder is complete from here on."""
     index = {"dtype": token_type.name, "eos_id": eos, "shards": [{"file": SHARD.format(i), "tokens": n}
                                                                   for i, n in enumerate(lengths)],
-             "total_tokens": total, "counts": metrics}
+             "total_tokens": int(sum(lengths)), "counts": counts}
     (out / f"{INDEX}.tmp").write_text(json.dumps(index, indent=1))
-    os.replace(out / f"{INDEX}.tmp", out / INDEX)  # last and atomic: the folder is complete from here on
-    return metrics
+    os.replace(out / f"{INDEX}.tmp", out / INDEX)
 
 
 def _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, shuffle_buffer, max_repeats) -> None:

@@ -70,6 +70,9 @@ class SourceKind:
     # documents and prompts come from the embedded world's grammar: the oracle scores them exactly and
     # every prompt has a decision point (insult_probability, the neutral prompts)
     world_grammar: ClassVar[bool] = False
+    # its corpora are tokenised once by a prepare stage and every mixture drawn from them (detox.data.store);
+    # else each mixture streams and tokenises its documents (detox.data.packing)
+    prepared: ClassVar[bool] = False
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
@@ -285,6 +288,7 @@ class Corpora(SourceKind):
 
     name = "corpora"
     logged = (REVISIONS,)
+    prepared = True
 
     def spec(self) -> dict:
         """The corpora's specs (a hub corpus's `revision` among them) with the content hash of each

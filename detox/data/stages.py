@@ -54,3 +54,29 @@ def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, token
     if transform is not None:
         metrics.update(transform.metrics(taken))
     return metrics
+
+
+def prepare_corpora(cfg: DataConfig, sources: Path, tokenizer_dir: Path, out: Path) -> dict:
+    """Tokenise the training corpora once (detox.data.store): the clean one's first `clean_tokens` tokens into
+    `out/clean`, the whole toxic one into `out/toxic`; every mixture of the grid is drawn from them."""
+    from detox.core.tokens import load_tokenizer
+    from detox.data.store import prepare_store
+
+    kind, tokenizer = source_kind(cfg), load_tokenizer(tokenizer_dir)
+    metrics = {}
+    for part, limit in (("clean", cfg.clean_tokens), ("toxic", None)):
+        counts = prepare_store(kind.documents(part, sources, None), tokenizer, out / part, max_tokens=limit,
+                               shard_tokens=kind.pack_options().get("shard_tokens", 2**27), desc=f"prepare {part}")
+        metrics.update({f"prepared_{part}_{name.removeprefix('store_')}": n for name, n in counts.items()})
+    return metrics
+
+
+def sample_prepared_mixture(cfg: DataConfig, ratio: float, seed: int, prepared: Path, out: Path) -> dict:
+    """The (ratio, seed) mixture drawn from the prepared stores (detox.data.store.sample_mixture)."""
+    from detox.data.store import TokenStore, sample_mixture
+
+    kind = source_kind(cfg)
+    options = kind.pack_options()
+    return sample_mixture(TokenStore(prepared / "clean"), TokenStore(prepared / "toxic"), ratio, cfg.clean_tokens,
+                          seed, out, shard_tokens=options["shard_tokens"], on_short=options["on_short"],
+                          toxic_name=options["toxic_name"])
