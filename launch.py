@@ -67,6 +67,7 @@ def plan_command(argv: list[str]) -> int:
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
+    from detox.costs import refuse
     from detox.jobs import describe_plan, plan_job
 
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
@@ -105,9 +106,13 @@ def plan_command(argv: list[str]) -> int:
                     where = f" of job {i}/{len(points)} ({label})" if len(points) > 1 else ""
                     print(f"invalid configuration{where}: {error}", file=sys.stderr)
                     return 2
+        refuse(planned)  # what cannot finish: one line, before any stage
     except HydraException as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    except ConfigError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 2
     print("\n".join(describe_plan(planned)))
     print(f"plan=true: {len(planned)} job(s) planned, nothing run")
     return 0

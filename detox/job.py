@@ -74,6 +74,7 @@ class JobConfig:
     seed: int = number(1, "[0, inf)")
     root: str = "outputs"  # every output (cache, runs, MLflow store) lives under here
     plan: bool = False  # only describe the job (stages cached or to build, tokens, steps): launch.py's plan mode
+    device_memory_gb: float = number(80.0, "(0, inf)")  # one GPU's memory: an evaluation that exceeds it is refused (detox.costs)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
-from detox import pipeline, search
+from detox import costs, pipeline, search
 from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
 from detox.core.methods import MethodOptions
@@ -34,6 +34,7 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
     )
 
     check_slurm_tasks(job.trainer)  # before any stage: the tasks SLURM started are the trainer's ranks
+    costs.refuse([plan_job("", job)])  # an evaluation over the device's memory, a toxic corpus short for the ratio
     plan = pipeline.study_plan(job)
     cache = StageCache(Path(job.root).resolve() / "cache")
     if job.trainer.require_cached_pretrain:  # a treatment job (phase 2): it never pre-trains
@@ -220,7 +221,7 @@ def describe_plan(planned: list[PlannedJob]) -> list[str]:
             f"{name} {counts[name]} ({cached[name]} cached)" for name in dict.fromkeys(n for n, _ in distinct)))
     trainings = {s.key: (p, s) for p in planned for s in p.stages if s.distributed}  # base, MEDA's, INST's models
     if not trainings:
-        return lines
+        return lines + costs.cost_lines(planned)
     for layout in dict.fromkeys(_layout(p) for p, _ in trainings.values()):  # one line unless a sweep changes it
         lines.append(layout)
     by_ratio = Counter((p.job.ratio, p.training.tokens, p.training.epochs, p.training.steps, p.training.tokens_seen)
@@ -234,7 +235,7 @@ def describe_plan(planned: list[PlannedJob]) -> list[str]:
     if short:
         lines.append(f"note: {len(short)} pre-training(s) warm up for {short[0].warmup_steps:,} steps, at least their "
                      f"{short[0].steps:,} steps: the learning rate never reaches its peak (trainer.warmup_steps)")
-    return lines
+    return lines + costs.cost_lines(planned)
 
 
 def _layout(p: PlannedJob) -> str:

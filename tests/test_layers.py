@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # layer or lower ones.
 LAYERS = (
     ("entry", ("launch",)),
-    ("jobs", ("detox.jobs", "detox.callbacks")),
+    ("jobs", ("detox.jobs", "detox.callbacks", "detox.costs")),
     ("pipeline and edges", ("detox.pipeline", "detox.tracking", "detox.search", "detox.report")),
     # the job's config, composed of every package's options and the methods' (so above the methods)
     ("job config", ("detox.job",)),

@@ -13,7 +13,8 @@ from detox.pipeline import run_plan, setting_key, study_plan
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
-NOT_RESULT = ("root", "task", "plan", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.", "redteam.", "search.",
+NOT_RESULT = ("root", "task", "plan", "device_memory_gb", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.",
+              "redteam.", "search.",
               "trainer.num_threads", "trainer.checkpoint_every", "trainer.deterministic", "scorer.do_not_store",
               "scorer.cache", "trainer.require_cached_pretrain",
               # how fast the same computation runs (detox.training.config.TrainerConfig.result_spec)

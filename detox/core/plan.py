@@ -87,6 +87,10 @@ class Plan:
         """Put `stage` where the stage of the same name was."""
         self.stages[self.stages.index(self[stage.name])] = stage
 
+    def remove(self, name: str) -> None:
+        """Drop the stage named `name`, if the plan has it (a stage no other one reads any more)."""
+        self.stages = [stage for stage in self.stages if stage.name != name]
+
     def keys(self) -> dict[str, str]:
         """Each stage's cache key, chained from the keys of its inputs."""
         keys: dict[str, str] = {}

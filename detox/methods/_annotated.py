@@ -27,9 +27,11 @@ def annotated_mixture(scheme: str):
         mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
         # "version" 2: a document's own score (the /pol/ posts' Perspective TOXICITY) annotates it where it has one
         annotate = {"scheme": scheme, "scorer": job.scorer.result_spec(), "version": 2}
-        plan.replace(Stage(STAGE.MIXTURE, {**mixture.spec, "annotate": annotate},
-                           lambda out, i: _mixture(job, scheme, out, i), inputs=mixture.inputs,
-                           version=mixture.version))  # the same packer: the study mixture's version
+        spec = {name: value for name, value in mixture.spec.items() if name != "sample"}
+        # annotated text is tokenised as it is packed: the streaming packer, never the prepared stores
+        plan.replace(Stage(STAGE.MIXTURE, {**spec, "annotate": annotate}, lambda out, i: _mixture(job, scheme, out, i),
+                           inputs=(STAGE.TOKENIZER,), version=mixture.version))  # the study mixture's version
+        plan.remove(STAGE.PREPARE)
         plan.prompt_prefix = eval_prefix(scheme)
 
     return extend
