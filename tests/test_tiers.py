@@ -12,6 +12,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 PYTEST = ["python", "-m", "pytest"]
@@ -65,6 +67,7 @@ def collected(*selections: list[str]) -> list[list[str]]:
     return [selection["ids"] for selection in found]
 
 
+@pytest.mark.slow  # a check of CI, not of an install: it collects the suite three times
 def test_the_readme_command_and_the_rest_of_ci_run_every_test_once():
     readme, tiers = readme_command(), ci_commands()
     assert tiers[0] == readme, ".ci/run runs README.md's test command first"
