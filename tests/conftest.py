@@ -1,10 +1,14 @@
 import os
 
-import pytest
-from helpers import compose_job
-
+# Before any import of huggingface_hub or datasets (helpers imports transformers): both read the offline
+# switch once, at import. Set later, `pytest` without HF_HUB_OFFLINE=1 in its environment would let
+# datasets retry the unreachable hub for about 20 s in every test that loads a hub id.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DETOX_HASH_CACHE", "")  # file hashes memoised per process: no memo in the home folder
+
+import pytest  # noqa: E402
+
+from helpers import compose_job  # noqa: E402
 
 
 @pytest.fixture(scope="session")

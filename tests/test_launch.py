@@ -114,6 +114,7 @@ def test_plan_marks_what_the_cache_holds_and_runs_nothing(sweep):
     assert len(finished_runs(root)) == runs_before
 
 
+@pytest.mark.slow  # four jobs in four processes at once on 2 cores, each importing the whole stack
 def test_parallel_processes_share_one_store_and_cache(tmp_path):
     """hydra/launcher=processes starts every job at once: the locks must keep store and cache whole."""
     result = launch("-m", "hydra/launcher=processes", "experiment=smoke", f"root={tmp_path}", "ratio=0,10", "seed=1,2")

@@ -80,6 +80,7 @@ def smoke_overrides() -> list[str]:
     return [f"{key}={value}" for key, value in flatten(smoke).items()]
 
 
+@pytest.mark.slow  # an Optuna sweep of three ITI jobs (tests/test_launch.py's sweep keeps sweep -> MLflow fast)
 def test_an_optuna_search_logs_every_trial_and_finds_the_lowest_objective(tmp_path):
     result = launch("-m", "experiment=best_ratio", f"root={tmp_path}", *smoke_overrides(), "hydra/launcher=basic",
                     "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.n_startup_trials=3",

@@ -116,7 +116,6 @@ def test_spec_validation():
         SourceSpec("x.jsonl", format="fourchan", min_toxicity=1.5)
 
 
-@pytest.mark.slow  # datasets retries the offline hub for about 20 s before it gives up
 def test_hub_id_offline_names_the_source(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="detox-test/no-such-corpus: cannot open the source"):

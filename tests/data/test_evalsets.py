@@ -73,7 +73,6 @@ def test_toxigen_errors(toxigen_folder, tmp_path):
         load_toxigen(tmp_path / "missing")
 
 
-@pytest.mark.slow  # datasets retries the offline hub for about 20 s before it gives up
 def test_toxigen_hub_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="toxigen/toxigen-data .*split hate_women_1k"):
