@@ -79,6 +79,7 @@ def plan_command(argv: list[str]) -> int:
             loader = hydra_app.config_loader
             cfg = hydra_app.compose_config("config", overrides, run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN)
             task = list(cfg.hydra.overrides.task)
+            time_limit = OmegaConf.select(cfg, "hydra.launcher.timeout_min")  # SLURM's, where the launcher has one
             points = [(task, cfg)]
             if multirun:
                 sweeper = cfg.hydra.sweeper
@@ -106,7 +107,7 @@ def plan_command(argv: list[str]) -> int:
                     where = f" of job {i}/{len(points)} ({label})" if len(points) > 1 else ""
                     print(f"invalid configuration{where}: {error}", file=sys.stderr)
                     return 2
-        refuse(planned)  # what cannot finish: one line, before any stage
+        refuse(planned, time_limit)  # what cannot finish: one line, before any stage
     except HydraException as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1

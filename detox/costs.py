@@ -81,6 +81,8 @@ def cost_lines(planned: Sequence) -> list[str]:
             row = rows.setdefault(stage.name, {"count": 0})
             row["count"] += 1
             for name, value in cost.items():
+                if name == "unsaved_hours":
+                    continue
                 row[name] = max(row.get(name, 0), value) if name in _LARGEST else row.get(name, 0) + value
     lines = ["cost of the stages to build (stated rates in detox/costs.py; each distinct stage once):"]
     for name, row in rows.items():
@@ -118,19 +120,21 @@ def _stage_cost(job: JobConfig, p, stage) -> dict[str, float]:
     tokenise = TOKENIZE_TOKENS_PER_S_PER_CPU * PREPARE_CPUS
     if stage.name == STAGE.PREPARE:  # at least the clean prefix and ratio 25's toxic tokens (the whole toxic corpus)
         tokens = job.data.clean_tokens + toxic_tokens_for(job.data.clean_tokens, 25)
-        return {"tokens": tokens, "disk": tokens * token_bytes(job), "hours": tokens / tokenise / 3600}
+        hours = tokens / tokenise / 3600
+        return {"tokens": tokens, "disk": tokens * token_bytes(job), "hours": hours, "unsaved_hours": hours}
     if stage.name == STAGE.MIXTURE:
         disk = t.tokens * token_bytes(job)
         drawn = any(s.name == STAGE.PREPARE for s in p.stages)  # a copy from the stores, else tokenised again
-        return {"tokens": t.tokens, "disk": disk,
-                "hours": disk / COPY_BYTES_PER_S / 3600 if drawn else t.tokens / tokenise / 3600}
+        hours = disk / COPY_BYTES_PER_S / 3600 if drawn else t.tokens / tokenise / 3600
+        return {"tokens": t.tokens, "disk": disk, "hours": hours, "unsaved_hours": hours}
     if stage.distributed:
         m, ranks = job.model, t.layout.ranks
         checkpoint = 16 * (12 * m.n_layers * m.d_model ** 2 + vocabulary(job) * m.d_model)  # weights + AdamW, fp32
         cost = {"tokens": t.tokens_seen, "disk": checkpoint}
         if job.trainer.accelerator == "gpu":
             hours = t.tokens_seen / (GPU_TOKENS_PER_S * ranks) / 3600
-            cost.update(hours=hours, gpu_hours=hours * ranks, ranks=ranks)
+            cost.update(hours=hours, gpu_hours=hours * ranks, ranks=ranks,
+                        unsaved_hours=min(hours, checkpoint_hours(job, hours / max(t.steps, 1))))
         return cost
     if stage.name == STAGE.EVALUATE:
         calls, tensors = scorer_calls(job), evaluation_tensors(job)
@@ -138,8 +142,15 @@ def _stage_cost(job: JobConfig, p, stage) -> dict[str, float]:
                 "weights": tensors["weights"], "device": job.device_memory_gb}
         if job.scorer.name == "perspective":
             cost["scorer_hours"] = calls / job.scorer.qps / 3600
+            # with scorer.cache a requeued evaluation asks only the texts not yet scored
+            cost["unsaved_hours"] = 0 if job.scorer.cache else cost["scorer_hours"]
         return cost
     return {}
+
+
+def checkpoint_hours(job: JobConfig, step_hours: float) -> float:
+    """Hours between two of a pre-training's checkpoints: every trainer.checkpoint_every steps."""
+    return job.trainer.checkpoint_every * step_hours
 
 
 def _budget_lines(planned: Sequence) -> list[str]:
@@ -160,9 +171,14 @@ def _prepared(planned: Sequence) -> dict:
             if s.name == STAGE.PREPARE}
 
 
-def refuse(planned: Sequence) -> None:
+def refuse(planned: Sequence, time_limit_min: float | None = None) -> None:
     """One ConfigError line for the first thing of the sweep that cannot finish: an evaluation whose tensors do
-    not fit the device's memory, or a ratio the prepared toxic corpus cannot fill (data.corpora.on_short=error)."""
+    not fit the device's memory, a ratio the prepared toxic corpus cannot fill (data.corpora.on_short=error),
+    or, under a launcher's time limit (`time_limit_min`: SLURM's timeout_min), a stage to build that runs
+    longer than the limit without saving its progress (preparation and packing restart from nothing; a
+    pre-training keeps its last checkpoint), so that every requeue would start it over."""
+    if time_limit_min is not None:
+        _refuse_over_time_limit(planned, time_limit_min / 60)
     for p in planned:
         if p.training is None or not any(s.name == STAGE.EVALUATE for s in p.stages):
             continue
@@ -183,3 +199,15 @@ def refuse(planned: Sequence) -> None:
             raise ConfigError(f"ratio {job.ratio:g} needs {needed:,.0f} toxic tokens; the prepared toxic corpus "
                               f"(data.corpora.toxic) holds {have:,}: enlarge it, lower the ratio or data.clean_tokens, "
                               f"or set data.corpora.on_short=repeat")
+
+
+def _refuse_over_time_limit(planned: Sequence, limit_hours: float) -> None:
+    for p in planned:
+        for stage in p.stages if p.training is not None else ():
+            unsaved = 0 if stage.cached else _stage_cost(p.job, p, stage).get("unsaved_hours", 0)
+            if unsaved > limit_hours:
+                fix = ("lower trainer.checkpoint_every" if stage.distributed else
+                       "build it first in a phase with a longer limit (docs/guide/paper-at-scale.md: preparation)")
+                raise ConfigError(f"stage {stage.name} of {_point(p.job)} runs {unsaved:,.1f} h without saving its "
+                                  f"progress, over the launcher's time limit of {limit_hours:g} h "
+                                  f"(hydra.launcher.timeout_min): every requeue would start it over; {fix}")
