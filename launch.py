@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as error:
         log.error(f"invalid configuration: {error}")
         sys.exit(2)
-    if not run_id:  # a rank other than 0: rank 0 reports
+    if not run_id:  # a rank other than 0 (rank 0 reports), or one phase (stop_after) of a job
         return None
     uri = redact(job.tracking_uri)  # never a password, whatever the URI carries
     log.info(f"MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")

@@ -1,15 +1,17 @@
-"""Benchmark: pre-training throughput through detox's own pre-training stage (Lightning; FSDP2 over every
-local GPU when there are several) against a bare PyTorch loop of the same model on one GPU, in one run.
+"""Benchmark: pre-training throughput through detox's own pre-training stage as experiment=paper_olmo1b runs
+it (Lightning, FSDP2 over every local GPU, a world of one on one GPU, with gradient accumulation) against a
+bare PyTorch loop of the same model on one GPU, in one run.
 
     python benchmarks/gpu_throughput.py                 # OLMo-1B, vocabulary 50 280, 4 x 4096 tokens per GPU, bf16
-    python benchmarks/gpu_throughput.py --steps 60 --window 5 --warmup 15
+    python benchmarks/gpu_throughput.py --steps 30 --window 3 --warmup 9
     OMP_NUM_THREADS=2 python benchmarks/gpu_throughput.py --cpu   # a tiny model on the CPU: Lightning's overhead
 
 Both runs train the same model (`TrainingOLMo`: per-block torch.compile, the chunked loss, fused AdamW
 without decay on the embedding, clipping, the warm-up/cosine schedule) on random tokens, one optimiser
-step per micro-batch of `--micro-batch` sequences per GPU. The pre-training stage is `pretrain` itself
-(bf16: Lightning's autocast on one GPU, FSDP2's bf16 parameters with fp32 reduction on several); the
-bare loop is autocast on GPU 0. Figures: tokens/s per GPU and model FLOPs utilisation as medians over
+step per `--accumulation` micro-batches of `--micro-batch` sequences per GPU (the preset's 16: 8 x 2,048
+tokens, as 4 x 4,096 here, 16 times on each of 16 GPUs). The pre-training stage is `pretrain` itself with
+trainer.strategy=fsdp (FSDP2's bf16 parameters with fp32 reduction, gradients reduce-scattered on a step's
+last micro-batch); the bare loop is autocast on GPU 0, accumulating alike. Figures: tokens/s per GPU and model FLOPs utilisation as medians over
 windows of `--window` steps after `--warmup` steps (compilation happens in the first), each window
 ending in one host sync as in the stage (`trainer.log_every`); the peak GPU memory of each; the ratio.
 Goal: at least 50 k tokens/s per H100-class GPU (about 43 % MFU) for OLMo-1B at 4k context, ahead of
@@ -64,7 +66,7 @@ def window_rates(per_step: list[tuple[int, float]], window: int, warmup: int) ->
 
 
 def bare_loop(model_cfg: ModelConfig, cfg: TrainerConfig, seq_len: int, steps: int, window: int, vocab: int,
-              eos: int, pad: int, device: torch.device) -> list[float]:
+              eos: int, pad: int, device: torch.device, accumulation: int) -> list[float]:
     """Tokens/s of each window of a plain PyTorch training loop of the same model on one device."""
     torch.manual_seed(0)
     model = TrainingOLMo(olmo_config(model_cfg, vocab, eos, pad, seq_len)).to(device)
@@ -72,16 +74,18 @@ def bare_loop(model_cfg: ModelConfig, cfg: TrainerConfig, seq_len: int, steps: i
         for block in model.transformer.blocks:
             block.compile()
     optim = adamw_warmup_cosine(decay_groups(model, cfg.weight_decay), cfg.lr, cfg.weight_decay, tuple(cfg.betas),
-                                cfg.warmup_fraction, steps, fused=device.type == "cuda")
+                                cfg.warmup_fraction, steps, cfg.warmup_steps, fused=device.type == "cuda", eps=cfg.eps)
     optimizer, scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
-    data = torch.randint(0, vocab, (steps, cfg.micro_batch_size, seq_len + 1), generator=torch.Generator().manual_seed(1))
+    data = torch.randint(0, vocab, (min(steps * accumulation, 64), cfg.micro_batch_size, seq_len + 1),
+                         generator=torch.Generator().manual_seed(1))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16-mixed")
     rates, losses, clock = [], [], time.perf_counter()
     for step in range(steps):
-        batch = data[step].to(device, non_blocking=True)
-        with autocast:
-            ce, loss = model(batch[:, :-1], batch[:, 1:], cfg.loss_chunk, cfg.z_loss)
-        loss.backward()
+        for micro in range(accumulation):
+            batch = data[(step * accumulation + micro) % len(data)].to(device, non_blocking=True)
+            with autocast:
+                ce, loss = model(batch[:, :-1], batch[:, 1:], cfg.loss_chunk, cfg.z_loss)
+            (loss / accumulation).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -90,7 +94,7 @@ def bare_loop(model_cfg: ModelConfig, cfg: TrainerConfig, seq_len: int, steps: i
         if (step + 1) % window == 0:
             torch.stack(losses).tolist()  # the window's one host sync, as the stage's
             losses, now = [], time.perf_counter()
-            rates.append(window * cfg.micro_batch_size * seq_len / (now - clock))
+            rates.append(window * accumulation * cfg.micro_batch_size * seq_len / (now - clock))
             clock = now
     return rates
 
@@ -98,9 +102,10 @@ def bare_loop(model_cfg: ModelConfig, cfg: TrainerConfig, seq_len: int, steps: i
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="a tiny model on the CPU (no GPU needed)")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--window", type=int, default=5, help="steps between host syncs (trainer.log_every)")
-    parser.add_argument("--warmup", type=int, default=10, help="steps left out of the medians (compilation)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--window", type=int, default=2, help="steps between host syncs (trainer.log_every)")
+    parser.add_argument("--warmup", type=int, default=6, help="steps left out of the medians (compilation)")
+    parser.add_argument("--accumulation", type=int, default=16, help="micro-batches a step (the preset's 16)")
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--micro-batch", type=int)
     parser.add_argument("--out", type=Path, help="where the stage writes (default: a temporary folder)")
@@ -113,9 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
     seq_len = args.seq_len or (4096 if on_gpu else 32)
     micro = args.micro_batch or (4 if on_gpu else 2)
     trainer_cfg = TrainerConfig(
-        epochs=1, global_batch_tokens=micro * seq_len * gpus, micro_batch_size=micro, lr=4e-4, warmup_fraction=0.1,
-        checkpoint_every=10**9, accelerator="gpu" if on_gpu else "cpu", devices=gpus,
-        strategy="fsdp" if gpus > 1 else "auto", precision="bf16-mixed" if on_gpu else "32-true",
+        epochs=1, global_batch_tokens=micro * seq_len * gpus * args.accumulation, micro_batch_size=micro, lr=4e-4,
+        warmup_fraction=0.1, eps=1e-5, checkpoint_every=10**9, accelerator="gpu" if on_gpu else "cpu", devices=gpus,
+        strategy="fsdp", precision="bf16-mixed" if on_gpu else "32-true",
         compile=on_gpu, loss_chunk=512 if on_gpu else 0, log_every=args.window, loader_workers=2 if on_gpu else 0,
         deterministic=False)
     device = torch.device("cuda" if on_gpu else "cpu")
@@ -146,12 +151,12 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.reset_peak_memory_stats()
         bare_cfg = TrainerConfig(**{**vars(trainer_cfg), "devices": 1, "strategy": "auto"})
         bare_rates = bare_loop(model_cfg, bare_cfg, seq_len, args.steps, args.window, vocab, eos, pad,
-                               device)[args.warmup // args.window:]
+                               device, args.accumulation)[args.warmup // args.window:]
         bare_memory = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None
 
     result = {"device": name, "gpus": gpus, "model": model_cfg.name, "parameters": n_params, "seq_len": seq_len,
-              "micro_batch": micro}
-    label = f"detox pre-training (Lightning, {'FSDP2 over %d GPUs' % gpus if gpus > 1 else 'one device'})"
+              "micro_batch": micro, "accumulation": args.accumulation}
+    label = f"detox pre-training (Lightning, FSDP2 over {gpus} device(s), {args.accumulation} micro-batches a step)"
     for key, title, rates, memory in (("stage", label, stage_rates, stage_memory),
                                       ("bare", "bare PyTorch loop (one device)", bare_rates, bare_memory)):
         if not rates:

@@ -8,7 +8,7 @@
 #   TORCH=torch==2.13.0 bash benchmarks/gpu_wheels.sh WHEELS_DIR   # torch too (the CPU air-gap rehearsal)
 #
 # PYTHON_VERSION and PLATFORM describe the GPU node's Python (default: this Python's version, and
-# manylinux_2_28_x86_64, which covers the older manylinux wheels too). detox's own requirements (no test
+# manylinux_2_28_x86_64: wheels for it or any older manylinux, e.g. numpy's manylinux_2_17). detox's own requirements (no test
 # extras) are resolved here by pip (`pip install --dry-run --report`); torch, triton and NVIDIA's CUDA
 # wheels (the node's PyTorch brings them) are left out unless TORCH names a torch; every other pinned
 # requirement is downloaded as a binary wheel for the node, and one published only as source (e.g.
@@ -22,7 +22,16 @@ fi
 wheels=$(mkdir -p "$1" && cd "$1" && pwd)
 python=${PYTHON:-python}
 version=${2:-$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
-platform=${3:-manylinux_2_28_x86_64}  # pip takes the older manylinux tags with it
+platform=${3:-manylinux_2_28_x86_64}
+# pip takes --platform literally: list the older manylinux tags the node's glibc also runs
+platforms=(--platform "$platform")
+if [[ $platform =~ ^manylinux_2_([0-9]+)_(.+)$ ]]; then
+  for ((minor = BASH_REMATCH[1] - 1; minor >= 5; minor--)); do
+    platforms+=(--platform "manylinux_2_${minor}_${BASH_REMATCH[2]}")
+  done
+  platforms+=(--platform "manylinux2014_${BASH_REMATCH[2]}" --platform "manylinux2010_${BASH_REMATCH[2]}"
+              --platform "manylinux1_${BASH_REMATCH[2]}")
+fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 report=$(mktemp)
 trap 'rm -f "$report" "$report.txt"' EXIT
@@ -44,7 +53,7 @@ echo "collecting $(wc -l < "$report.txt") requirements for Python $version on $p
 built=()
 while read -r requirement; do
   if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" \
-      --platform "$platform" --dest "$wheels" "$requirement" 2> /dev/null; then
+      "${platforms[@]}" --dest "$wheels" "$requirement" 2> /dev/null; then
     # published only as source: build it (a pure-Python sdist makes a py3-none-any wheel for any node)
     "$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$requirement"
     built+=("$requirement")

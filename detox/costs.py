@@ -149,8 +149,10 @@ def _stage_cost(job: JobConfig, p, stage) -> dict[str, float]:
 
 
 def checkpoint_hours(job: JobConfig, step_hours: float) -> float:
-    """Hours between two of a pre-training's checkpoints: every trainer.checkpoint_every steps."""
-    return job.trainer.checkpoint_every * step_hours
+    """Hours between two of a pre-training's checkpoints: every trainer.checkpoint_every steps, or sooner every
+    trainer.checkpoint_minutes."""
+    every = job.trainer.checkpoint_every * step_hours
+    return min(every, job.trainer.checkpoint_minutes / 60) if job.trainer.checkpoint_minutes else every
 
 
 def _budget_lines(planned: Sequence) -> list[str]:
@@ -206,7 +208,7 @@ def _refuse_over_time_limit(planned: Sequence, limit_hours: float) -> None:
         for stage in p.stages if p.training is not None else ():
             unsaved = 0 if stage.cached else _stage_cost(p.job, p, stage).get("unsaved_hours", 0)
             if unsaved > limit_hours:
-                fix = ("lower trainer.checkpoint_every" if stage.distributed else
+                fix = ("lower trainer.checkpoint_every or set trainer.checkpoint_minutes" if stage.distributed else
                        "build it first in a phase with a longer limit (docs/guide/paper-at-scale.md: preparation)")
                 raise ConfigError(f"stage {stage.name} of {_point(p.job)} runs {unsaved:,.1f} h without saving its "
                                   f"progress, over the launcher's time limit of {limit_hours:g} h "

@@ -74,6 +74,10 @@ class JobConfig:
     seed: int = number(1, "[0, inf)")
     root: str = "outputs"  # every output (cache, runs, MLflow store) lives under here
     plan: bool = False  # only describe the job (stages cached or to build, tokens, steps): launch.py's plan mode
+    # One phase of a cluster study (detox.pipeline.phase_plan): data, the stages before any training or evaluation
+    # (CPU nodes); pretrain, up to the last pre-training (the GPU nodes); none, the whole job. A phase records no
+    # MLflow run: the whole job, run after it, finds its stages cached and records the run
+    stop_after: str = choice("none", "none", "data", "pretrain")
     device_memory_gb: float = number(80.0, "(0, inf)")  # one GPU's memory: an evaluation that exceeds it is refused (detox.costs)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -39,6 +39,10 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
     cache = StageCache(Path(job.root).resolve() / "cache")
     if job.trainer.require_cached_pretrain:  # a treatment job (phase 2): it never pre-trains
         require_cached_pretrain(job, plan, cache)
+    if job.stop_after != "none":  # one phase of a cluster study: its stages, no MLflow run (the whole job records)
+        pipeline.run_plan(pipeline.phase_plan(plan, job.stop_after), cache, log)
+        log(f"stop_after={job.stop_after}: the stages of this phase are built")
+        return "", None
     if process_rank() != 0:  # another rank of a multi-process job: it trains, rank 0 records
         pipeline.run_plan(plan, cache, log)
         return "", None
@@ -193,7 +197,7 @@ def plan_job(label: str, job: JobConfig) -> PlannedJob:
     cache = StageCache(Path(job.root).resolve() / "cache")
     keys = plan.keys()
     stages = [PlannedStage(s.name, keys[s.name], cache.path(s.name, keys[s.name]).is_dir(), s.distributed)
-              for s in plan.stages]
+              for s in pipeline.phase_plan(plan, job.stop_after).stages]
     return PlannedJob(label, job, stages, training(job))
 
 
@@ -244,4 +248,6 @@ def _layout(p: PlannedJob) -> str:
     return (f"pre-training: {layout.ranks} {devices} ({trainer.devices} x {trainer.num_nodes} node(s)), global batch "
             f"{t.global_batch_tokens:,} tokens = {layout.global_sequences:,} sequences of {layout.seq_len}, "
             f"{t.global_batch_tokens // layout.ranks:,} tokens per {device} per step (micro-batch "
-            f"{layout.micro_batch_size} x {layout.accumulation} accumulation), {t.warmup_steps:,} warm-up steps")
+            f"{layout.micro_batch_size} x {layout.accumulation} accumulation), " + (
+                f"{t.warmup_steps:,} warm-up steps" if trainer.warmup_steps else
+                f"warm-up {trainer.warmup_fraction * 100:g} % of the steps"))

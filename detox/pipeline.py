@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -207,12 +208,31 @@ class JobResult:
         return {stage: a.hit for stage, a in self.artifacts.items()}
 
 
+def phase_plan(plan: Plan, stop_after: str) -> Plan:
+    """The stages one phase of a job runs (JobConfig.stop_after): `data`, every stage before the first that
+    trains or evaluates (CPU work: the preparation phase); `pretrain`, every stage up to the last pre-training
+    (phase 1 on the GPU nodes, so no evaluation holds them); `none`, all. Each keeps its key."""
+    stages = plan.stages
+    if stop_after == "data":
+        end = next((i for i, s in enumerate(stages) if s.distributed or s.name == STAGE.EVALUATE), len(stages))
+    elif stop_after == "pretrain":
+        end = max((i + 1 for i, s in enumerate(stages) if s.distributed), default=0)
+    else:
+        end = len(stages)
+    return dataclasses.replace(plan, stages=stages[:end])
+
+
+WAIT_SECONDS = 5  # how often a helper rank looks for a stage rank 0 builds
+
+
 def run_plan(plan: Plan, cache: StageCache, log=print) -> JobResult:
     """Build (or find in the cache) every stage in order; the metrics of all stages together.
 
     On a rank other than 0 of a multi-process run (SLURM starts every rank with the whole job) the
     stages rank 0 builds are waited for, the first distributed stage is built alongside rank 0 in
-    its work folder (rank 0 alone writes there), and the job ends: nothing else is this rank's."""
+    its work folder (rank 0 alone writes there), and the job ends: nothing else is this rank's. Only rank 0
+    builds a stage the ranks share (a helper never takes the stage's lock: file locks may not hold across
+    nodes), the others wait for it in the cache."""
     result = JobResult(metrics={})
     paths: dict[str, Path] = {}
     keys = plan.keys()
@@ -224,6 +244,10 @@ def run_plan(plan: Plan, cache: StageCache, log=print) -> JobResult:
             work.mkdir(parents=True, exist_ok=True)
             stage.build(work, inputs)
             return result
+        if helper and not cache.path(stage.name, keys[stage.name]).is_dir():
+            log(f"[{stage.name}] waiting for rank 0 to build it")
+            while not cache.path(stage.name, keys[stage.name]).is_dir():
+                time.sleep(WAIT_SECONDS)
 
         def build(work: Path, stage=stage, inputs=inputs) -> None:
             log(f"[{stage.name}] building")

@@ -164,7 +164,7 @@ def test_plan_of_the_paper_scale_grid(tmp_path, capsys):
     assert code == 0, err
     assert len([line for line in out.splitlines() if line.startswith("job ")]) == 108
     assert "16 GPU(s) (8 x 2 node(s)), global batch 4,194,304 tokens = 2,048 sequences of 2048, 262,144 tokens " \
-           "per GPU per step (micro-batch 8 x 16 accumulation), 2,000 warm-up steps" in out
+           "per GPU per step (micro-batch 8 x 16 accumulation), warm-up 2 % of the steps" in out
     # 20.1 B clean tokens (+ C p / (100 - p) toxic), cut into 2,048-token windows, 2,048 windows a step
     assert "ratio 0: 6 pre-training(s), each 20,100,000,000 mixture tokens x 1 epoch(s): 4,792 optimiser steps" in out
     assert "ratio 25: 6 pre-training(s), each 26,800,000,000 mixture tokens x 1 epoch(s): 6,389 optimiser steps" in out
@@ -180,7 +180,9 @@ def test_the_preset_is_the_papers_protocol(tmp_path):
     base = ["experiment=paper_olmo1b", *paper_overrides(paths)]
     iti = JobConfig.from_dict(compose_job(*base, "treatment=iti_strong"))
     assert (iti.iti.top_k_heads, iti.iti.alpha, iti.iti.direction) == (30, 12, "mass_mean")
-    assert (iti.data.seq_len, iti.data.clean_tokens, iti.trainer.epochs, iti.trainer.warmup_steps) == (2048, 20_100_000_000, 1, 2000)
+    assert (iti.data.seq_len, iti.data.clean_tokens, iti.trainer.epochs) == (2048, 20_100_000_000, 1)
+    # warm-up: a share of the run (OLMo-1B's 2,000 steps would be 31-42 % of these runs), AdamW eps OLMo-1B's
+    assert (iti.trainer.warmup_steps, iti.trainer.warmup_fraction, iti.trainer.eps) == (0, 0.02, 1e-5)
     assert (iti.trainer.lr, tuple(iti.trainer.betas), iti.trainer.weight_decay) == (4e-4, (0.9, 0.95), 0.1)
     assert (iti.model.n_layers, iti.model.n_heads, iti.model.d_model, iti.scorer.name) == (16, 16, 2048, "perspective")
     assert iti.model.init_fn == "mitchell" and "init_fn" not in JobConfig.from_dict({}).model.result_spec()
@@ -189,13 +191,13 @@ def test_the_preset_is_the_papers_protocol(tmp_path):
     prompting = JobConfig.from_dict(compose_job(*base, "treatment=prompting"))
     assert prompting.method.text.startswith("Ensure all outputs are respectful, unbiased, and free from toxic content.")
     assert JobConfig.from_dict(compose_job(*base, "treatment=prompting", "method.text=Be kind.")).method.text == "Be kind."
-    # the warm-up enters the pre-training key only when set: models trained before the field keep their keys
-    assert "warmup_steps" not in JobConfig.from_dict({}).trainer.result_spec()
-    assert iti.trainer.result_spec()["warmup_steps"] == 2000
+    # warm-up steps and eps enter the pre-training key only when set: models trained before keep their keys
+    assert not {"warmup_steps", "eps"} & set(JobConfig.from_dict({}).trainer.result_spec())
+    assert "warmup_steps" not in iti.trainer.result_spec() and iti.trainer.result_spec()["eps"] == 1e-5
 
 
 def test_warmup_steps_set_the_schedule_s_warm_up():
-    """trainer.warmup_steps (the preset's 2000) is the optimiser's warm-up, whatever the run's length;
+    """trainer.warmup_steps (e.g. OLMo-1B's 2000) is the optimiser's warm-up, whatever the run's length;
     unset, warmup_fraction of the steps decides, as before."""
     import torch
 

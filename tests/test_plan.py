@@ -13,9 +13,9 @@ from detox.pipeline import run_plan, setting_key, study_plan
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
 # iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
-NOT_RESULT = ("root", "task", "plan", "device_memory_gb", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.",
+NOT_RESULT = ("root", "task", "plan", "stop_after", "device_memory_gb", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.",
               "redteam.", "search.",
-              "trainer.num_threads", "trainer.checkpoint_every", "trainer.deterministic", "scorer.do_not_store",
+              "trainer.num_threads", "trainer.checkpoint_every", "trainer.checkpoint_minutes", "trainer.deterministic", "scorer.do_not_store",
               "scorer.cache", "trainer.require_cached_pretrain",
               # how fast the same computation runs (detox.training.config.TrainerConfig.result_spec)
               "trainer.compile", "trainer.loss_chunk", "trainer.log_every", "trainer.hsdp", "trainer.loader_workers",
@@ -212,3 +212,41 @@ def test_an_iti_jobs_params_are_the_contracts_names_with_plain_values():
     assert random["strength"] == "alpha=2.5 random(matched_norm)"  # for display; the report never parses it
     assert not set(contract.ITI_PARAMS) & set(job_params(job()))  # method=none: no ITI params
     assert job_params(job("ratio=10", "method=meda"))["base_model"] != job_params(job("ratio=10"))["base_model"]
+
+
+def test_a_phase_runs_its_stages_with_their_keys():
+    """stop_after=data: the CPU stages before any training (the preparation phase); stop_after=pretrain: up to
+    the last pre-training (phase 1, no evaluation on its GPUs); each stage keeps the whole job's key."""
+    from detox.pipeline import phase_plan
+
+    plan = study_plan(job("method=iti"))
+    names = lambda p: [s.name for s in p.stages]  # noqa: E731
+    assert names(phase_plan(plan, "data")) == ["sources", "tokenizer", "mixture"]
+    assert names(phase_plan(plan, "pretrain")) == ["sources", "tokenizer", "mixture", "pretrain"]
+    assert names(phase_plan(plan, "none")) == names(plan) and "evaluate" in names(plan)
+    assert phase_plan(plan, "pretrain").keys() == {k: v for k, v in plan.keys().items() if k in names(
+        phase_plan(plan, "pretrain"))}
+    assert study_plan(job("method=iti", "stop_after=pretrain")).key == plan.key  # the job's identity stands
+
+
+def test_only_rank_0_builds_a_shared_stage_the_others_wait(tmp_path, monkeypatch):
+    """A helper rank never takes a stage's lock (file locks may not hold across nodes): it waits until rank 0's
+    artifact is in the cache, then reads it."""
+    import threading
+
+    from detox import pipeline
+    from detox.core.cache import StageCache
+
+    built = []
+    plan = Plan([Stage("a", {"x": 1}, lambda out, i: built.append("helper"))])
+    cache = StageCache(tmp_path)
+    monkeypatch.setattr(pipeline, "process_rank", lambda: 1)
+    monkeypatch.setattr(pipeline, "WAIT_SECONDS", 0.05)
+
+    def rank_0(work):
+        built.append("rank 0")
+        (work / "metrics.json").write_text('{"x": 1.0}')
+
+    threading.Timer(0.5, lambda: cache.get_or_build("a", plan.keyed_spec(plan.stages[0], plan.keys()), rank_0)).start()
+    assert pipeline.run_plan(plan, cache).metrics == {"x": 1.0}
+    assert built == ["rank 0"]

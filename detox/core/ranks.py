@@ -73,6 +73,15 @@ def process_rank() -> int:
     return rank or 0
 
 
+def local_rank() -> int:
+    """This process's rank on its node (its GPU's index): LOCAL_RANK (torchrun, ours), else an srun
+    task's SLURM_LOCALID, else 0."""
+    rank = _env_int("LOCAL_RANK")
+    if rank is None and slurm_task():
+        rank = _env_int("SLURM_LOCALID")
+    return rank or 0
+
+
 def lightning_environments() -> list:
     """The cluster environment to hand Lightning's Trainer (`plugins=`): none (its own detection) in an
     srun task or outside SLURM. Inside an allocation that did not launch this process as a task (a

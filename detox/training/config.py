@@ -67,7 +67,12 @@ class TrainerConfig:
     warmup_fraction: float = number(0.05, "[0, 1]")  # share of steps with linear warm-up before the cosine decay
     warmup_steps: int = number(0, "[0, inf)")  # linear warm-up in optimiser steps (OLMo-1B: 2000); 0: warmup_fraction
     grad_clip: float = number(1.0, "(0, inf)")
+    eps: float = number(1e-8, "(0, inf)")  # AdamW's epsilon (torch's default; OLMo-1B: 1e-5)
     checkpoint_every: int = number(50, "[1, inf)")  # optimiser steps between resumable checkpoints
+    # also a checkpoint once this many minutes of training passed since the last one (0: steps only), so a
+    # requeue at a time limit loses at most this much whatever a step costs; and one on SLURM's warning
+    # signal before the limit (detox.training.pretrain.callbacks.AtomicCheckpoints)
+    checkpoint_minutes: float = number(0.0, "[0, inf)")
     accelerator: str = choice("cpu", "cpu", "gpu")
     devices: int = number(1, "[1, inf)")  # processes per node (GPUs per node with accelerator=gpu)
     num_nodes: int = number(1, "[1, inf)")  # machines (SLURM nodes); the data is sharded over devices * num_nodes
@@ -105,9 +110,8 @@ class TrainerConfig:
     def check(self, seq_len: int) -> None:
         """The rules that span trainer fields (and the sequence length)."""
         ranks = self.devices * self.num_nodes
-        if self.strategy == "fsdp" and ranks == 1:
-            raise ConfigError("trainer.strategy=fsdp shards over devices but trainer.devices * num_nodes = 1; "
-                              "use trainer=cpu or trainer=gpu for one device")
+        # strategy=fsdp over one rank is allowed: FSDP2 over a world of one is the preset's own path on one
+        # GPU (benchmarks/gpu_throughput.py runs it where a loan has one GPU)
         if self.strategy == "auto" and ranks > 1:
             raise ConfigError(f"trainer.devices * num_nodes = {ranks} needs trainer.strategy=ddp or fsdp")
         if self.hsdp and self.strategy != "fsdp":
@@ -127,11 +131,14 @@ class TrainerConfig:
         `deterministic` changes how exactly a run reproduces, not what it computes; nor does
         `require_cached_pretrain`, which only forbids building it)."""
         spec = dataclasses.asdict(self)
-        del spec["num_threads"], spec["checkpoint_every"], spec["deterministic"], spec["require_cached_pretrain"]
+        del spec["num_threads"], spec["checkpoint_every"], spec["checkpoint_minutes"], spec["deterministic"]
+        del spec["require_cached_pretrain"]
         for speed_only in ("compile", "loss_chunk", "log_every", "hsdp", "loader_workers"):
             del spec[speed_only]
         if not self.z_loss:  # off: the keys of models trained before it existed
             del spec["z_loss"]
+        if self.eps == 1e-8:  # torch's default, which every model before the field was trained with
+            del spec["eps"]
         if not self.warmup_steps:  # unset, warmup_fraction decides: the keys of models trained before it existed
             del spec["warmup_steps"]
         for added in ("document_mask", "ema_decay"):  # off: the keys of models trained before they existed

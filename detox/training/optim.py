@@ -19,11 +19,13 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def adamw_warmup_cosine(parameters, lr: float, weight_decay: float, betas: tuple[float, float],
-                        warmup_fraction: float, total_steps: int, warmup_steps: int = 0, fused: bool = False) -> dict:
+                        warmup_fraction: float, total_steps: int, warmup_steps: int = 0, fused: bool = False,
+                        eps: float = 1e-8) -> dict:
     """AdamW with linear warm-up over `warmup_steps` (when set) or `warmup_fraction` of the steps, then
     cosine decay to 10 % (as OLMo), stepped per optimiser step, in Lightning's `configure_optimizers` form.
-    `parameters` may be groups (`decay_groups`); `fused`: torch's one-kernel AdamW (GPUs)."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
+    `parameters` may be groups (`decay_groups`); `fused`: torch's one-kernel AdamW (GPUs); `eps`: AdamW's."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
+                                  fused=fused or None)
     warmup = warmup_length(warmup_steps, warmup_fraction, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

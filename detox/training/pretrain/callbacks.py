@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, EMAWeightAveraging
 
+from detox.core.ranks import slurm_task
 from detox.training.config import ModelConfig
 
 # Dense (no sparsity) bf16 peak FLOP/s of one GPU, matched in order against torch.cuda.get_device_name().
@@ -104,6 +107,9 @@ CHECKPOINT_DIR = "checkpoints"  # in the stage's output; removed once the model 
 # distributed-checkpoint folder (fsdp); Lightning and `checkpoint_step` read it as that checkpoint.
 LAST_CHECKPOINT = "last.ckpt"
 STEP_CHECKPOINT = "step-{:06d}.ckpt"  # one per save, named by the optimiser step
+# What submitit has SLURM send every task `signal_delay_s` before the time limit (hydra/launcher=slurm);
+# submitit's own handler then requeues the job and exits
+WARNING_SIGNAL = signal.SIGUSR2
 
 
 def _fsync(path: Path) -> None:
@@ -128,13 +134,19 @@ class AtomicCheckpoints(Checkpoint):
     removes the previous checkpoint. Whenever a job is killed, `last.ckpt` thus names a whole checkpoint;
     a step checkpoint it does not name is an interrupted save, removed when the next run starts.
 
+    Also a checkpoint once `minutes` of training passed since the last one (rank 0's clock decides), and,
+    in a SLURM task, one as soon as the step in flight ends after SLURM's warning signal (WARNING_SIGNAL),
+    which is then handed on to the handler that was there before (submitit's: requeue and exit), so a
+    requeued job loses nothing. Whether to save is agreed by all ranks (a sharded save is collective).
+
     Not Lightning's ModelCheckpoint: with save_last=True it overwrites last.ckpt in place (a kill during
     a sharded save leaves shards of two steps and no whole checkpoint), and its save_last="link" deletes
     the old link, then the old checkpoint, before linking the new one. Being a `Checkpoint`, this runs
     after the other callbacks (Lightning orders them so), when DataPosition has recorded the position."""
 
-    def __init__(self, dirpath: Path, every: int):
-        self.dirpath, self.every, self.saved_step = dirpath, every, -1
+    def __init__(self, dirpath: Path, every: int, minutes: float = 0.0):
+        self.dirpath, self.every, self.seconds, self.saved_step = dirpath, every, minutes * 60, -1
+        self.checked_step, self.saved_at, self.warned, self.handed_on = -1, time.monotonic(), None, None
 
     @property
     def last(self) -> Path:
@@ -144,19 +156,44 @@ class AtomicCheckpoints(Checkpoint):
         if trainer.is_global_zero and self.dirpath.is_dir():
             self._remove_all_but(os.readlink(self.last) if self.last.is_symlink() else None)
         trainer.strategy.barrier()
+        if slurm_task() and threading.current_thread() is threading.main_thread():  # where handlers can be set
+            self.warned = False
+            self.handed_on = signal.signal(WARNING_SIGNAL, self._on_warning)
+
+    def teardown(self, trainer, module, stage):
+        if self.warned is not None:
+            signal.signal(WARNING_SIGNAL, self.handed_on if self.handed_on is not None else signal.SIG_DFL)
+            self.warned = None
+
+    def _on_warning(self, signum, frame):
+        self.warned = True  # saved when the step in flight ends (a handler may not run collectives)
 
     def on_train_start(self, trainer, module):
         self.saved_step = trainer.global_step  # a resumed run does not save the step it resumed from again
+        self.saved_at = time.monotonic()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step % self.every or step == self.saved_step:  # not a saving step, or still accumulating after it
+        if step in (self.saved_step, self.checked_step):  # still accumulating after a step already looked at
             return
+        self.checked_step = step
+        due = step % self.every == 0
+        if self.seconds or self.warned is not None:  # a rank's clock or signal: one decision for all ranks
+            late = bool(self.seconds) and trainer.is_global_zero and time.monotonic() - self.saved_at >= self.seconds
+            due = trainer.strategy.reduce_boolean_decision(due or late or bool(self.warned), all=False)
+        if due:
+            self._save(trainer, step)
+        if self.warned:
+            self.warned = False
+            if callable(self.handed_on):  # submitit's handler: requeue the job, exit
+                self.handed_on(WARNING_SIGNAL, None)
+
+    def _save(self, trainer, step: int) -> None:
         name = STEP_CHECKPOINT.format(step)
         # Every rank takes part (a sharded save is collective: each writes its shards, rank 0 the metadata
         # last); save_checkpoint ends with a barrier, so once it returns the checkpoint is whole.
         trainer.save_checkpoint(self.dirpath / name, weights_only=False)  # the whole state: optimiser, loops, callbacks
-        self.saved_step = step
+        self.saved_step, self.saved_at = step, time.monotonic()
         if trainer.is_global_zero:
             path = self.dirpath / name
             _fsync(path / "meta.pt" if path.is_dir() else path)  # the distributed-checkpoint writer fsyncs the shards

@@ -115,4 +115,4 @@ class OlmoLM(L.LightningModule):
         fused = next(self.model.parameters()).device.type == "cuda"
         return adamw_warmup_cosine(decay_groups(self.model, self.optim.weight_decay), self.optim.lr,
                                    self.optim.weight_decay, tuple(self.optim.betas), self.optim.warmup_fraction,
-                                   self.total_steps, self.optim.warmup_steps, fused=fused)
+                                   self.total_steps, self.optim.warmup_steps, fused=fused, eps=self.optim.eps)

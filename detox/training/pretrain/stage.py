@@ -18,7 +18,7 @@ import torch
 
 from detox.core.artifacts import HF_MODEL, HISTORIES, LOSS_CURVE
 from detox.core.progress import on_terminal
-from detox.core.ranks import lightning_environments
+from detox.core.ranks import lightning_environments, local_rank
 from detox.core.schedule import BatchLayout
 from detox.core.schema import ConfigError
 from detox.core.shards import open_mixture
@@ -72,6 +72,11 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         # CUDA work (Lightning sets it too, but only once the Trainer is built). A user's value stands.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     check_trainer(trainer_cfg, model_cfg, seq_len)
+    if trainer_cfg.accelerator == "gpu" and torch.cuda.is_available():
+        # this rank's GPU before anything touches CUDA: ai2-olmo builds its RoPE tables on "cuda" (the current
+        # device) while the model is made, before Lightning sets the device, so every rank would open a
+        # context on GPU 0
+        torch.cuda.set_device(local_rank())
     if trainer_cfg.num_threads:
         torch.set_num_threads(trainer_cfg.num_threads)
     L.seed_everything(seed, workers=True, verbose=False)
@@ -105,7 +110,7 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         use_distributed_sampler=False,  # ResumableBatchSampler shards the data itself, in a fixed order
         logger=False, enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
         deterministic=trainer_cfg.deterministic,  # torch.use_deterministic_algorithms, for the process
-        callbacks=[AtomicCheckpoints(checkpoints, trainer_cfg.checkpoint_every), DataPosition(), history,
+        callbacks=[AtomicCheckpoints(checkpoints, trainer_cfg.checkpoint_every, trainer_cfg.checkpoint_minutes), DataPosition(), history,
                    *([WeightEMA(trainer_cfg.ema_decay)] if trainer_cfg.ema_decay else []), *callbacks],
         plugins=lightning_environments(),  # in a salloc shell or sbatch script the ranks are not SLURM's tasks
     )
