@@ -50,16 +50,18 @@ print("setuptools>=68")  # to install detox itself from the checkout
 print("wheel")
 PY
 echo "collecting $(wc -l < "$report.txt") requirements for Python $version on $platform into $wheels"
+# --no-deps (the report resolved them) lets pip take a source archive where no wheel exists for the node
+"$python" -m pip download --quiet --no-deps --python-version "$version" "${platforms[@]}" --dest "$wheels" \
+  -r "$report.txt"
 built=()
-while read -r requirement; do
-  if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" \
-      "${platforms[@]}" --dest "$wheels" "$requirement" 2> /dev/null; then
-    # published only as source: build it (a pure-Python sdist makes a py3-none-any wheel for any node)
-    "$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$requirement"
-    built+=("$requirement")
-  fi
-done < "$report.txt"
+for source in "$wheels"/*.tar.gz "$wheels"/*.zip; do
+  [[ -e $source ]] || continue
+  # published only as source: build it here (a pure-Python sdist makes a py3-none-any wheel for any node)
+  "$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$wheels" "$source"
+  rm "$source"
+  built+=("$(basename "$source")")
+done
 cp "$report.txt" "$wheels/requirements.txt"
 echo "$version" > "$wheels/python-version.txt"
-echo "built from source: ${built[*]:-none}"
+echo "built from source: ${built[*]-none}"
 echo "done: $(ls "$wheels"/*.whl | wc -l) wheels, $(du -sh "$wheels" | cut -f1) in $wheels (requirements.txt lists them)$([[ -z ${TORCH:-} ]] && echo '; torch is not among them')"

@@ -33,7 +33,8 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
         tracking,  # MLflow: only for a job that runs (plan mode never imports it)
     )
 
-    check_slurm_tasks(job.trainer)  # before any stage: the tasks SLURM started are the trainer's ranks
+    if job.stop_after != "data":  # the data phase runs as one CPU task (hydra/launcher=slurm_cpu): no ranks
+        check_slurm_tasks(job.trainer)  # before any stage: the tasks SLURM started are the trainer's ranks
     costs.refuse([plan_job("", job)])  # an evaluation over the device's memory, a toxic corpus short for the ratio
     plan = pipeline.study_plan(job)
     cache = StageCache(Path(job.root).resolve() / "cache")
