@@ -57,7 +57,7 @@ built=()
 for source in "$wheels"/*.tar.gz "$wheels"/*.zip; do
   [[ -e $source ]] || continue
   # published only as source: build it here (a pure-Python sdist makes a py3-none-any wheel for any node)
-  "$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$wheels" "$source"
+  "$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$source"
   rm "$source"
   built+=("$(basename "$source")")
 done

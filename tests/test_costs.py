@@ -53,6 +53,7 @@ def test_an_evaluation_over_the_device_memory_is_refused(tmp_path, data):
     assert plan(tmp_path / "root", data, "device_memory_gb=8", "evaluate.batch_size=16").returncode == 0
 
 
+@pytest.mark.slow  # three plans of the paper's preset in subprocesses, about 30 s
 def test_a_toxic_corpus_short_for_the_ratio_is_refused(tmp_path, data):
     """The prepared toxic store (its index read, not the corpus) holds a few hundred tokens; ratio 25 of 1 M
     clean tokens needs 333,333."""
@@ -72,6 +73,7 @@ def test_a_toxic_corpus_short_for_the_ratio_is_refused(tmp_path, data):
     assert plan(root, data, *small, "data.corpora.on_short=repeat").returncode == 0
 
 
+@pytest.mark.slow  # three plans of the paper's preset in subprocesses, about 30 s
 def test_a_stage_longer_than_the_time_limit_with_nothing_saved_is_refused(tmp_path, data):
     """SLURM's timeout_min, read from the composed launcher: a preparation of 3.1 h under a 1-hour limit would
     start over at every requeue, as would a pre-training whose first checkpoint comes after 12 h."""
