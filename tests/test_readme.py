@@ -80,7 +80,7 @@ def test_the_readme_shows_the_commands_it_should():
     assert len(COMMANDS) >= 20
     assert any("experiment=paper_olmo1b" in args and "plan=true" in args for args in COMMANDS)
     assert sum("experiment=paper_olmo1b" in args and any(a.startswith("hydra/launcher=slurm") for a in args)
-               for args in COMMANDS) == 2  # the two phases
+               for args in COMMANDS) == 4  # the plan under phase 1's launcher, and the three phases
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(args)[:80] or "(defaults)" for args in COMMANDS])
