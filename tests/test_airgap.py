@@ -31,8 +31,11 @@ def test_the_gpu_checks_wheel_folder_installs_detox_offline_and_runs_the_smoke_s
                                                                   "*.egg-info", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     offline = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "PYTHON"))}
-    offline.update(PIP_CONFIG_FILE=os.devnull, PYTHON=str(tmp_path / "venv" / "bin" / "python"), OUT=str(tmp_path / "check"),
-                   PIP_NO_INDEX="1")
+    python = str(tmp_path / "venv" / "bin" / "python")
+    offline.update(PIP_CONFIG_FILE=os.devnull, PYTHON=python, OUT=str(tmp_path / "check"), PIP_NO_INDEX="1")
+    # the node's own PyTorch, which the check expects there: here the folder's CPU build
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels), "torch==2.13.0"],
+                   env=offline, check=True, timeout=1800)
     check = subprocess.run(["nice", "-n", "10", "bash", str(checkout / "benchmarks" / "gpu_check.sh"), str(wheels),
                             "--cpu"], text=True, capture_output=True, env=offline, cwd=tmp_path, timeout=3600)
     print(check.stdout[-4000:])
