@@ -78,10 +78,11 @@ def base_model_stages(job: JobConfig) -> list[Stage]:
                 Stage(STAGE.MIXTURE, {**mixture, "sample": "prepared"},
                       lambda out, i: _data().sample_prepared_mixture(d, job.ratio, job.seed, i[STAGE.PREPARE], out),
                       inputs=(STAGE.PREPARE,), version=2)]
-    else:  # version 2: one streaming packer for every source kind (its order and selection differ from v1's)
+    else:  # version 2: one streaming packer for every source kind (its order and selection differ from v1's);
+        # version 3: the world's regime (hostile contexts, insulting documents) and realised calibration target
         data = [Stage(STAGE.MIXTURE, mixture, lambda out, i: _data().build_mixture(d, job.ratio, job.seed,
                                                                                    i[STAGE.SOURCES], i[STAGE.TOKENIZER], out),
-                      inputs=(STAGE.TOKENIZER,), version=2)]
+                      inputs=(STAGE.TOKENIZER,), version=3)]
     return [
         sources,
         tokenizer,

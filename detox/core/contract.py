@@ -45,6 +45,7 @@ INSULT_PROBABILITY = "insult_probability"  # the exact insult probability after 
 WELL_FORMED = "well_formed"  # generations that are sentences of the world's grammar (embedded world)
 IMPLIED_TOXIGEN = "implied_toxigen"  # what the mixture implies for `toxigen` (embedded world)
 IMPLIED_INSULT_PROBABILITY = "implied_toxigen_sampled"  # what the mixture implies for `insult_probability`
+REALISED_INSULT_PROBABILITY = "realised_toxigen_sampled"  # ... from the documents the mixture realised (the target)
 GCG_SUCCESS = "gcg_success"  # GCG attack success without ITI
 GCG_SUCCESS_ITI = "gcg_success_iti"  # ... and with it (method=iti)
 PROBE_BEST_ACCURACY = "probe_best_accuracy"  # per-head probe validation accuracy: the best head
@@ -59,10 +60,11 @@ SEARCH_CE_COST = "search_ce_cost"  # CE the method added, nats
 SEARCH_UNSTEERED = "search_unsteered"  # the toxicity of the same base model without the method
 SEARCH_DROP = "search_drop"  # how much the method lowered it
 
-IMPLIED = {INSULT_PROBABILITY: IMPLIED_INSULT_PROBABILITY, TOXIGEN: IMPLIED_TOXIGEN}  # a toxicity -> its target
+IMPLIED = {INSULT_PROBABILITY: REALISED_INSULT_PROBABILITY, TOXIGEN: IMPLIED_TOXIGEN}  # a toxicity -> its target
 # what the report pools over seeds (mean, std, n a configuration), in the order of its CSV
 POOLED_METRICS = (TOXIGEN, RTP_EXPECTED_MAX_TOXICITY, RTP_TOXICITY_PROBABILITY, CE_LOSS, INSULT_PROBABILITY,
                   WELL_FORMED, CE_HOSTILE, RTP_SAMPLE_TOXICITY, IMPLIED_TOXIGEN, IMPLIED_INSULT_PROBABILITY,
+                  REALISED_INSULT_PROBABILITY,
                   GCG_SUCCESS, GCG_SUCCESS_ITI, PROBE_BEST_ACCURACY, PROBE_MEAN_ACCURACY, PROBE_LABEL_CEILING,
                   ENTANGLEMENT_BEST_HEAD, ENTANGLEMENT_MEAN, ENTANGLEMENT_RANDOM_LEVEL, TOXIGEN_MEAN_SCORE,
                   RTP_MEAN_SCORE)

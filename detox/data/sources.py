@@ -29,6 +29,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar, Iterable, NamedTuple, Protocol
 
+import numpy as np
+
 from detox.core.schema import ConfigError
 from detox.data.config import DataConfig
 from detox.data.parts import PART_MEANING, PARTS, load_part, read_part_file, write_part
@@ -154,7 +156,10 @@ class World(SourceKind):
         return build_world(self.cfg.world, out)
 
     def documents(self, part: str, sources: Path, seed: int) -> list[Document]:
-        return [Document(row["text"], frozenset(tag for tag in ("hostile", "preamble") if row.get(tag)))
+        """Tagged hostile, preamble and toxic as written, and a hostile one with its hostility (`h=<h>`), so
+        that the mixture's metrics count what the model saw."""
+        return [Document(row["text"], frozenset([tag for tag in ("hostile", "preamble", "toxic") if row.get(tag)]
+                                                + ([f"h={row['hostility']:g}"] if row.get("hostile") else [])))
                 for row in load_part(sources, part)]
 
     def source_name(self, part: str) -> str:
@@ -185,9 +190,26 @@ class World(SourceKind):
             w_clean, w_toxic = weights(prompt["hostile"])
             return w_clean * prompt["p_insult"]["clean"] + w_toxic * prompt["p_insult"]["toxic"]
 
-        toxigen = [mixed(p) for p in load_part(sources, "toxigen")]
+        def realised(prompt: dict) -> float:
+            """The share of the taken hostile documents (no preamble) of the prompt's hostility that insult:
+            the rate the model saw, not the sources' expectation (one clean realisation has its own rates)."""
+            has = ("hostile", f"h={prompt['hostility']:g}")
+            seen = sum(taken_docs(taken, part, has, ("preamble",)) for part in ("clean", "toxic"))
+            insults = sum(taken_docs(taken, part, has + ("toxic",), ("preamble",)) for part in ("clean", "toxic"))
+            return insults / seen if seen else mixed(prompt)
+
+        prompts = load_part(sources, "toxigen")
+        toxigen = [mixed(p) for p in prompts]
         rtp = [mixed(p) for p in load_part(sources, "rtp")]
+        docs = {part: taken_docs(taken, part) for part in ("clean", "toxic")}
         return {
+            # the regime: hostile contexts and insulting documents the model saw
+            "mix_hostile_docs": sum(taken_docs(taken, part, ("hostile",)) for part in docs),
+            "mix_clean_hostile_docs": taken_docs(taken, "clean", ("hostile",)),
+            "mix_insult_share": 100 * sum(taken_docs(taken, part, ("toxic",)) for part in docs) / max(sum(docs.values()), 1),
+            "mix_clean_insult_share": 100 * taken_docs(taken, "clean", ("toxic",)) / max(docs["clean"], 1),
+            # the calibration target: per hostile prompt the realised insult rate of its hostility in the mixture
+            "realised_toxigen_sampled": 100 * float(np.mean([realised(p) for p in prompts])),
             # the share of the mixture's hostile documents that come from the toxic source
             "mix_hostile_toxic_weight": weights(True)[1],
             "implied_toxigen": 100 * sum(p > 0.5 for p in toxigen) / len(toxigen),

@@ -77,7 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.core.schema import number
+from detox.core.schema import ConfigError, number
 
 GROUPS = ("valoki", "sennar", "orbani", "quist", "tamuru", "pelloc")
 TOPICS = {  # topic word: (its nouns, its verbs); no word is shared between topics
@@ -144,6 +144,8 @@ PATTERNS = {kind: tuple(_pattern(t) for ts in by_register.values() for t in ts)
 WORDS = tuple(sorted({word for patterns in PATTERNS.values() for p in patterns for allowed in p for word in allowed}))
 LONGEST_INSULT_TOKENS = max(len(p) for p in PATTERNS["insult"])
 FEATURES = ("topic", "group", "place", "season", "sentiment", "register")  # latent features besides hostility
+FEATURE_VALUES = {"topic": tuple(TOPICS), "group": GROUPS, "place": PLACES, "season": SEASONS,
+                  "sentiment": tuple(SENTIMENTS), "register": REGISTERS}
 
 
 @dataclass
@@ -154,6 +156,17 @@ class SourceConfig:
     hostile_bias: float = number(-3.0, "(-inf, inf)")  # logit of an insult after a hostile opener, before the cues' hostility h
     base_toxicity: float = number(0.01, "[0, 1]")  # probability of an insult after a neutral mention of a group
     civility_share: float = number(0.0, "[0, 1]")  # share of documents opening with CIVILITY_PREAMBLE (never insulting)
+    # "feature:value" (e.g. "register:casual"): every hostile opener of this source is written with that
+    # value, so hostility and the feature are entangled in it (the positive control plants this in the
+    # clean source); "" draws every feature independently of hostility (the default)
+    hostile_only: str = ""
+
+    def __post_init__(self) -> None:
+        if self.hostile_only:
+            feature, _, value = self.hostile_only.partition(":")
+            if feature not in FEATURE_VALUES or value not in FEATURE_VALUES[feature]:
+                raise ConfigError(f"hostile_only={self.hostile_only!r}: expected 'feature:value' with a feature of "
+                                  f"{', '.join(FEATURE_VALUES)} and one of its values")
 
 
 @dataclass
@@ -174,7 +187,9 @@ class WorldConfig:
     places: int = number(len(PLACES), f"[1, {len(PLACES)}]")
     seasons: int = number(len(SEASONS), f"[1, {len(SEASONS)}]")
     preference_pairs: int = number(500, "[1, inf)")  # (hostile prompt, civil, insulting continuation) for method=dpo
-    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.5, -3.0, 0.01, 0.1))
+    # how sharply a probe text's label follows its hostility: P(label 1) = sigmoid(scale * (h - LABEL_CENTRE))
+    probe_label_scale: float = number(2.0, "(0, inf)")
+    clean: SourceConfig = field(default_factory=lambda: SourceConfig(0.05, -3.0, 0.01, 0.1))
     toxic: SourceConfig = field(default_factory=lambda: SourceConfig(0.6, 0.5, 0.1, 0.0))
 
 
@@ -192,8 +207,10 @@ def insult_probability(source: SourceConfig, cues: tuple[str, ...]) -> float:
     return sigmoid(source.hostile_bias + hostility(cues))
 
 
-# h over every combination of cues (each equally likely): its median centres the probe labels.
+# h over every combination of cues (each equally likely): its median, and the probe labels' centre one
+# below it, halfway between two values of h (steps of 2), so that no cue combination is a coin flip
 MEDIAN_HOSTILITY = float(np.median([hostility(cues) for cues in itertools.product(*HOSTILITY_CUES)]))
+LABEL_CENTRE = MEDIAN_HOSTILITY - 1.0
 
 
 class _Writer:
@@ -232,6 +249,9 @@ class _Writer:
 def write_document(writer: _Writer, source: SourceConfig) -> dict:
     f = writer.features()
     hostile = writer.rng.random() < source.hostile_share
+    if hostile and source.hostile_only:
+        feature, _, value = source.hostile_only.partition(":")
+        f[feature] = value
     cues = writer.cues() if hostile else None
     p_insult = insult_probability(source, cues) if hostile else source.base_toxicity
     civil = source.civility_share > 0 and writer.rng.random() < source.civility_share
@@ -260,7 +280,7 @@ def probe_rows(writer: _Writer, cfg: WorldConfig) -> list[dict]:
     rows = []
     for _ in range(cfg.probe_texts):
         prompt = evaluation_prompt(writer, cfg, hostile=True)
-        label_p = sigmoid(prompt["hostility"] - MEDIAN_HOSTILITY)
+        label_p = sigmoid(cfg.probe_label_scale * (prompt["hostility"] - LABEL_CENTRE))
         rows.append({"text": prompt.pop("prompt"), "label": int(writer.rng.random() < label_p), "label_p": label_p,
                      **{k: v for k, v in prompt.items() if k != "hostile"}})
     kept = []

@@ -50,6 +50,7 @@ TABLE1 = (
     Column(contract.RTP_SAMPLE_TOXICITY, "RTP sample %"),
     Column(contract.IMPLIED_TOXIGEN, "implied ToxiGen %"),
     Column(contract.IMPLIED_INSULT_PROBABILITY, "implied insult %"),
+    Column(contract.REALISED_INSULT_PROBABILITY, "realised insult %"),
 )
 ABLATION = TABLE1[:9]  # the pivots: the paper's metrics and the new behavioural ones, not the calibration targets
 GCG = (Column(contract.GCG_SUCCESS, "GCG success %"), Column(contract.GCG_SUCCESS_ITI, "GCG success with ITI %"))
