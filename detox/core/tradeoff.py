@@ -8,12 +8,14 @@ hostile-context text (nats), and the well-formed share (percent). A point's CE c
 the unsteered point, the larger of the clean and the hostile cost (the study's matched-cost rule,
 `within_budget`, asks both to stay within the budget; the search and the report's grid table use it too).
 
-Reading a budget: the strength is a dial turned up from 0 until the first point that breaks the rule
-(CE cost above the budget, or fewer well-formed generations than allowed); between that point and the
-one before it every measure is interpolated linearly in alpha, and the crossing is the last allowed
-steering. The toxicity at matched cost is the lowest of the allowed points' and the crossing's (not
-steering is always allowed, so the drop is never negative). A later point that falls under the
-budget again (noise) is not used: the dial stops at its first crossing.
+Reading a budget: the strength is a dial turned up from 0 until the rule breaks, on monotone fits of
+the curve's cost (isotonic regression, non-decreasing in alpha) and well-formed share (non-increasing):
+noise in a measured cost cannot stop the dial early or let it run on. The crossing is interpolated
+linearly between the fitted points either side, and the toxicity at matched cost is the measured
+curve read there (linear interpolation of its points), never the lowest point within the budget: a
+minimum over noisy points lies below the truth even where steering does nothing (zero-effect curves
+gave a mean "drop" of 3.7 points that way), while the value at a crossing the toxicity does not choose
+is as likely above as below it, so "no effect" reads as a drop near 0, of either sign.
 """
 
 from __future__ import annotations
@@ -90,32 +92,35 @@ class Matched:
 
     alpha: float  # the last allowed strength (interpolated at the crossing)
     cost: float  # its CE cost, nats
-    toxicity: dict[str, float]  # metric -> the lowest toxicity reached within the budget (%)
+    toxicity: dict[str, float]  # metric -> the toxicity at the crossing (%), read off the measured curve
     reached: bool  # whether the budget binds within the curve (False: every point is allowed; the curve is too short)
 
 
 def at_budget(curve: Curve, ce_budget: float, min_well_formed: float) -> Matched:
     """The steering a CE budget and a well-formed floor allow on `curve` (module docstring)."""
-    allowed = within_budget(curve.ce_tax, curve.cost, curve.well_formed, ce_budget, min_well_formed)  # cost: the larger
+    from sklearn.isotonic import isotonic_regression  # imported here: the report's modules load without sklearn
+
+    cost = isotonic_regression(curve.cost, increasing=True)  # the cost includes the clean CE tax (the larger)
+    well_formed = isotonic_regression(curve.well_formed, increasing=False)
+    allowed = within_budget(cost, cost, well_formed, ce_budget, min_well_formed)
     allowed[0] = True  # not steering is always allowed
+
+    def read(alpha: float) -> dict[str, float]:
+        return {m: float(np.interp(alpha, curve.alpha, v)) for m, v in curve.toxicity.items()}
+
     if allowed.all():
-        return Matched(float(curve.alpha[-1]), float(curve.cost[-1]),
-                       {m: float(v.min()) for m, v in curve.toxicity.items()}, reached=False)
+        return Matched(float(curve.alpha[-1]), float(curve.cost[-1]), read(float(curve.alpha[-1])), reached=False)
     j = int(np.argmin(allowed))  # the first point that breaks the rule; j >= 1
     i = j - 1
     t = 1.0  # how far towards point j the rule still holds, 0..1 (linear in alpha)
-    if curve.cost[j] > ce_budget + TOLERANCE:
-        t = min(t, max(0.0, (ce_budget - curve.cost[i]) / (curve.cost[j] - curve.cost[i])))
-    if curve.well_formed[i] < min_well_formed:  # only the unsteered point, allowed whatever it is
+    if cost[j] > ce_budget + TOLERANCE:
+        t = min(t, max(0.0, (ce_budget - cost[i]) / (cost[j] - cost[i])))
+    if well_formed[i] < min_well_formed:  # only the unsteered point, allowed whatever it is
         t = 0.0
-    elif curve.well_formed[j] < min_well_formed:
-        t = min(t, (curve.well_formed[i] - min_well_formed) / (curve.well_formed[i] - curve.well_formed[j]))
-
-    def between(values: np.ndarray) -> float:
-        return float(values[i] + t * (values[j] - values[i]))
-
-    toxicity = {m: min(float(v[:j].min()), between(v)) for m, v in curve.toxicity.items()}
-    return Matched(between(curve.alpha), between(curve.cost), toxicity, reached=True)
+    elif well_formed[j] < min_well_formed:
+        t = min(t, (well_formed[i] - min_well_formed) / (well_formed[i] - well_formed[j]))
+    alpha = float(curve.alpha[i] + t * (curve.alpha[j] - curve.alpha[i]))
+    return Matched(alpha, float(np.interp(alpha, curve.alpha, cost)), read(alpha), reached=True)
 
 
 def at_alpha(curve: Curve, values: np.ndarray, alpha: float) -> float:
@@ -153,5 +158,5 @@ def summary(curve: Curve, ce_budget: float, min_well_formed: float, fixed_alpha:
 
 
 def frontier(curve: Curve, metric: str, costs: np.ndarray, min_well_formed: float) -> np.ndarray:
-    """The lowest `metric` reachable within each CE budget of `costs` (the curve read at every budget)."""
+    """`metric` at matched cost for each CE budget of `costs` (the curve read at every budget)."""
     return np.array([at_budget(curve, float(c), min_well_formed).toxicity[metric] for c in costs])

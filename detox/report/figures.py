@@ -148,8 +148,8 @@ def probe_section(client: MlflowClient, runs: pd.DataFrame, compare_ratios: tupl
         test = compare_probe_accuracies(stacks[first], stacks[second], n_boot)
         histograms = folder / "probe_histograms.png"
         plot_probe_histograms(stacks[first], stacks[second], (first, second), test, histograms)
-        lines = [f"Per-head probe accuracy, ratio {ratio_label(second)} against {ratio_label(first)} (pooled over seeds): "
-                 f"Hodges-Lehmann shift {100 * test.shift:+.2f} percentage points, bootstrap 95 % CI "
+        lines = [f"Probe accuracy of each model's 90th-percentile head, ratio {ratio_label(second)} against "
+                 f"{ratio_label(first)} (seeds the unit: {len(stacks[second])} against {len(stacks[first])}): Hodges-Lehmann shift {100 * test.shift:+.2f} percentage points, bootstrap 95 % CI "
                  f"[{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], two-sided Mann-Whitney p = {test.p_value:.2g}. "
                  + paper.PROBES.describe(compare_ratios), f"![probe histograms]({histograms.name})"] + lines
         files.append(histograms)
@@ -162,8 +162,8 @@ def probe_section(client: MlflowClient, runs: pd.DataFrame, compare_ratios: tupl
 def plot_probe_histograms(first: np.ndarray, second: np.ndarray, ratios: tuple[float, float], test: ShiftTest,
                           path: Path) -> None:
     """The per-head probe accuracies of two ratios, pooled over seeds, overlaid."""
-    title = (f"probe accuracy per head, ratio {ratio_label(ratios[1])} vs {ratio_label(ratios[0])}: "
-             f"shift {100 * test.shift:+.2f} pp,\n95 % CI [{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], "
+    title = (f"probe accuracy per head, ratio {ratio_label(ratios[1])} vs {ratio_label(ratios[0])}; each model's "
+             f"90th-percentile head: shift {100 * test.shift:+.2f} pp,\n95 % CI [{100 * test.ci_low:.2f}, {100 * test.ci_high:.2f}], "
              f"Mann-Whitney p = {test.p_value:.2g}; paper ({paper.PROBES.ratios[1]:g} vs {paper.PROBES.ratios[0]:g}): "
              f"p = {paper.PROBES.p_value:g}")
     bins = np.linspace(min(first.min(), second.min()), max(first.max(), second.max()) + 1e-9, 21)

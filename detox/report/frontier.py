@@ -114,6 +114,25 @@ def interval_text(found: Bootstrap, digits: int = 1) -> str:
 
 # ---------------------------------------------------------------- the curves the runs logged
 
+BASE_MODEL_STAGES = ("sources", "tokenizer", "mixture", "pretrain")  # the cfg params that make a base model
+
+
+def configuration(runs: pd.DataFrame, stages: tuple[str, ...] | None = None) -> pd.Series:
+    """Each run's configuration apart from its ratio and seed: the cfg params (of `stages`, else all)
+    that vary among `runs`, as "name=value" words ("" where none varies). Seeds of one configuration are
+    the unit of every test; two configurations are never pooled."""
+    def wanted(column: str) -> bool:
+        parts = column.removeprefix("params.cfg.").split(".")
+        return (column.startswith("params.cfg.") and parts[-1] not in ("ratio", "seed")
+                and (stages is None or parts[0] in stages))
+
+    varying = [c for c in runs if wanted(c) and runs[c].fillna("<unset>").nunique() > 1]
+    if not varying:
+        return pd.Series("", index=runs.index)
+    values = runs[varying].fillna("<unset>").astype(str)
+    return values.apply(lambda row: " ".join(f"{k.removeprefix('params.cfg.')}={v}" for k, v in row.items()), axis=1)
+
+
 def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per finished iti_curve run with a curve: run_id, ratio, seed, setting, strength,
     direction, fixed_alpha and `curve` (a detox.core.tradeoff.Curve). Empty when there are none."""
@@ -121,6 +140,7 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty or param(contract.METHOD) not in runs:
         return pd.DataFrame()
     runs = runs[runs[param(contract.METHOD)].eq(tradeoff.CURVE_METHOD)]
+    configurations = configuration(runs)
     rows = []
     with artifact_downloads() as tmp:
         for _, run in progress(list(runs.iterrows()), desc="curves", leave=False):
@@ -140,7 +160,8 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"run_id": run_id, "ratio": float(run[param(contract.RATIO)]), "seed": run[param(contract.SEED)],
                          "setting": given(contract.SETTING, ""), "strength": run[param(contract.STRENGTH)],
                          "direction": given(contract.ITI_DIRECTION, "mass_mean"),
-                         "fixed_alpha": float(given(contract.ITI_ALPHA, "0")), "curve": curve})
+                         "fixed_alpha": float(given(contract.ITI_ALPHA, "0")),
+                         "configuration": configurations[run.name], "curve": curve})
     if not rows:
         return pd.DataFrame()
     curves = pd.DataFrame(rows)
@@ -175,8 +196,10 @@ def frontier_table(curves: pd.DataFrame, ce_budget: float, min_well_formed: floa
             smallest = detectable_difference(sd, len(frame), 0)
             if drop.n < 2:
                 seen = "one seed: no test"
-            elif drop_test(frame[f"curve_{m}_drop_at_budget"]) < 1 - CONFIDENCE:
+            elif drop_seen(frame[f"curve_{m}_drop_at_budget"]):
                 seen = "yes"
+            elif drop_test(frame[f"curve_{m}_drop_at_budget"]) < 1 - CONFIDENCE:
+                seen = "no: toxicity rose"
             elif math.isfinite(smallest) and smallest <= cell["unsteered"].mean:
                 seen = f"no (a drop of {smallest:.1f} would show with 80 % power)"
             else:  # the seeds' spread hides any drop the toxicity leaves room for
@@ -192,6 +215,12 @@ def frontier_table(curves: pd.DataFrame, ce_budget: float, min_well_formed: floa
                          "alpha at budget": interval_text(bootstrap_mean(frame["curve_alpha_at_budget"], n_boot), 2),
                          "drop seen": seen})
     return pd.DataFrame(rows)
+
+
+def drop_seen(drops) -> bool:
+    """Whether the seeds' drops show one: positive on average and the t-test's p below 5 %."""
+    drops = pd.Series(drops, dtype=float)
+    return bool(drops.mean() > 0 and drop_test(drops) < 1 - CONFIDENCE)
 
 
 def drop_test(drops: pd.Series) -> float:
@@ -213,11 +242,12 @@ def per_model_metric(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     (ratio, seed, base model): ratio, value."""
     column = metric(name)
     if column not in runs:
-        return pd.DataFrame(columns=["ratio", "value"])
+        return pd.DataFrame(columns=["ratio", "value", "configuration"])
     found = runs[runs[column].notna()]
     keys = [param(contract.RATIO), param(contract.SEED)] + ([param(contract.BASE_MODEL)] if param(contract.BASE_MODEL) in found else [])
     found = found.drop_duplicates(keys)
-    return pd.DataFrame({"ratio": found[param(contract.RATIO)].astype(float), "value": found[column]})
+    return pd.DataFrame({"ratio": found[param(contract.RATIO)].astype(float), "value": found[column],
+                         "configuration": configuration(found, BASE_MODEL_STAGES)})
 
 
 def power_table(runs: pd.DataFrame, curves: pd.DataFrame, baseline: float, ce_budget: float, min_well_formed: float,
@@ -231,38 +261,72 @@ def power_table(runs: pd.DataFrame, curves: pd.DataFrame, baseline: float, ce_bu
                                ("(c) entanglement", contract.ENTANGLEMENT_BEST_HEAD, "entanglement, best head"),
                                ("(c) entanglement", contract.ENTANGLEMENT_MEAN, "entanglement, mean head")):
         if not runs.empty:
-            claims.append((claim, title, per_model_metric(runs, name)))
+            values = per_model_metric(runs, name)
+            if claim == "(a) probes":  # room above the clean model: the labels' ceiling minus its accuracy
+                ceiling = per_model_metric(runs, contract.PROBE_LABEL_CEILING)["value"].mean()
+                values = values.assign(room=ceiling - values.loc[values["ratio"].eq(baseline), "value"].mean())
+            claims.append((claim, title, values))
     if not curves.empty:
         seeds = per_seed(curves, ce_budget, min_well_formed)
         primary = next(m for m in TOXICITIES if f"curve_{m}_unsteered" in seeds)
-        for direction, frame in seeds.groupby("direction", sort=False):
-            control = "" if direction != "random" else " (random control)"
+        for (direction, _), frame in seeds.groupby(["direction", "configuration"], sort=False):
+            claim = "(b) detoxification" if direction != "random" else "(b) random control"
             for name, title in (("drop_at_budget", "drop at matched cost (points)"),
                                 ("removed_at_budget", "removed at matched cost (%)"),
                                 ("removed_at_alpha", "removed at fixed alpha (%)")):
-                claims.append(("(b) detoxification", f"{TOXICITIES[primary]} {title}{control}",
-                               frame.assign(value=frame[f"curve_{primary}_{name}"])[["ratio", "value"]]))
-            claims.append(("(b) detoxification", f"CE tax at fixed alpha (nats){control}",
-                           frame.assign(value=frame["curve_ce_tax_at_alpha"])[["ratio", "value"]]))
+                claims.append((claim, f"{TOXICITIES[primary]} {title}",
+                               frame.assign(value=frame[f"curve_{primary}_{name}"])[["ratio", "value", "configuration"]]))
+            claims.append((claim, "CE tax at fixed alpha (nats)",
+                           frame.assign(value=frame["curve_ce_tax_at_alpha"])[["ratio", "value", "configuration"]]))
     rows = []
     for claim, title, values in claims:
-        values = values.dropna()
-        base = values.loc[values["ratio"].eq(baseline), "value"].to_numpy(float)
-        for ratio in sorted(set(values["ratio"]) - {baseline}):
-            other = values.loc[values["ratio"].eq(ratio), "value"].to_numpy(float)
-            rows.append({"claim": claim, "measure": title, "toxic share %": ratio_label(ratio),
-                         **comparison(base, other, n_boot, digits=3 if "nats" in title or "accuracy" in title
-                                      or "entanglement" in title else 1)})
+        for config, found in values.dropna(subset=["value"]).groupby("configuration", sort=False):
+            base = found.loc[found["ratio"].eq(baseline), "value"].to_numpy(float)
+            for ratio in sorted(set(found["ratio"]) - {baseline}):
+                other = found.loc[found["ratio"].eq(ratio), "value"].to_numpy(float)
+                room = float(found["room"].iloc[0]) if "room" in found else math.inf
+                rows.append({"claim": claim, "measure": title, "configuration": config, "toxic share %": ratio_label(ratio),
+                             **comparison(base, other, n_boot, digits=3 if "nats" in title or "accuracy" in title
+                                          or "entanglement" in title else 1, room=room)})
     table = pd.DataFrame(rows)  # claims in order (a), (b), (c); "toxic share %", not "ratio": no blanking
-    return table.sort_values("claim", kind="stable").reset_index(drop=True) if len(table) else table
+    if table.empty:
+        return table
+    adjusted = holm_adjusted(table)
+    table.insert(table.columns.get_loc("p") + 1, "p (Holm)", [f"{a:.2g}" if math.isfinite(a) else "-" for a in adjusted])
+    passes_alone = table["raw p"] < 1 - CONFIDENCE
+    table.loc[passes_alone & ~(adjusted < 1 - CONFIDENCE), "verdict"] = "not after Holm's correction over the claim's tests"
+    table = table.drop(columns="raw p")
+    if (table["configuration"] == "").all():
+        table = table.drop(columns="configuration")
+    return table.sort_values("claim", kind="stable").reset_index(drop=True)
 
 
-def comparison(base: np.ndarray, other: np.ndarray, n_boot: int, digits: int) -> dict[str, str]:
+def holm_adjusted(table: pd.DataFrame) -> pd.Series:
+    """The p-values adjusted by Holm's step-down over each claim's whole family of tests (every measure,
+    configuration and ratio of the claim; NaN where no test ran)."""
+    adjusted = pd.Series(np.nan, index=table.index)
+    for _, family in table.groupby("claim"):
+        p = family["raw p"].dropna()
+        adjusted[p.index] = holm(p.to_numpy())
+    return adjusted
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (statsmodels' multipletests, method "holm")."""
+    order = np.argsort(p)
+    scaled = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    adjusted = np.empty(len(p))
+    adjusted[order] = np.minimum(scaled, 1.0)
+    return adjusted
+
+
+def comparison(base: np.ndarray, other: np.ndarray, n_boot: int, digits: int, room: float = math.inf) -> dict[str, str]:
     """One row of the power table: the two groups' sizes, the difference with its interval and p-value,
-    the pooled SD, the smallest detectable difference, and the verdict in words."""
+    the pooled SD, the smallest detectable difference, and the verdict in words; a power statement only
+    for a difference that `room` (how far the measure can rise above the baseline) allows."""
     from scipy import stats
 
-    row = {"n": f"{len(other)} vs {len(base)}"}
+    row = {"n": f"{len(other)} vs {len(base)}", "raw p": math.nan}
     if len(base) < 2 or len(other) < 2:
         return {**row, "difference [95 % bootstrap]": "-", "p": "-", "between-seed SD": "-", "detectable at 80 % power": "-",
                 "verdict": "too few seeds (2 a ratio at least)"}
@@ -273,11 +337,13 @@ def comparison(base: np.ndarray, other: np.ndarray, n_boot: int, digits: int) ->
     p = stats.ttest_ind(other, base).pvalue if sd > 0 else math.nan
     if p < 1 - CONFIDENCE:
         verdict = "differs"
+    elif math.isfinite(smallest) and smallest > room:
+        verdict = f"no difference seen; none would show: {smallest:.{digits}f} needed, {room:.{digits}f} of room"
     else:
         verdict = f"no difference seen; one of {smallest:.{digits}f} or more would show with 80 % power" \
             if math.isfinite(smallest) else "no difference seen"
     return {**row, "difference [95 % bootstrap]": f"{difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]",
-            "p": f"{p:.2g}" if math.isfinite(p) else "-", "between-seed SD": f"{sd:.{digits}f}",
+            "p": f"{p:.2g}" if math.isfinite(p) else "-", "raw p": p, "between-seed SD": f"{sd:.{digits}f}",
             "detectable at 80 % power": f"{smallest:.{digits}f}" if math.isfinite(smallest) else "-", "verdict": verdict}
 
 

@@ -15,7 +15,8 @@ from detox.core.contract import metric, param
 from detox.core.stats import t_interval
 from detox.report.capability_table import TITLE as CAPABILITY_TITLE, capability_table
 from detox.report.runs import PAPER_FIELDS, aggregate, natural_key, order_key, ratio_label, study_runs
-from detox.core.tradeoff import within_budget
+from detox.core.tradeoff import Curve
+from detox.core.tradeoff import at_budget as tradeoff_at_budget
 
 SEARCH_TITLE = "Best-ratio search: trials, best first"
 
@@ -80,20 +81,22 @@ def report_tables(runs: pd.DataFrame, agg: pd.DataFrame, ce_budget: float, min_w
 
 # ---------------------------------------------------------------- ITI against its own base model
 
+GRID_MEASURES = (contract.INSULT_PROBABILITY, contract.CE_LOSS, contract.CE_HOSTILE, contract.WELL_FORMED)  # a curve's
+
+
 def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: float) -> pd.DataFrame:
-    """ITI at matched cost, per ratio: for every base model (ratio, seed), the lowest insult probability
-    any ITI steering of it reached while adding at most `ce_budget` nats of CE loss on clean and on
-    hostile-context text and keeping `min_well_formed` % well-formed generations (the steering that
-    is not allowed to break the model), for the probe directions and, apart, the random control
-    (`iti_direction=random`); mean, std and a 95 % t-interval over seeds. Not steering (alpha 0) is
-    always among the choices, so "no effect" shows as a drop of 0, never as a missing cell or a gain.
+    """ITI at matched cost, per ratio: every base model's (ratio, seed) ITI runs at a grid of strengths
+    read as a curve at the budget (`ce_budget` nats of CE loss on clean and on hostile-context text,
+    `min_well_formed` % well-formed generations), as the curves of method=iti_curve are: the insult
+    probability where the budget is crossed, so noise cannot only lower it and "no effect" shows as a
+    drop near 0 of either sign; for the probe directions and, apart, the random control
+    (`iti_direction=random`); mean, std and a 95 % t-interval over seeds.
 
     A steering is compared with the method=none run of its own base model (the `base_model` param), so
     an experiment may hold several worlds or model sizes; runs logged without that param (before it
     was part of the contract) are left out."""
     runs = study_runs(runs)
-    needed = [metric(m) for m in (contract.INSULT_PROBABILITY, contract.CE_LOSS, contract.CE_HOSTILE,
-                                  contract.WELL_FORMED)]
+    needed = [metric(m) for m in GRID_MEASURES]
     base_model, method = param(contract.BASE_MODEL), param(contract.METHOD)
     if runs.empty or base_model not in runs or any(c not in runs for c in needed) or "iti" not in set(runs[method]):
         return pd.DataFrame()
@@ -109,18 +112,24 @@ def matched_cost_table(runs: pd.DataFrame, ce_budget: float, min_well_formed: fl
     steered["base setting"] = steered[[f"{c} base" for c in worlds]].fillna("<unset>").apply(
         lambda row: " ".join(f"{k.removeprefix('params.cfg.').removesuffix(' base')}={v}" for k, v in row.items()),
         axis=1) if worlds else ""
-    allowed = within_budget(steered[needed[1]] - steered[f"{needed[1]} base"],
-                            steered[needed[2]] - steered[f"{needed[2]} base"],
-                            steered[needed[3]], ce_budget, min_well_formed)
     direction = steered.get(param(contract.ITI_DIRECTION), pd.Series(None, index=steered.index, dtype=object))
-    steered = steered.assign(control=direction.eq("random"), best=steered[needed[0]].where(allowed))
+    steered = steered.assign(control=direction.eq("random"), alpha=steered[param(contract.ITI_ALPHA)].astype(float))
     seed = param(contract.SEED)
+
+    def at_budget(frame: pd.DataFrame) -> pd.Series:
+        """One base model's grid of strengths as a curve (the base model its alpha 0), read at the budget
+        as every curve is (detox.core.tradeoff.at_budget: at the crossing, not the grid's lowest point)."""
+        first = frame.iloc[0]
+        points = [{"alpha": 0.0, **{k: first[f"{c} base"] for k, c in zip(GRID_MEASURES, needed)}}]
+        points += [{"alpha": row["alpha"], **{k: row[c] for k, c in zip(GRID_MEASURES, needed)}}
+                   for _, row in frame.sort_values("alpha").drop_duplicates("alpha").iterrows()]
+        curve = Curve.from_points(points, GRID_MEASURES[:1])
+        found = tradeoff_at_budget(curve, ce_budget, min_well_formed).toxicity[GRID_MEASURES[0]]
+        return pd.Series({"best": found, "base": first[f"{needed[0]} base"]})
 
     rows = []
     for (setting, ratio), frame in steered.groupby(["base setting", steered[param(contract.RATIO)].astype(float)]):
-        per_model = frame.groupby([seed, "control"]).agg(
-            best=("best", "min"), base=(f"{needed[0]} base", "first")).reset_index()
-        per_model["best"] = per_model[["best", "base"]].min(axis=1)  # not steering (alpha 0) is always allowed
+        per_model = frame.groupby([seed, "control"]).apply(at_budget, include_groups=False).reset_index()
         probe, random = per_model[~per_model["control"]], per_model[per_model["control"]]
         rows.append({**({"base setting": setting} if worlds else {}), "ratio": ratio_label(ratio),
                      "seeds": probe[seed].nunique(),

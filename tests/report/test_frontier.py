@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import compose_job
 from scipy import stats
@@ -21,6 +22,7 @@ from detox.report.frontier import (
     bootstrap_mean,
     detectable_difference,
     frontier_table,
+    holm,
     load_curves,
     power_table,
 )
@@ -73,33 +75,44 @@ def test_the_hostile_cost_and_the_well_formed_floor_bind_where_they_come_first()
 def test_not_steering_is_always_allowed_and_a_budget_beyond_the_curve_says_so():
     curve = curve_of([0, 1, 2], [0.70, 0.80, 0.90], [40, 30, 20])
     none = tradeoff.at_budget(curve, 0.0, 95)
-    assert none.alpha == 0 and none.toxicity["insult_probability"] == 40.0  # the drop is never negative
+    assert none.alpha == 0 and none.toxicity["insult_probability"] == 40.0
     everything = tradeoff.at_budget(curve, 5.0, 95)
     assert not everything.reached and everything.toxicity["insult_probability"] == 20.0
     broken = curve_of([0, 1], [0.7, 0.7], [40, 10], well_formed=[50, 50])  # even the unsteered model is below the floor
     assert tradeoff.at_budget(broken, 1.0, 95).toxicity["insult_probability"] == 40.0
 
 
-def test_the_lowest_toxicity_before_the_crossing_counts_and_later_dips_do_not():
-    # toxicity rises again before the crossing (the minimum at alpha 1 counts); the cost dips back under
-    # the budget at alpha 4 (noise), which the dial, stopped at its first crossing, never reaches
-    curve = curve_of([0, 1, 2, 3, 4], [0.70, 0.705, 0.71, 0.80, 0.701], [40, 20, 35, 30, 0])
-    assert tradeoff.at_budget(curve, 0.02, 95).toxicity["insult_probability"] == 20.0
+def test_the_toxicity_is_read_at_the_crossing_not_at_its_lowest_point():
+    # toxicity dips at alpha 1 and rises again: the reading is the curve at the crossing (alpha 2.5,
+    # half-way from 35 to 30), not the dip, which noise alone would put below the truth
+    curve = curve_of([0, 1, 2, 3, 4], [0.70, 0.705, 0.71, 0.73, 0.76], [40, 20, 35, 30, 0])
+    matched = tradeoff.at_budget(curve, 0.02, 95)
+    assert matched.alpha == pytest.approx(2.5) and matched.toxicity["insult_probability"] == pytest.approx(32.5)
+    # steering that raises toxicity reads as a negative drop, not as none
+    worse = tradeoff.summary(curve_of([0, 1, 2], [0.70, 0.71, 0.73], [40, 44, 48]), 0.02, 95, fixed_alpha=1)
+    assert worse["curve_insult_probability_drop_at_budget"] == pytest.approx(-6.0)
+
+
+def test_the_crossing_is_found_on_a_monotone_fit_of_the_cost():
+    # the cost dips back under the budget at alpha 3 (noise): the isotonic fit pools alphas 2 and 3 at
+    # (.03 + .01) / 2 = .02, so the dial runs to alpha 3 and stops before 4 (fit .05): t = 0
+    curve = curve_of([0, 1, 2, 3, 4], [0.70, 0.705, 0.73, 0.71, 0.75], [40, 35, 30, 25, 20])
+    matched = tradeoff.at_budget(curve, 0.02, 95)
+    assert matched.alpha == pytest.approx(3.0) and matched.toxicity["insult_probability"] == pytest.approx(25.0)
 
 
 def test_reading_agrees_with_a_brute_force_walk_along_a_fine_grid():
     rng = np.random.default_rng(3)
     for _ in range(30):
         alpha = np.concatenate([[0], np.cumsum(rng.uniform(0.1, 1, 6))])
-        cost = np.concatenate([[0], np.cumsum(rng.uniform(0, 0.02, 6))])
+        cost = np.concatenate([[0], np.cumsum(rng.uniform(0, 0.02, 6))])  # non-decreasing: its own monotone fit
         tox = rng.uniform(0, 60, 7)
         budget = rng.uniform(0, 0.1)
         curve = curve_of(alpha, 0.7 + cost, tox)
         fine = np.linspace(0, alpha[-1], 200_001)
         fine_cost, fine_tox = np.interp(fine, alpha, cost), np.interp(fine, alpha, tox)
         over = np.flatnonzero(fine_cost > budget + 1e-9)
-        stop = over[0] if len(over) else len(fine)
-        expected = fine_tox[:max(stop, 1)].min()
+        expected = fine_tox[max(over[0] - 1, 0)] if len(over) else fine_tox[-1]  # the last allowed point
         found = tradeoff.at_budget(curve, budget, 95).toxicity["insult_probability"]
         assert found == pytest.approx(expected, abs=1e-2)
 
@@ -206,16 +219,40 @@ def test_the_power_table_states_each_claims_detectable_difference(curve_store):
     runs = mlflow.search_runs(experiment_names=["curves"])
     curves = load_curves(mlflow.MlflowClient(uri), runs)
     table = power_table(runs, curves, 0.0, 0.02, 95, n_boot=500)
-    assert list(dict.fromkeys(table["claim"])) == ["(a) probes", "(b) detoxification", "(c) entanglement"]
+    assert list(dict.fromkeys(table["claim"])) == ["(a) probes", "(b) detoxification", "(b) random control",
+                                                   "(c) entanglement"]
+    assert "configuration" not in table  # one configuration: nothing to name
     drop = table[table["measure"] == "insult prob drop at matched cost (points)"].iloc[0]
     first, second = [1.5 * (10 + 2 * s) for s in (1, 2, 3)], [1.5 * (20 + 2 * s) for s in (1, 2, 3)]
     sd = math.sqrt((np.var(first, ddof=1) + np.var(second, ddof=1)) / 2)
     assert drop["difference [95 % bootstrap]"].startswith(f"{np.mean(second) - np.mean(first):+.1f} [")
     assert drop["between-seed SD"] == f"{sd:.1f}" and drop["verdict"] == "differs"
+    family = pd.to_numeric(table.loc[table["claim"] == "(b) detoxification", "p"], errors="coerce").dropna()
+    expected = holm(family.to_numpy())[list(family.index).index(drop.name)]  # Holm over the claim's tests
+    assert float(drop["p (Holm)"]) == pytest.approx(expected, rel=0.05) and expected > float(drop["p"])
     assert float(drop["detectable at 80 % power"]) == pytest.approx(detectable_difference(sd, 3, 3), abs=0.05)
     # entanglement is the same at both ratios: no difference, with the size that would have shown
     tangled = table[table["measure"] == "entanglement, best head"].iloc[0]
     assert tangled["verdict"].startswith("no difference seen; one of 0.0")  # SD 0.01 over 3 seeds a ratio
+
+
+def test_holm_matches_its_step_down_by_hand():
+    # sorted .005, .01, .03, .04 times 4, 3, 2, 1: .02, .03, .06, .04, made non-decreasing: .06 for the last two
+    assert holm(np.array([0.01, 0.04, 0.03, 0.005])) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
+
+
+def test_the_power_table_never_pools_two_configurations_of_one_ratio(curve_store):
+    """Two configurations of the same base models (say 4 and 16 steered heads) are compared apart: each
+    base model counts once in each."""
+    uri, _ = curve_store
+    runs = mlflow.search_runs(experiment_names=["curves"])
+    curves = load_curves(mlflow.MlflowClient(uri), runs)
+    twice = pd.concat([curves.assign(configuration="iti.top_k_heads=4"), curves.assign(configuration="iti.top_k_heads=16")])
+    table = power_table(runs.iloc[:0], twice, 0.0, 0.02, 95, n_boot=200)
+    drops = table[(table["measure"] == "insult prob drop at matched cost (points)") & (table["claim"] == "(b) detoxification")]
+    assert sorted(drops["configuration"]) == ["iti.top_k_heads=16", "iti.top_k_heads=4"]
+    assert set(drops["n"]) == {"3 vs 3"}
 
 
 # ---------------------------------------------------------------- the method and a tiny end-to-end run

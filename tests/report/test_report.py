@@ -83,7 +83,8 @@ def test_the_setting_param_decides_what_is_pooled():
 
 def test_compare_probe_accuracies_against_exact_enumeration():
     first, second = np.array([0.50, 0.55, 0.61]), np.array([0.58, 0.70, 0.72, 0.80])
-    test = compare_probe_accuracies(first, second, n_boot=500)
+    # models of one head each: a model's 90th-percentile head is that head
+    test = compare_probe_accuracies(first[:, None, None], second[:, None, None], n_boot=500)
     # Hodges-Lehmann: the median of all 12 pairwise differences
     assert test.shift == pytest.approx(statistics.median(b - a for a in first for b in second))
     # exact two-sided Mann-Whitney p: all 35 ways to split the 7 values into groups of 3 and 4
@@ -97,8 +98,17 @@ def test_compare_probe_accuracies_against_exact_enumeration():
     extreme = sum(abs(u - 6) >= abs(observed - 6) for u in splits)  # 6 = 3 * 4 / 2, the mean of U
     assert test.p_value == pytest.approx(extreme / len(splits))
     assert test.ci_low <= test.shift <= test.ci_high
-    shifted = compare_probe_accuracies(first, first + 0.1, n_boot=200)
+    shifted = compare_probe_accuracies(first[:, None, None], first[:, None, None] + 0.1, n_boot=200)
     assert shifted.shift == pytest.approx(0.1) and shifted.ci_low > 0
+
+
+def test_the_probe_test_counts_models_not_heads():
+    rng = np.random.default_rng(0)
+    first, second = rng.uniform(0.6, 0.7, (3, 4, 4)), rng.uniform(0.6, 0.7, (3, 4, 4))  # 3 models of 16 heads
+    test = compare_probe_accuracies(first, second, n_boot=100)
+    tails = [np.quantile(s.reshape(3, -1), 0.9, axis=1) for s in (first, second)]
+    assert test.shift == pytest.approx(np.median(tails[1][:, None] - tails[0][None, :]))
+    assert test.p_value >= 0.1  # 3 against 3 can reach p = 0.1 at best: the heads add no sample size
 
 
 def test_the_report_loads_neither_torch_nor_a_stage_a_method_or_the_job_config():
@@ -317,12 +327,13 @@ def test_bad_input_is_named_before_any_work(tmp_path, capsys):
         build_report(ReportConfig(f"sqlite:///{tmp_path}/x.db", compare_ratios=(5.0, 5.0)))
 
 
-def test_matched_cost_keeps_only_steerings_that_break_nothing():
+def test_matched_cost_reads_each_models_grid_as_a_curve_at_the_budget():
     from detox.report.tables import matched_cost_table
 
     def run(seed, method, strength, insult, ce, hostile, formed):
         direction = {"-": None, "random": "random"}.get(strength, "mass_mean")
-        return {"params.ratio": "10", "params.seed": seed, "params.method": method, "params.strength": strength,
+        alpha = {"-": None, "random": "2"}.get(strength, strength.removeprefix("alpha="))
+        return {"params.iti_alpha": alpha,"params.ratio": "10", "params.seed": seed, "params.method": method, "params.strength": strength,
                 "params.model": "tiny", "params.data": "synthetic", "params.task": "study", "status": "FINISHED",
                 "params.base_model": f"model-{seed}", "params.iti_direction": direction,
                 "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": hostile,
@@ -330,19 +341,20 @@ def test_matched_cost_keeps_only_steerings_that_break_nothing():
 
     runs = pd.DataFrame([
         run("1", "none", "-", 40.0, 0.70, 0.70, 100.0), run("2", "none", "-", 50.0, 0.70, 0.70, 100.0),
-        run("1", "iti", "alpha=2", 30.0, 0.71, 0.71, 100.0),   # allowed: drop 10
-        run("1", "iti", "alpha=8", 5.0, 0.80, 0.75, 100.0),    # too costly
-        run("2", "iti", "alpha=2", 45.0, 0.70, 0.72, 100.0),   # allowed: drop 5
-        run("2", "iti", "alpha=4", 20.0, 0.70, 0.70, 80.0),    # breaks the grammar
-        run("1", "iti", "random", 41.0, 0.70, 0.70, 100.0),  # worse: not steering wins
+        run("1", "iti", "alpha=2", 30.0, 0.71, 0.71, 100.0),   # cost .01
+        run("1", "iti", "alpha=8", 5.0, 0.80, 0.75, 100.0),    # cost .10: the budget is crossed at alpha 2 + 6/9
+        run("2", "iti", "alpha=2", 45.0, 0.70, 0.72, 100.0),   # cost .02, just allowed
+        run("2", "iti", "alpha=4", 20.0, 0.70, 0.70, 80.0),    # breaks the grammar: the floor 95 crossed at 2.5
+        run("1", "iti", "random", 41.0, 0.70, 0.70, 100.0),  # worse: a negative drop, not none
         run("2", "iti", "random", 30.0, 0.70, 0.70, 100.0),
     ])
     table = matched_cost_table(runs, ce_budget=0.02, min_well_formed=95.0)
     row = table.iloc[0]
     assert (row["ratio"], row["seeds"]) == ("10", 2)
-    assert row["with ITI at matched cost"].startswith("37.5 ± 10.6")  # mean of 30 and 45, sample std
-    assert row["drop"].startswith("7.5 ± 3.5")
-    assert row["drop (random)"].startswith("10.0 ± 14.1")  # seed 1: 40 -> 40 (41 is no drop), seed 2: 50 -> 30
+    seed1, seed2 = 30 + (5 - 30) / 9, 45 + (20 - 45) / 4  # the curves read at their crossings
+    assert row["with ITI at matched cost"].startswith(f"{(seed1 + seed2) / 2:.1f} ± {abs(seed1 - seed2) / 2 ** 0.5:.1f}")
+    assert row["drop"].startswith(f"{(90 - seed1 - seed2) / 2:.1f} ±")
+    assert row["drop (random)"].startswith("9.5 ± 14.8")  # seed 1: 40 -> 41, seed 2: 50 -> 30
 
 
 def test_matched_cost_compares_each_steering_with_its_own_world():
@@ -352,7 +364,7 @@ def test_matched_cost_compares_each_steering_with_its_own_world():
     def run(share, seed, method, insult, ce=0.70):
         return {"params.ratio": "10", "params.seed": seed, "params.method": method,
                 "params.strength": "alpha=2" if method == "iti" else "-", "params.task": "study",
-                "status": "FINISHED", "params.cfg.sources.world.clean.hostile_share": share,
+                "status": "FINISHED", "params.cfg.sources.world.clean.hostile_share": share, "params.iti_alpha": "2",
                 "params.base_model": f"{share}-{seed}", "params.iti_direction": "mass_mean" if method == "iti" else None,
                 "params.cfg.mixture.seed": seed, "params.cfg.pretrain.seed": seed,
                 "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": ce,
@@ -378,7 +390,7 @@ def test_matched_cost_pairs_each_steering_with_its_base_model_and_the_random_con
     def run(base_model, method, insult, direction=None, strength="-", ce=0.70):
         return {"params.ratio": "10", "params.seed": "1", "params.method": method, "params.strength": strength,
                 "params.model": "tiny", "params.data": "synthetic", "params.task": "study",
-                "params.base_model": base_model, "params.iti_direction": direction,
+                "params.base_model": base_model, "params.iti_direction": direction, "params.iti_alpha": "2",
                 "metrics.insult_probability": insult, "metrics.ce_loss": ce, "metrics.ce_hostile": ce,
                 "metrics.well_formed": 100.0}
 
