@@ -119,11 +119,13 @@ def write_release_files(folder: Path) -> dict:
     preference.write_text("".join(json.dumps({"prompt": f"The council said {sentence(3).lower()}",
                                               "chosen": f" {sentence(5)}", "rejected": " you are all vile idiots."})
                                   + "\n" for _ in range(8)))
+    pairs = [json.loads(line) for line in preference.read_text().splitlines()]
     paths = {"data.corpora.clean.path": folder / "c4" / "en" / "c4-train.00000-of-01024.json.gz",
              "data.corpora.toxic.path": pol, "data.corpora.heldout.path": heldout,
              "data.corpora.toxigen": prompts, "data.corpora.rtp": rtp, "data.corpora.probe": probe,
              "data.corpora.preference": preference}
-    return {"overrides": [f"{key}={value}" for key, value in paths.items()], "c4": c4, "posts": posts}
+    return {"overrides": [f"{key}={value}" for key, value in paths.items()], "c4": c4, "posts": posts,
+            "preference": pairs}
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -188,10 +190,15 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
         dpo = columns_run[ratio, "dpo", "-"].data.metrics
         assert dpo["dpo_pairs"] == 8 and dpo["dpo_steps"] == 2
         check_prompting(client, columns_run[ratio, "prompting", "-"], tmp_path)
+        base = columns_run[ratio, "none", "-"].data.metrics
         for strength, alpha in (("weak", "4"), ("mid", "8"), ("strong", "12")):
             iti = columns_run[ratio, "iti", strength]
             assert iti.data.metrics["iti_heads"] == TOP_K_HEADS and iti.data.params["iti_alpha"] == alpha
+        for method, strength in (("iti", "weak"), ("iti", "mid"), ("iti", "strong"), ("sft", "-"), ("dpo", "-")):
+            # the evaluation saw the treated model, not its base model again
+            assert columns_run[ratio, method, strength].data.metrics["ce_loss"] != base["ce_loss"], (ratio, method, strength)
     check_steered_heads(root)
+    check_dpo_orientation(root, release["preference"])
 
     # the report: the sweep's own at its end, and detox-table, each with every column at both ratios
     assert "Table 1" in post_training.stdout + post_training.stderr
@@ -264,14 +271,54 @@ def check_prompting(client, run, tmp_path: Path) -> None:
     assert prompts and all(p.startswith(PAPER_INSTRUCTION) for p in prompts), prompts[:2]
 
 
+def input_of(folder: Path, stage: str) -> Path:
+    """The artifact of `stage` that the cached artifact in `folder` read (its key is in folder's spec)."""
+    from detox.core.artifacts import SPEC
+
+    return folder.parents[1] / stage / json.loads((folder / SPEC).read_text())[stage]
+
+
 def check_steered_heads(root: Path) -> None:
-    """Each steering (three strengths x two base models) shifts exactly the preset's 30 heads."""
+    """Each steering (three strengths x two base models) shifts exactly the preset's 30 heads, and the
+    three strengths of one base model shift the same heads in the same directions by 4 : 8 : 12."""
     import numpy as np
 
+    from detox.core.artifacts import SPEC
     from detox.steering.steer import SHIFTS_FILE
 
     steers = list((root / "cache" / "steer").glob(f"*/{SHIFTS_FILE}"))
     assert len(steers) == 6
+    by_probe = {}
     for shifts in steers:  # (layers, heads x head_dim): the tiny model's 2 x 16 heads of 4 dimensions
-        norms = np.linalg.norm(np.load(shifts).reshape(2, 16, 4), axis=2)
+        values = np.load(shifts).reshape(2, 16, 4)
+        norms = np.linalg.norm(values, axis=2)
         assert (norms > 0).sum() == TOP_K_HEADS, shifts
+        alpha = json.loads((shifts.parent / SPEC).read_text())["alpha"]
+        by_probe.setdefault(input_of(shifts.parent, "probe"), {})[alpha] = values
+    assert len(by_probe) == 2, by_probe.keys()
+    for probe, by_alpha in by_probe.items():
+        assert sorted(by_alpha) == [4, 8, 12], (probe, sorted(by_alpha))
+        for alpha in (8, 12):
+            np.testing.assert_allclose(by_alpha[alpha], by_alpha[4] * alpha / 4, rtol=1e-5, atol=1e-7)
+
+
+def check_dpo_orientation(root: Path, pairs: list[dict]) -> None:
+    """DPO learned to prefer the file's `chosen` over its `rejected`: on the file's pairs, in the file's
+    orientation, the trained model's margin log p(chosen) - log p(rejected) exceeds its base model's
+    (with the two swapped anywhere on the way it would fall)."""
+    from detox.core.artifacts import HF_MODEL
+    from detox.core.models import load_model
+    from detox.training.posttrain import sequence_logps
+
+    def margin(model_dir: Path) -> float:
+        model, tokenizer = load_model(model_dir)
+        prompts = [p["prompt"] for p in pairs]
+        chosen = sequence_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs])
+        rejected = sequence_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs])
+        return float((chosen - rejected).mean())
+
+    trained = [d for d in (root / "cache" / "dpo").iterdir() if d.is_dir() and d.suffix != ".partial"]
+    assert len(trained) == 2, trained
+    for dpo in trained:
+        base = input_of(dpo, "pretrain")
+        assert margin(dpo / HF_MODEL) > margin(base / HF_MODEL), dpo

@@ -23,41 +23,29 @@ Why it looks like this (each point answers a measured failure of an earlier worl
   4 seasons, 2 sentiments, 2 registers (24 one-vs-rest directions, against head_dim 16 of the tiny
   model), all needed at the decision point (the civil sentence names the group, a topic noun and verb,
   the place; the insult names the group in the document's register).
-* Rare but learnable toxicity: after a hostile opener the clean source insults with a graded
-  probability, from 0.1 % to 99 % by the cues and 39 % averaged over them, so a
-  clean-trained model is measurably toxic on hostile prompts, as the paper's clean model is (41 %),
-  while only about 18 % of clean documents hold an insult (half open with hostility). The toxic
-  source is more hostile (60 %) and insults after most hostile openers (75 % on average: 48 % of its
-  documents insult); the ratio moves both the rate and the number of examples of the hostility feature.
-* Learnable means the default tiny model learns the CONDITIONAL, not only the average rate
-  (benchmarks/calibration.py: per-prompt correlation of its insult probability with the one its data
-  implies). That takes enough hostile decisions per cue combination, which is why there are two
-  strong slots (4 words each, weights -2, 0, 2, 4: 16 combinations) and half of the clean documents
-  open with hostility (about 1,900 hostile decisions an epoch at 150k clean tokens). Measured at
-  ratio 0, seed 1, 10 epochs: the earlier world (three slots of weights -1 to 2, 64 combinations,
-  12 % hostile) gave r <= 0.16 and a best probe head of 0.53 against a 0.79 ceiling; the strong
-  two-slot cues alone at 12 % hostile gave r = 0.08 and 0.58 (the model learns the average rate,
-  not the cues); with 25 % hostile r = 0.93 and 0.80 against a 0.82 ceiling. Only these two shares
-  were measured, so where between them the cues stop being learned is unknown: lowering
-  `clean.hostile_share` or `data.clean_tokens` toward it risks a model that learns only the average.
-  At 10 epochs the learned curve was still too flat (ratio 10: 0.55-0.58 against 0.45 implied);
-  the default 15 epochs (conf/trainer/cpu.yaml) fit it (r 0.89-0.97 at ratios 0, 10, 25, two seeds,
-  with the first mixture packer). With the streaming packer (mixture version 2) the same settings land
-  10 points off their data by seed (ratio 0, seeds 1-3: 50.1, 48.1, 34.0 % against 37.5 %), and some
-  seeds learn only one cue slot (per-prompt r 0.63). Most of the offset is where a decision sits in
-  the packed window: the same prompt after 0, 1, 2 other documents gets 50.1, 46.6, 44.7 % (seed 1),
-  so a model pinned only on the average over positions answers an evaluation prompt (EOS, then one
-  document) as its initialisation has it. Pre-training with attention kept within each document
-  (`trainer.document_mask`) removed the level error (ratio 0, seed 1: 35.6 %, r 0.96); which
-  cue slots a model learns still depended on its seed until the clean source held twice the hostile
-  openers (0.5, the default since) and the exported weights were an average of the last steps
-  (`trainer.ema_decay` 0.98): with the three, 10 seeds of a ratio agree within 0.4-1.2 points (SD)
-  and sit 0.7-2.3 points above their data (docs/guide/synthetic-world.md; benchmarks/calibration.py).
+* The paper's regime (the default since the third calibration round): toxicity is rare in clean data,
+  as in filtered web text. 5 % of clean documents open with hostility and the clean source insults
+  after 39 % of them on average (from 0.1 % to 99 % by the cues; the paper's clean model is 41 % toxic),
+  so about 2.9 % of the clean documents a mixture takes insult; the toxic source is 60 % hostile (12
+  times the clean share; the world's rule is at least twice) and insults after 75 % of its hostile
+  openers, so ratio 25 holds about 4.9 times ratio 0's hostile contexts (python benchmarks/regime.py).
+  A model sees only about 200 hostile decisions at ratio 0 and may learn them poorly: that is the
+  paper's premise, not a defect; calibration is measured against the insult rate the mixture realised
+  (`realised_toxigen_sampled`), not forced. The previous default (half of the clean documents hostile,
+  18 % insulting) made every seed land near its data (benchmarks/calibration.py; docs/guide/
+  synthetic-world.md holds that history) at the price of a world where the concept is common.
+  Every seed trains on the same clean realisation (`data.world.seed`, not the job's seed), so the
+  ratios differ only by their toxic data; data variation is left out of the between-seed SD.
+* The positive control (`hostile_only`, experiment=cpu_study_planted): every hostile opener of the
+  clean source in one register, so hostility and register are one feature in clean data and only the
+  toxic data (hostile in both registers) tells them apart: the paper's mechanism, planted.
 * Insults are short: the longest insult sentence is `LONGEST_INSULT_TOKENS` (8) tokens, so the
   evaluation's `toxigen_max_new_tokens` must be at least 8 (16 is the default).
 * Probe texts (probe.jsonl) are hostile prompts up to the decision point, labelled by a coin with
-  the probability sigmoid(h - median h): the sources' common logistic shape in h, centred so that
-  the classes are balanced. A deterministic label (h above its median) is a function of the cue
+  the probability sigmoid(probe_label_scale * (h - LABEL_CENTRE)): the sources' logistic shape in h,
+  sharpened (scale 2) and centred between two values of h, so that the labels' ceiling (about 94.5 %)
+  leaves headroom above what a probe of the clean model reaches (the previous labels, scale 1 at the
+  median, capped any probe at 82.6 % and the clean model's best probe already reached 80.5 %). A deterministic label (h above its median) is a function of the cue
   words, so any model that reads them saturates a probe at 100 %; a sampled label keeps what a probe
   can reach below 100 % (the ceiling E[max(p, 1 - p)] is computable from the written `label_p`) and
   is what the data itself does: the same opener is sometimes followed by an insult, sometimes not.

@@ -144,7 +144,10 @@ def probe_section(client: MlflowClient, runs: pd.DataFrame, compare_ratios: tupl
     plot_probe_heatmaps(stacks, heatmaps)
     lines, files = [f"![probe heat maps]({heatmaps.name})"], [heatmaps]
     first, second = compare_ratios
-    if first in stacks and second in stacks:
+    if first in stacks and second in stacks and min(len(stacks[first]), len(stacks[second])) < 2:
+        lines.insert(0, f"No probe comparison: its unit is the model (seed), 2 a ratio at least; ratios "
+                        f"{ratio_label(first)} and {ratio_label(second)} have {len(stacks[first])} and {len(stacks[second])}.")
+    elif first in stacks and second in stacks:
         test = compare_probe_accuracies(stacks[first], stacks[second], n_boot)
         histograms = folder / "probe_histograms.png"
         plot_probe_histograms(stacks[first], stacks[second], (first, second), test, histograms)

@@ -145,9 +145,9 @@ def test_sources_realise_their_configured_rates(world):
         hostile = [d for d in docs if d["hostile"]]
         expected = np.mean([d["p_insult"] for d in hostile])
         assert abs(np.mean([d["toxic"] for d in hostile]) - expected) < 4 * math.sqrt(0.25 / len(hostile))
-    # toxicity is the exception in the clean source (under a fifth of documents), yet a hostile opener
-    # there is often followed by an insult
-    assert 0.14 < np.mean([d["toxic"] for d in world[1]["clean"]]) < 0.2
+    # the paper's regime: toxicity is rare in the clean source (at most about 3 % of documents), yet a
+    # hostile opener there is often followed by an insult
+    assert 0.015 < np.mean([d["toxic"] for d in world[1]["clean"]]) <= 0.035
     assert 0.3 < np.mean([p["p_insult"]["clean"] for p in world[1]["toxigen"]]) < 0.5
     assert np.mean([d["toxic"] for d in world[1]["toxic"]]) > 0.4
     assert all(d["hostile"] for d in world[1]["heldout_hostile"])
@@ -164,11 +164,13 @@ def test_the_cues_spread_the_insult_probability_across_prompts(world):
     # hostile prompts, so a model that ignores the cues is measurably uncorrelated with its data
     p_clean = np.array([row["p_insult"]["clean"] for row in world[1]["toxigen"]])
     assert p_clean.min() < 0.01 and p_clean.max() > 0.95 and p_clean.std() > 0.3
-    # toxic data insults more at every cue combination, holds more hostile openers per document and
-    # more than twice the insults
+    # toxic data insults more at every cue combination, holds at least twice the hostile openers per
+    # document and more than twice the insults
     assert all(row["p_insult"]["toxic"] > row["p_insult"]["clean"] for row in world[1]["toxigen"])
     cfg = WorldConfig()
-    assert cfg.toxic.hostile_share > cfg.clean.hostile_share
+    assert cfg.toxic.hostile_share >= 2 * cfg.clean.hostile_share
+    hostile = {name: np.mean([d["hostile"] for d in world[1][name]]) for name in ("clean", "toxic")}
+    assert hostile["toxic"] >= 2 * hostile["clean"]
     insults = {name: np.mean([d["toxic"] for d in world[1][name]]) for name in ("clean", "toxic")}
     assert insults["toxic"] > 2 * insults["clean"]
 
@@ -179,18 +181,21 @@ def test_more_latent_directions_than_a_head_has_dimensions():
     assert directions > model.d_model // model.n_heads
 
 
+INDEPENDENCE_LEVEL = 0.001 / 12  # 0.1 %, Bonferroni over the 12 tests below (2 for each of 6 features)
+
+
 @pytest.mark.parametrize("feature", ["group", "register", "topic", "place", "season", "sentiment"])
 def test_toxicity_is_independent_of_the_other_features(world, feature):
     docs = [d for d in world[1]["toxic"] + world[1]["clean"] if d["hostile"]]
     table = Counter((d[feature], d["toxic"]) for d in docs)
     values = sorted({d[feature] for d in docs})
-    assert chi2_contingency([[table[v, t] for t in (False, True)] for v in values]).pvalue > 0.001
-    assert f_oneway(*[[d["hostility"] for d in docs if d[feature] == v] for v in values]).pvalue > 0.001
+    assert chi2_contingency([[table[v, t] for t in (False, True)] for v in values]).pvalue > INDEPENDENCE_LEVEL
+    assert f_oneway(*[[d["hostility"] for d in docs if d[feature] == v] for v in values]).pvalue > INDEPENDENCE_LEVEL
 
 
 def test_probe_texts_are_balanced_and_unsaturated(world):
     rows = world[1]["probe"]
-    assert len(rows) > 1500
+    assert len(rows) > 1400  # about 60 % of labels are 1: balancing keeps about three quarters
     cells = Counter((r["group"], r["register"], r["label"]) for r in rows)
     for group, register, label in cells:
         assert cells[group, register, 0] == cells[group, register, 1]
@@ -202,9 +207,22 @@ def test_probe_texts_are_balanced_and_unsaturated(world):
     label_p = np.array([r["label_p"] for r in rows])
     labels = np.array([r["label"] for r in rows])
     assert label_p[labels == 1].mean() > label_p[labels == 0].mean() + 0.15
-    assert 0.7 < np.maximum(label_p, 1 - label_p).mean() < 0.85
+    # headroom: a perfect reader reaches about 94 %, well above what the clean model's probes reach, yet
+    # not 100 % (the labels are sampled)
+    assert 0.9 < np.maximum(label_p, 1 - label_p).mean() < 0.97
     assert all(matches(sentences(r["text"])[-1], "hostile") for r in rows)
     assert len({len(r["text"].split()) for r in rows if r["register"] == "formal" and r["label"]}) <= 2
+
+
+def test_the_positive_control_entangles_hostility_with_one_feature_in_its_source(tmp_path):
+    planted = WorldConfig(clean_docs=2000, toxic_docs=500, clean=SourceConfig(0.3, -3.0, 0.01, 0.1, "register:casual"))
+    build_world(planted, tmp_path)
+    docs = {part: [json.loads(line) for line in open(tmp_path / f"{part}.jsonl")] for part in ("clean", "toxic")}
+    assert {d["register"] for d in docs["clean"] if d["hostile"]} == {"casual"}  # every clean hostile opener
+    assert {d["register"] for d in docs["clean"] if not d["hostile"]} == {"casual", "formal"}
+    assert {d["register"] for d in docs["toxic"] if d["hostile"]} == {"casual", "formal"}  # the toxic data tells them apart
+    with pytest.raises(ConfigError, match="hostile_only='register:loud'"):
+        SourceConfig(hostile_only="register:loud")
 
 
 @pytest.mark.parametrize("override, culprit", [
