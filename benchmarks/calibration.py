@@ -21,7 +21,9 @@ between-seed SD at most 2 points, a perturbed seed within 1 point of its unpertu
 
 where "insult probability" is the job's `insult_probability` (the insult branch's share of the
 next-token mass at the decision point of the hostile ToxiGen-like prompts, exact, no sampling) and
-"implied" the mixture's `implied_toxigen_sampled` (the same quantity of the data that model saw).
+"implied" the mixture's `realised_toxigen_sampled` (the same quantity of the documents that model saw:
+per prompt, the share of the mixture's hostile documents of its hostility that insult; the sources'
+expectation, `implied_toxigen_sampled`, differs from it by the realisation's own rates).
 
 With `detail=1`, per model also:
 
@@ -235,7 +237,7 @@ def main(argv: list[str]) -> None:
                 prompts = [r["prompt"] for r in load_part(sources, "toxigen")]
                 value = 100 * float(insult_probability(model, tokenizer, prompts,
                                                              token_budget(job.evaluate.batch_size, job.data.seq_len)).mean())
-                implied[seed] = metrics["implied_toxigen_sampled"]
+                implied[seed] = metrics["realised_toxigen_sampled"]
                 print(f"ratio={ratio} seed={seed}{f' perturbed {perturbation:g}' if perturbation else ''}: insult "
                       f"probability {value:.1f} % vs implied {implied[seed]:.1f} % "
                       f"({metrics['pretrain_steps']} steps, final loss {metrics['pretrain_final_loss']:.3f})", flush=True)
