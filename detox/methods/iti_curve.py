@@ -59,7 +59,8 @@ def extend(plan: Plan, job) -> None:
                    logged=(CURVE_FILE,)))
     plan.add(Stage(SUMMARY, {"ce_budget": job.method.ce_budget, "min_well_formed": job.method.min_well_formed,
                              "fixed_alpha": job.iti.alpha},
-                   lambda out, i: _summary(job, i), inputs=(CURVE,)))
+                   lambda out, i: _summary(job, i), inputs=(CURVE,),
+                   version=2))  # 2: the toxicity read at the crossing of monotone fits, not the lowest point
 
 
 def _curve(job, out, inputs) -> dict:
