@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detox.core.schema import ConfigError, number
+from detox.core.schema import choice, number
 
 GROUPS = ("valoki", "sennar", "orbani", "quist", "tamuru", "pelloc")
 TOPICS = {  # topic word: (its nouns, its verbs); no word is shared between topics
@@ -134,6 +134,7 @@ LONGEST_INSULT_TOKENS = max(len(p) for p in PATTERNS["insult"])
 FEATURES = ("topic", "group", "place", "season", "sentiment", "register")  # latent features besides hostility
 FEATURE_VALUES = {"topic": tuple(TOPICS), "group": GROUPS, "place": PLACES, "season": SEASONS,
                   "sentiment": tuple(SENTIMENTS), "register": REGISTERS}
+HOSTILE_ONLY = tuple(f"{feature}:{value}" for feature, values in FEATURE_VALUES.items() for value in values)
 
 
 @dataclass
@@ -147,14 +148,7 @@ class SourceConfig:
     # "feature:value" (e.g. "register:casual"): every hostile opener of this source is written with that
     # value, so hostility and the feature are entangled in it (the positive control plants this in the
     # clean source); "" draws every feature independently of hostility (the default)
-    hostile_only: str = ""
-
-    def __post_init__(self) -> None:
-        if self.hostile_only:
-            feature, _, value = self.hostile_only.partition(":")
-            if feature not in FEATURE_VALUES or value not in FEATURE_VALUES[feature]:
-                raise ConfigError(f"hostile_only={self.hostile_only!r}: expected 'feature:value' with a feature of "
-                                  f"{', '.join(FEATURE_VALUES)} and one of its values")
+    hostile_only: str = choice("", "", *HOSTILE_ONLY)
 
 
 @dataclass

@@ -221,8 +221,8 @@ def test_the_positive_control_entangles_hostility_with_one_feature_in_its_source
     assert {d["register"] for d in docs["clean"] if d["hostile"]} == {"casual"}  # every clean hostile opener
     assert {d["register"] for d in docs["clean"] if not d["hostile"]} == {"casual", "formal"}
     assert {d["register"] for d in docs["toxic"] if d["hostile"]} == {"casual", "formal"}  # the toxic data tells them apart
-    with pytest.raises(ConfigError, match="hostile_only='register:loud'"):
-        SourceConfig(hostile_only="register:loud")
+    with pytest.raises(ConfigError, match="data.world.clean.hostile_only='register:loud': expected one of"):
+        JobConfig.from_dict(compose_job("data.world.clean.hostile_only=register:loud"))
 
 
 @pytest.mark.parametrize("override, culprit", [
