@@ -174,7 +174,7 @@ def _evaluate(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
         metrics = evaluate.evaluate(lm, tok, rows, heldout, scorer, job.evaluate,
                                     job.scorer.threshold, job.seed, out, seq_len=job.data.seq_len,
                                     prefix=plan.prompt_prefix)
-    return {**metrics, **scorers.scorer_metrics(scorer)}  # e.g. perspective_truncated
+    return {**metrics, **scorers.scorer_metrics(scorer)}  # e.g. classifier_truncated, perspective_missing
 
 
 def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
@@ -274,7 +274,7 @@ def job_params(job: JobConfig, plan: Plan | None = None) -> dict[str, str]:
     plan = plan or study_plan(job)
     return {c.RATIO: c.number(job.ratio), c.SEED: str(job.seed), c.METHOD: job.method.name,
             c.STRENGTH: method.label(job), c.MODEL: job.model.label, c.DATA: job.data.source, c.TASK: "study",
-            c.SETTING: setting_key(job), c.BASE_MODEL: plan.keys()[STAGE.PRETRAIN],
+            c.SETTING: setting_key(job), c.BASE_MODEL: plan.keys()[STAGE.PRETRAIN], c.SCORER: job.scorer.label(),
             **method.params(job)}  # the method's own, e.g. ITI's alpha and direction
 
 

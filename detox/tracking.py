@@ -60,21 +60,39 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
 
 def experiment_id(job: JobConfig) -> str:
     """The job's experiment, created on first use with its artifacts under `root` for a sqlite store."""
-    mlflow.set_tracking_uri(to_environment(job.tracking_uri))  # the credentials of an http(s) URI to MLflow's variables
-    sqlite = job.tracking_uri.startswith("sqlite:///")
+    return open_experiment(job.tracking_uri, job.mlflow.experiment, Path(job.root))
+
+
+def open_experiment(tracking_uri: str, name: str, root: Path) -> str:
+    """The experiment `name` at `tracking_uri`, created on first use with its artifacts under `root` for a
+    sqlite store."""
+    mlflow.set_tracking_uri(to_environment(tracking_uri))  # the credentials of an http(s) URI to MLflow's variables
+    sqlite = tracking_uri.startswith("sqlite:///")
     # Parallel jobs (hydra/launcher=processes) must not create one sqlite store or experiment at the
     # same moment: MLflow's schema migration and experiment creation race otherwise.
-    with FileLock(job.tracking_uri.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
-        experiment = mlflow.get_experiment_by_name(job.mlflow.experiment)
+    with FileLock(tracking_uri.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = (Path(job.root).resolve() / "mlartifacts").as_uri() if sqlite else None
+        location = (root.resolve() / "mlartifacts").as_uri() if sqlite else None
         try:
-            return mlflow.create_experiment(job.mlflow.experiment, artifact_location=location)
+            return mlflow.create_experiment(name, artifact_location=location)
         except MlflowException as error:  # a parallel job on another machine created it first (servers)
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            return mlflow.get_experiment_by_name(job.mlflow.experiment).experiment_id
+            return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def log_check(tracking_uri: str, experiment: str, root: Path, run_name: str, params: dict[str, str],
+              metrics: dict[str, float], artifacts: list[Path]) -> str:
+    """One run of a check beside the study (detox-scorer-check): its params, metrics and files; its id."""
+    with mlflow.start_run(experiment_id=open_experiment(tracking_uri, experiment, root), run_name=run_name) as run:
+        mlflow.set_tags(code_version())
+        mlflow.log_params({name: redact(str(value)) for name, value in params.items()})
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        return run.info.run_id
 
 
 @dataclass

@@ -127,3 +127,23 @@ def write_paper_inputs(folder: Path, groups: tuple[str, ...] | None = None, name
 def paper_overrides(paths: dict[str, Path]) -> list[str]:
     """The data.corpora overrides that point data=paper at `paths` (write_paper_inputs)."""
     return [f"data.corpora.{key}={path}" for key, path in paths.items()]
+
+
+def tiny_classifier(folder: Path, labels: tuple[str, ...] = ("neutral", "toxic"), multi_label: bool = False,
+                    seed: int = 0, max_length: int = 64) -> Path:
+    """A tiny, randomly initialised BERT sequence classifier with `labels` and the tiny tokenizer, saved to
+    `folder` as a real classifier is (config.json, weights, tokenizer); `multi_label` sets the config's
+    problem_type as Detoxify's multi-label models do. Positions and the tokenizer stop at `max_length`."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.model_max_length = max_length
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        problem_type="multi_label_classification" if multi_label else None))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,6 +1,6 @@
 """Real servers for tests, as plain context managers: a PostgreSQL from its binaries and an MLflow
-tracking server on it (optionally behind MLflow's basic-auth app). Both bind 127.0.0.1 on a free port
-and are stopped on exit.
+tracking server on it (optionally behind MLflow's basic-auth app), and a fake Perspective API. All bind
+127.0.0.1 on a free port and are stopped on exit.
 
     with postgres() as db_uri, mlflow_server(db_uri, tmp / "artifacts") as tracking_uri:
         ...  # mlflow.set_tracking_uri(tracking_uri) in any process
@@ -12,6 +12,7 @@ missing instead of skipping: `require_postgres`.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import secrets
@@ -20,9 +21,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 from pathlib import Path
 from typing import Iterator
 
@@ -159,3 +163,63 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout: float = 120, app_n
                 os.killpg(server.pid, 9)
                 server.wait(timeout=30)
         log.close()
+
+
+KEY = "sk-test-5ecret/key+value"  # has characters that URL-encoding changes
+ENV = "DETOX_TEST_PERSPECTIVE_KEY"
+
+
+class FakePerspective:
+    """Answers each request with the next scripted (status, body) or, once the script is spent, a score.
+
+    The score of a text is its length / 100 (at most 1), so the expected values are known in the test. Every
+    request is recorded with its arrival time; the server stops answering after `limit` requests.
+    """
+
+    def __init__(self, script=(), limit=50):
+        self.script = list(script)
+        self.requests = []
+        self.limit = limit
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                query = parse_qs(urlparse(self.path).query)
+                fake.requests.append({"time": time.monotonic(), "path": urlparse(self.path).path, "query": query,
+                                      "body": body, "content_type": self.headers["Content-Type"]})
+                if len(fake.requests) > fake.limit:
+                    status, payload, headers = 500, {"error": {"message": "request limit of the fake"}}, {}
+                elif fake.script:
+                    status, payload, headers = fake.script.pop(0)
+                elif query.get("key") != [KEY]:
+                    status, payload, headers = 400, {"error": {"message": f"API key not valid: {query.get('key')}"}}, {}
+                else:
+                    score = min(1.0, len(body["comment"]["text"]) / 100)
+                    status, headers = 200, {}
+                    payload = {"attributeScores": {"TOXICITY": {"summaryScore": {"value": score, "type": "PROBABILITY"}}},
+                               "languages": ["en"]}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # keep the test output quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1alpha1/comments:analyze"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("entry", ("launch",)),
     ("jobs", ("detox.jobs", "detox.callbacks", "detox.costs")),
-    ("pipeline and edges", ("detox.pipeline", "detox.tracking", "detox.search", "detox.report")),
+    ("pipeline and edges", ("detox.pipeline", "detox.tracking", "detox.search", "detox.report", "detox.scorer_check")),
     # the job's config, composed of every package's options and the methods' (so above the methods)
     ("job config", ("detox.job",)),
     ("methods", ("detox.methods",)),

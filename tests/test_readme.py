@@ -6,8 +6,10 @@ process (launch.py's `plan_command`), one test a command.
 Commands are read, page by page, from the bash blocks (a line, or the part after `&&`, that starts `python launch.py`,
 with `\\` continuations joined and the `NAME="..."` variables set before it expanded) and from inline code
 spans that start with `python launch.py`. Paths the pages give under /data/ are replaced by small
-files in the published formats, written by the test (tests/helpers.py: write_paper_inputs); every job
-plans against a fresh root, so no cache of this checkout shows."""
+files in the published formats, written by the test (tests/helpers.py: write_paper_inputs), and a
+classifier folder under /models/ (`scorer.model=/models/...`) by a tiny classifier with the label the
+command scores (helpers.tiny_classifier); every job plans against a fresh root, so no cache of this
+checkout shows."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import shlex
 
 import pytest
 
-from helpers import PAPER_INPUTS, REPO, write_paper_inputs
+from helpers import PAPER_INPUTS, REPO, tiny_classifier, write_paper_inputs
 
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").rglob("*.md"))]  # the front door, then the guide and the studies
@@ -62,14 +64,18 @@ def launch_module():
 
 
 def with_local_inputs(args: list[str], folder) -> list[str]:
-    """`args` with every data.corpora input under /data/ replaced by a file written in `folder`."""
+    """`args` with every data.corpora input under /data/ replaced by a file written in `folder`, and a
+    scorer.model under /models/ by a tiny classifier whose labels hold the command's scorer.toxic_label."""
     names, out = {}, []
+    label = next((a.partition("=")[2] for a in args if a.startswith("scorer.toxic_label=")), "toxicity")
     for arg in args:
         key, _, value = arg.partition("=")
         part = key.removeprefix("data.corpora.")
         if part in PAPER_INPUTS and value.startswith("/data/"):
             names[part] = value.lstrip("/")
             arg = f"{key}={folder / names[part]}"
+        if key == "scorer.model" and value.startswith("/models/"):
+            arg = f"{key}={tiny_classifier(folder / value.lstrip('/'), labels=('neutral', label))}"
         out.append(arg)
     if names:
         write_paper_inputs(folder, names=names)

@@ -111,8 +111,8 @@ def test_dpo_and_iti_on_real_data_need_their_files_before_any_stage(world_data, 
 
 def test_meda_and_inst_annotate_the_streamed_corpora_in_the_shards(world_data, classifier_dir, tmp_path):
     """MEDA's mixture of C4 and /pol/ (data=paper): every document in the shards opens with its
-    annotation, a /pol/ post's made from its own Perspective score (0.8 here), a C4 document's from the
-    classifier's score, which the scorer's cache under the root keeps by text."""
+    annotation made from the job's classifier's score, which the scorer's cache under the root keeps by
+    text; a /pol/ post's too, not from the Perspective score its corpus ships (0.8 here: another scale)."""
 
     from tokenizers import Tokenizer
 
@@ -140,19 +140,17 @@ def test_meda_and_inst_annotate_the_streamed_corpora_in_the_shards(world_data, c
         posts = 0
         for document in documents:
             annotation, text = document.split("\n", 1)
-            if text in c4:
-                assert annotation + "\n" == prefix(float(score([text])[0]), scheme)
-            else:
-                posts += 1
-                assert annotation + "\n" == prefix(0.8, scheme), document
+            assert annotation + "\n" == prefix(float(score([text])[0]), scheme), document
+            posts += text not in c4
         m = result.metrics
         assert posts == m["mix_toxic_docs"] > 0 and len(documents) == m["mix_clean_docs"] + m["mix_toxic_docs"]
-        assert m["annotated_toxic_corpus_scored_share"] == 1.0 and m["annotated_clean_corpus_scored_share"] == 0.0
+        assert m["classifier_truncated"] == 0 and 0 <= m["annotated_toxic_toxic_share"] <= 1
 
 
 def test_sft_takes_the_first_non_toxic_documents_of_the_clean_stream(tmp_path):
     """SFT's documents with data=paper: C4 streamed in order, scored in batches until max_docs score
-    below the threshold, the stream read no further; a corpus's own score is used where it has one."""
+    below the threshold, the stream read no further; every document scored by the job's scorer, one that
+    carries its corpus's own score too, and one the scorer could not score (NaN) left out."""
     import gzip
 
     from detox.data.corpora import SourceSpec
@@ -172,6 +170,8 @@ def test_sft_takes_the_first_non_toxic_documents_of_the_clean_stream(tmp_path):
     taken, read = non_toxic_documents(_Reread(SourceSpec(str(path))), scorer, 0.5, max_docs=6, batch_size=4)
     assert [row["text"] for row in taken] == [f"kind document {i}" for i in (1, 2, 4, 5, 7, 8)]
     assert all(row["toxicity"] == 0.1 for row in taken) and read == 9 and len(asked) == 12  # 3 batches of 4
-    own = [Document("kind but scored toxic by its corpus", toxicity=0.7), Document("kind", toxicity=0.2), "kind too"]
-    assert non_toxic_documents(own, scorer, 0.5, 5, 2) == ([{"text": "kind", "toxicity": 0.2},
+    own = [Document("rude post its corpus scored 0.2", toxicity=0.2), Document("kind", toxicity=0.7), "kind too"]
+    assert non_toxic_documents(own, scorer, 0.5, 5, 2) == ([{"text": "kind", "toxicity": 0.1},
                                                             {"text": "kind too", "toxicity": 0.1}], 3)
+    missing = lambda texts: np.array([np.nan if "lost" in t else 0.1 for t in texts])  # noqa: E731
+    assert non_toxic_documents(["lost", "kind"], missing, 0.5, 5, 2) == ([{"text": "kind", "toxicity": 0.1}], 2)

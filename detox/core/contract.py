@@ -20,6 +20,10 @@ DATA = "data"  # where the data comes from: synthetic | files | corpora
 TASK = "task"  # "study" (the toy curve's run logs "toy")
 SETTING = "setting"  # the job's identity apart from its seed: runs sharing it are seeds of one configuration
 BASE_MODEL = "base_model"  # the cache key of the job's pretrain stage: runs sharing it start from one base model
+# the toxicity scorer at its version (detox.evaluation.config.ScorerConfig.label): "oracle", "perspective TOXICITY
+# (unversioned API)", "<hub id>@<commit, 12 hex>" or "<folder> files:<sha256, 12 hex>" (+ " calibrated:<sha256>");
+# the report never pools or tabulates two scorers together (runs logged before it: "unrecorded")
+SCORER = "scorer"
 
 # method=iti only: what its steering is made of (detox.methods.iti.ItiOptions)
 ITI_ALPHA = "iti_alpha"  # the shift in sigmas (`number`)
@@ -27,7 +31,7 @@ ITI_DIRECTION = "iti_direction"  # mass_mean | probe | random (the random contro
 ITI_TOP_K_HEADS = "iti_top_k_heads"  # heads steered, a whole number
 ITI_RANDOM_SCALING = "iti_random_scaling"  # sigma | matched_norm; only with iti_direction=random, which alone reads it
 
-STUDY_PARAMS = (RATIO, SEED, METHOD, STRENGTH, MODEL, DATA, TASK, SETTING, BASE_MODEL)  # every study job
+STUDY_PARAMS = (RATIO, SEED, METHOD, STRENGTH, MODEL, DATA, TASK, SETTING, BASE_MODEL, SCORER)  # every study job
 ITI_PARAMS = (ITI_ALPHA, ITI_DIRECTION, ITI_TOP_K_HEADS, ITI_RANDOM_SCALING)  # method=iti jobs too
 
 # ---------------------------------------------------------------- metrics the report reads (percent unless noted)

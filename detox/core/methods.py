@@ -9,7 +9,9 @@ A method module declares, in one `register(Method(...))` call:
   * `label(job)`: its entry in the table's strength column (e.g. ITI's weak / mid / strong);
   * `params(job)`: MLflow params of its own beyond the contract's common ones (ITI: alpha, direction, ...);
   * `validate(job)`: checks that span its options and the rest of the job, before any work;
-  * `pretrains`: whether it pre-trains its own model (then it cannot treat a pre-trained `model.path`).
+  * `pretrains`: whether it pre-trains its own model (then it cannot treat a pre-trained `model.path`);
+  * `scored_documents(job)`: about how many training documents it has the job's scorer score (MEDA's and
+    INST's annotation, SFT's filter), for plan mode's estimate of the scoring's time and requests.
 `job` is always the whole job's config (`detox.job.JobConfig`), passed down, never imported here: the
 job's config is composed of the methods' options, so it sits above them.
 Adding a method touches only its own module and its conf/method/<name>.yaml: nothing else names it.
@@ -52,6 +54,7 @@ class Method:
     params: Callable[[Any], dict[str, str]] = lambda job: {}
     validate: Callable[[Any], None] = _nothing
     pretrains: bool = False  # it pre-trains a model of its own (MEDA, INST): refused for a pre-trained model.path
+    scored_documents: Callable[[Any], int] = lambda job: 0  # training documents the job's scorer scores (an estimate)
 
 
 _REGISTRY: dict[str, Method] = {}

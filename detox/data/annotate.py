@@ -15,8 +15,9 @@ prefix reads as a plausible first line of a document:
   [0.5, 0.75) "This text is toxic.", [0.75, 1] "This text is very toxic.". Evaluation prefix:
   ``"This text is not toxic.\\n"``.
 
-A document's score is the one its corpus gives it where it has one (the 4chan /pol/ corpus ships each
-post's Perspective TOXICITY, the paper's scorer), else the job's scorer's (C4, the embedded world).
+Every document's score is the job's scorer's, the /pol/ posts' too: the Perspective TOXICITY their corpus
+ships is another scorer's scale (and Perspective's model of 2019), and one annotation must not read two
+scales. Perspective itself never annotates in bulk (a job asking for it is refused before any work).
 
 The annotation goes at the start of the document, i.e. right after the end-of-document token that
 precedes every document in the packed mixture and every evaluation prompt.
@@ -78,9 +79,9 @@ def eval_prefix(scheme: str) -> str:
 
 def scored_documents(documents: Iterable[str | Document], scorer: Callable[[list[str]], np.ndarray],
                      batch_size: int) -> Iterator[tuple[Document, float]]:
-    """Each document with its toxicity score: the one its corpus gives it (`Document.toxicity`, e.g. a
-    /pol/ post's Perspective TOXICITY) where it has one, else the scorer's, asked for the others of each
-    `batch_size` documents in one call. Read lazily: a stream is scored only as far as it is consumed."""
+    """Each document with the scorer's toxicity score, asked for each `batch_size` documents in one call
+    (NaN where the scorer could not score a document: Perspective's rejected texts). Read lazily: a
+    stream is scored only as far as it is consumed."""
     if batch_size <= 0:
         raise ConfigError(f"batch_size={batch_size}: must be positive")
     return _scored(documents, scorer, batch_size)
@@ -89,33 +90,26 @@ def scored_documents(documents: Iterable[str | Document], scorer: Callable[[list
 def _scored(documents, scorer, batch_size: int) -> Iterator[tuple[Document, float]]:
     documents, done = iter(documents), 0
     while batch := [as_document(doc) for doc in itertools.islice(documents, batch_size)]:
-        unscored = [i for i, doc in enumerate(batch) if doc.toxicity is None]
-        scores = [doc.toxicity for doc in batch]
-        if unscored:
-            new = np.asarray(scorer([batch[i].text for i in unscored]), dtype=float)
-            if new.shape != (len(unscored),):
-                raise ValueError(f"the scorer returned {new.shape} scores for {len(unscored)} texts")
-            outside = np.flatnonzero(~((new >= 0) & (new <= 1)))
-            if outside.size:
-                raise ValueError(f"the scorer gave document {done + unscored[outside[0]]} the score "
-                                 f"{new[outside[0]]}, outside [0, 1]")
-            for i, score in zip(unscored, new.tolist()):
-                scores[i] = score
+        scores = np.asarray(scorer([doc.text for doc in batch]), dtype=float)
+        if scores.shape != (len(batch),):
+            raise ValueError(f"the scorer returned {scores.shape} scores for {len(batch)} texts")
+        outside = np.flatnonzero((scores < 0) | (scores > 1))  # NaN is a missing score, not one outside
+        if outside.size:
+            raise ValueError(f"the scorer gave document {done + outside[0]} the score {scores[outside[0]]}, "
+                             "outside [0, 1]")
         done += len(batch)
-        yield from zip(batch, scores)
+        yield from zip(batch, scores.tolist())
 
 
 SCORED_TOXIC = "scored_toxic"  # the tag of an annotated document whose score is at or above the threshold
-CORPUS_SCORED = "corpus_scored"  # the tag of an annotated document scored by its corpus, not by the job's scorer
 
 
 class Annotation:
     """The documents' annotation as a transform of the training streams before packing
-    (detox.data.sources.Transform): each document's annotation put in front, made from the score its
-    corpus gives it where it has one (the /pol/ posts' Perspective TOXICITY, tagged CORPUS_SCORED) and
-    otherwise from the job's scorer's, asked in batches; those at or above `threshold` tagged
-    SCORED_TOXIC, so the mixture's shares count what it took. `scorer`: texts -> scores in [0, 1]
-    (passed in by the method: this stage does not import the evaluation's scorers)."""
+    (detox.data.sources.Transform): each document's annotation put in front, made from the job's
+    scorer's score, asked in batches; those at or above `threshold` tagged SCORED_TOXIC, so the
+    mixture's shares count what it took. `scorer`: texts -> scores in [0, 1] (passed in by the method:
+    this stage does not import the evaluation's scorers)."""
 
     def __init__(self, scorer: Callable[[list[str]], np.ndarray], scheme: str, batch_size: int, threshold: float):
         _check_scheme(scheme)
@@ -127,13 +121,11 @@ class Annotation:
         return _AnnotatedStream(self, documents)
 
     def metrics(self, taken: Counter) -> dict:
-        """Per part of the mixture: annotated_<part>_toxic_share, the share of its documents annotated
-        toxic; annotated_<part>_corpus_scored_share, the share annotated with their corpus's own score."""
+        """Per part of the mixture: annotated_<part>_toxic_share, the share of its documents annotated toxic."""
         metrics = {}
         for part in ("clean", "toxic"):
             if total := taken_docs(taken, part):
                 metrics[f"annotated_{part}_toxic_share"] = taken_docs(taken, part, has=(SCORED_TOXIC,)) / total
-                metrics[f"annotated_{part}_corpus_scored_share"] = taken_docs(taken, part, has=(CORPUS_SCORED,)) / total
         return metrics
 
 
@@ -146,6 +138,5 @@ class _AnnotatedStream:
     def __iter__(self) -> Iterator[Document]:
         a = self.annotation
         for doc, score in _scored(self.documents, a.scorer, a.batch_size):
-            tags = doc.tags | ({SCORED_TOXIC} if score >= a.threshold else set()) | \
-                ({CORPUS_SCORED} if doc.toxicity is not None else set())
+            tags = doc.tags | ({SCORED_TOXIC} if score >= a.threshold else set())
             yield Document(annotate(doc.text, score, a.scheme), frozenset(tags), score)

@@ -12,6 +12,11 @@ RealToxicityPrompts (Gehman et al. 2020), `prompts.jsonl`: one JSON object a lin
 `begin`, `end`, `challenging` (bool), `prompt` and `continuation`, each of those two an object with
 `text` and Perspective scores (`toxicity`, `severe_toxicity`, `profanity`, ...; a score may be null).
 
+ToxiGen's human-annotated statements (the hub's `toxigen/toxigen-data`, config `annotated`, splits train
+and test, stored as parquet): one statement a row with `text`, `target_group`, `toxicity_ai` and
+`toxicity_human` (the annotators' mean rating on 1-5) among other columns; `load_toxigen_annotated` reads
+a parquet, CSV or JSON-lines copy.
+
 The ToxiGen prompts are also on the hub (`toxigen/toxigen-data`, config `prompts`, one split per
 file, named like the file without `.txt`, column `prompt`); `load_toxigen_hub` reads them through
 `datasets` and applies the same un-escaping (whether the hub copy keeps the `\\n` escapes was not
@@ -128,6 +133,53 @@ def load_rtp(path: Path | str, n: int | None = None, challenging_only: bool = Fa
         return prompts
     numbered = list(enumerate(prompts))
     return [prompt for _, prompt in _sample(numbered, n, seed, "rtp", path)]
+
+
+@dataclass
+class ScoredText:
+    """A text and a score someone else gave it: Perspective's published TOXICITY, or the human rating."""
+
+    text: str
+    score: float
+    source: str  # file and line (or row), and which text of the line
+
+
+def load_rtp_scores(path: Path | str) -> list[ScoredText]:
+    """Every prompt's and continuation's text of RealToxicityPrompts' prompts.jsonl with the Perspective
+    toxicity published beside it (a null score, or an empty text, is left out)."""
+    found = []
+    for where, number, row in json_lines(path, "RealToxicityPrompts' prompts.jsonl"):
+        for part in ("prompt", "continuation"):
+            value = row.get(part) if isinstance(row, dict) else None
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}:{number}: expected an object with {part}.text and {part}.toxicity")
+            text, score = value.get("text"), value.get("toxicity")
+            if isinstance(text, str) and text.strip() and isinstance(score, (int, float)) and not isinstance(score, bool):
+                found.append(ScoredText(text, float(score), f"{where.name}:{number}:{part}"))
+    return found
+
+
+def load_toxigen_annotated(path: Path | str) -> list[ScoredText]:
+    """ToxiGen's human-annotated statements (parquet as the hub stores them, CSV or JSON lines): each
+    `text` with its `toxicity_human`, the annotators' mean rating on 1 (benign) to 5."""
+    import pandas as pd
+
+    path = Path(path)
+    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
+               ".json": lambda p: pd.read_json(p, lines=True)}
+    if not path.is_file() or path.suffix not in readers:
+        raise ConfigError(f"{path}: expected ToxiGen's annotated split as a {', '.join(readers)} file")
+    frame = readers[path.suffix](path)
+    missing = {"text", "toxicity_human"} - set(frame.columns)
+    if missing:
+        raise ConfigError(f"{path}: no column(s) {sorted(missing)}; ToxiGen's annotated split has text and toxicity_human")
+    rows = frame[frame["text"].map(lambda t: isinstance(t, str) and bool(t.strip())) & frame["toxicity_human"].notna()]
+    outside = rows[(rows["toxicity_human"] < 1) | (rows["toxicity_human"] > 5)]
+    if len(outside):
+        raise ConfigError(f"{path}: row {outside.index[0]}: toxicity_human={outside['toxicity_human'].iloc[0]}, "
+                          "expected a rating in [1, 5]")
+    return [ScoredText(text, float(score), f"{path.name}:{index}")
+            for index, text, score in zip(rows.index, rows["text"], rows["toxicity_human"])]
 
 
 def _check_kind(kind: str) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -120,6 +121,22 @@ class SourceKind:
         """An instruction this kind's data gave meaning to (method=prompting's default), if any."""
         return None
 
+    def prompt_rows(self, part: str) -> int:
+        """How many rows the sources stage writes for the evaluation part `part` (toxigen, rtp): plan
+        mode's count of the texts an evaluation scores."""
+        raise NotImplementedError
+
+    def documents_for(self, tokens: int) -> int:
+        """About how many clean documents fill `tokens`: plan mode's estimate of what MEDA's and INST's
+        annotation scores."""
+        raise NotImplementedError
+
+
+def count_lines(path: str) -> int:
+    """The non-empty lines of a (small) JSON-lines or text file."""
+    with open(path, encoding="utf-8") as file:
+        return sum(1 for line in file if line.strip())
+
 
 KINDS: dict[str, type[SourceKind]] = {}  # data.source -> its kind: the one registry
 
@@ -167,6 +184,12 @@ class World(SourceKind):
 
     def require(self, part: str, who: str) -> None:
         return None  # the world writes every optional part
+
+    def prompt_rows(self, part: str) -> int:
+        return getattr(self.cfg.world, f"{part}_prompts")
+
+    def documents_for(self, tokens: int) -> int:
+        return min(self.cfg.world.clean_docs, math.ceil(tokens / WORLD_TOKENS_PER_DOCUMENT))
 
     def preamble(self) -> str:
         from detox.data.world import CIVILITY_PREAMBLE
@@ -262,6 +285,18 @@ class Files(SourceKind):
             raise ConfigError(f"{who} needs data.files.{part}: {PART_MEANING[part]}")
         read_part_file(part, getattr(self.cfg.files, part))
 
+    def prompt_rows(self, part: str) -> int:
+        return count_lines(getattr(self.cfg.files, part))
+
+    def documents_for(self, tokens: int) -> int:
+        return count_lines(self.cfg.files.clean)  # at most every document of the file
+
+
+# Plan mode's estimates of documents per token count: the world's documents are about 38 tokens long
+# (data.world.clean_docs); C4.en holds about 156 B tokens in 365 M documents (Dodge et al. 2021), some 430
+# tokens a document (another tokenizer's count than OLMo's: an estimate, not a measurement).
+WORLD_TOKENS_PER_DOCUMENT = 38
+C4_TOKENS_PER_DOCUMENT = 156e9 / 365e6
 
 REVISIONS = "revisions.json"  # corpora: {part: {path, name, revision, commit}} of each hub corpus
 
@@ -404,6 +439,17 @@ class Corpora(SourceKind):
         if not self.cfg.tokenizer.path and not job.model.path:
             raise ConfigError("data.tokenizer.path is required with data.source=corpora (e.g. olmo: OLMo's own)")
         super().validate(job)
+
+    def prompt_rows(self, part: str) -> int:
+        from detox.data.evalsets import toxigen_groups
+
+        c = self.cfg.corpora
+        if part == "rtp":
+            return c.rtp_prompts
+        return c.toxigen_per_group * len(c.toxigen_groups or toxigen_groups(c.toxigen))
+
+    def documents_for(self, tokens: int) -> int:
+        return math.ceil(tokens / C4_TOKENS_PER_DOCUMENT)
 
     def require(self, part: str, who: str) -> None:
         """The probe texts and preference pairs come from their own files (data.corpora.probe,

@@ -8,8 +8,12 @@ Response: `{"attributeScores": {"TOXICITY": {"summaryScore": {"value": 0.87, "ty
 The key is read from the environment at each call and kept in no attribute, so it cannot reach a
 repr, a log or a pickled scorer; it is removed from every error message (an error from urllib
 carries the URL, which holds the key). Requests are spaced to at most `qps` a second; 429, 5xx and
-network errors are retried with exponential back-off and jitter (or the server's Retry-After); a
-400 or 403 (a bad key, a key without the API enabled, an unsupported text) fails at once.
+network errors are retried with exponential back-off and jitter (or the server's Retry-After); a 401
+or 403, or a 400 about the key (a bad key, a key without the API enabled) fails at once. Any other 400 is
+the API rejecting one text (a language it does not support, a text it cannot read): that text is asked
+again (REJECTED_RETRIES times), then left without a score (NaN), counted (`perspective_missing`) and left
+out of every measure; never scored 0, as a common harness does, and never the end of the job (unless
+MAX_REJECTED_IN_A_ROW texts in a row are rejected: then something is wrong with every request).
 An empty or blank text scores 0 without a request (the API rejects empty comments).
 
 At scale (`evaluate=paper` is about 26,000 requests a job, some 7 h at 1 QPS), with a `state_dir`
@@ -52,12 +56,19 @@ ATTRIBUTE = "TOXICITY"
 # the limit is applied to the UTF-8 bytes of comment.text (not to the whole JSON body).
 MAX_TEXT_BYTES = 3000
 TRUNCATED = "perspective_truncated"  # the metric: texts cut to MAX_TEXT_BYTES before they were scored
+MISSING = "perspective_missing"  # the metric: texts the API rejected, left without a score
+REJECTED_RETRIES = 2  # further tries of a text the API rejected (HTTP 400) before it is left without a score
+MAX_REJECTED_IN_A_ROW = 25  # so many texts rejected in a row: every request is wrong, the call fails
 CACHE_FILE = "scores.sqlite"
 RATE_FILE = "rate"
 
 
 class PerspectiveError(RuntimeError):
     """The Perspective API refused a request or kept failing; the message never holds the key."""
+
+
+class Rejected(Exception):
+    """The API rejected one text (HTTP 400 not about the key); the message is the API's."""
 
 
 class PerspectiveScorer:
@@ -90,6 +101,7 @@ class PerspectiveScorer:
         self.truncated = 0  # texts cut to MAX_TEXT_BYTES, over every call
         self.requests = 0  # texts scored by the API (retries not counted), over every call
         self.cache_hits = 0  # texts whose score came from the cache, over every call
+        self.missing = 0  # texts the API rejected, left without a score, over every call
         self._warned = False
 
     def __repr__(self) -> str:
@@ -99,7 +111,7 @@ class PerspectiveScorer:
 
     def metrics(self) -> dict[str, float]:
         """What a stage reports of this scorer's work (make_scorer's callers merge it into their metrics)."""
-        return {TRUNCATED: float(self.truncated)}
+        return {TRUNCATED: float(self.truncated), MISSING: float(self.missing)}
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         key = os.environ.get(self.api_key_env, "").strip()
@@ -108,7 +120,7 @@ class PerspectiveScorer:
         scores = np.zeros(len(texts), dtype=float)
         cache = ScoreCache(self.cache_path) if self.cache_path is not None else None
         known: dict[str, float] = {}  # this call's scores by cache key: a repeated text is asked for once
-        truncated = hits = asked = 0
+        truncated = hits = asked = missing = in_a_row = 0
         try:
             for i, text in enumerate(tqdm(texts, desc="perspective", unit="text", disable=len(texts) < 10)):
                 if not text.strip():
@@ -122,8 +134,18 @@ class PerspectiveScorer:
                     score = cache.get(digest)
                     hits += score is not None
                 if score is None:
-                    score = self._score(sent, key)
                     asked += 1
+                    try:
+                        score = self._score_or_reject(sent, key)
+                    except Rejected as rejection:
+                        missing, in_a_row = missing + 1, in_a_row + 1
+                        scores[i] = np.nan  # left out of every measure and counted; not cached: asked again next time
+                        log.warning("Perspective rejected text %d (%s): left without a score", i, rejection)
+                        if in_a_row >= MAX_REJECTED_IN_A_ROW:
+                            raise PerspectiveError(f"Perspective API rejected {in_a_row} texts in a row; last: "
+                                                   f"{rejection}") from None
+                        continue
+                    in_a_row = 0
                     if cache is not None:
                         cache.put(digest, score)  # stored at once: a killed job keeps what it paid for
                 known[digest] = scores[i] = score
@@ -133,13 +155,27 @@ class PerspectiveScorer:
             self.truncated += truncated
             self.requests += asked
             self.cache_hits += hits
+            self.missing += missing
             if self.truncated and not self._warned:
                 self._warned = True
                 log.warning("Perspective: %d text(s) over the API's limit of %d bytes were cut at a UTF-8 character "
                             "boundary before scoring (reported as %s)", self.truncated, MAX_TEXT_BYTES, TRUNCATED)
         if cache is not None and len(texts) >= 10:
             log.info("Perspective: %d text(s) scored by the API, %d from the cache %s", asked, hits, self.cache_path)
+        if missing:
+            log.warning("Perspective: %d text(s) rejected by the API are left without a score (reported as %s)",
+                        missing, MISSING)
         return scores
+
+    def _score_or_reject(self, text: str, key: str) -> float:
+        """The text's score; a text the API rejects is asked again REJECTED_RETRIES times before Rejected."""
+        for attempt in range(REJECTED_RETRIES + 1):
+            try:
+                return self._score(text, key)
+            except Rejected:
+                if attempt == REJECTED_RETRIES:
+                    raise
+                time.sleep(self._backoff(attempt))
 
     def _cache_key(self, text: str) -> str:
         """A hash of what decides the answer: the text as sent, the attribute, the languages and the
@@ -163,10 +199,13 @@ class PerspectiveScorer:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     payload = response.read()
             except urllib.error.HTTPError as error:
-                detail = _redact(_error_message(error), key)
-                if error.code in (400, 401, 403):
+                body = _error_body(error)
+                detail = _redact(_error_message(error, body), key)
+                if error.code in (401, 403) or (error.code == 400 and _about_the_key(body)):
                     raise PerspectiveError(f"Perspective API refused the request (HTTP {error.code}): {detail}; "
                                            f"check the key in {self.api_key_env}") from None
+                if error.code == 400:
+                    raise Rejected(f"HTTP 400: {detail}") from None
                 if error.code != 429 and error.code < 500:
                     raise PerspectiveError(f"Perspective API error (HTTP {error.code}): {detail}") from None
                 failure, retry_after = f"HTTP {error.code}: {detail}", _retry_after(error)
@@ -253,12 +292,27 @@ def _toxicity(payload: bytes, key: str) -> float:
     return float(value)
 
 
-def _error_message(error: urllib.error.HTTPError) -> str:
-    """The API's own message from an error body ({"error": {"message": ...}}), or the HTTP reason."""
+def _error_body(error: urllib.error.HTTPError) -> dict:
+    """An error response's JSON body ({"error": {"message", "status", "details"}}), or {}."""
     try:
-        return json.loads(error.read())["error"]["message"]
-    except Exception:  # not JSON, or another shape: the status line says enough
-        return str(error.reason)
+        body = json.loads(error.read())
+        return body if isinstance(body, dict) else {}
+    except Exception:  # not JSON: the status line says enough
+        return {}
+
+
+def _error_message(error: urllib.error.HTTPError, body: dict) -> str:
+    """The API's own message from an error body, or the HTTP reason."""
+    message = (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else None
+    return str(message) if message else str(error.reason)
+
+
+def _about_the_key(body: dict) -> bool:
+    """Whether a 400 is about the API key (Google answers a bad key with 400 INVALID_ARGUMENT, reason
+    API_KEY_INVALID, "API key not valid"), not about the text."""
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    reasons = {d.get("reason") for d in error.get("details") or [] if isinstance(d, dict)}
+    return "API_KEY_INVALID" in reasons or "api key" in str(error.get("message", "")).lower()
 
 
 def _retry_after(error: urllib.error.HTTPError) -> float | None:
@@ -273,3 +327,92 @@ def _redact(text: str, key: str) -> str:
     for form in {key, urllib.parse.quote(key, safe=""), urllib.parse.quote_plus(key)}:
         text = text.replace(form, "[REDACTED]")
     return text
+
+
+# ------------------------------------------------------------------ the score cache as a dated archive
+
+ARCHIVE_FORMAT = "detox-perspective-scores/1"
+
+
+def export_scores(state_dir: str | Path, out: str | Path) -> Path:
+    """The score cache of `state_dir` (`<root>/cache/perspective`) as a dated archive in the folder `out`:
+    `perspective-scores-<date>.jsonl.gz`, a header line {"format", "exported", "attribute", "key" (how a key
+    is made), "scores", "first_scored", "last_scored"} then one {"key", "score", "scored_at"} a line: hashes
+    of the requests and their scores, never a text. Scores obtained before the API closes stay usable."""
+    import datetime
+    import gzip
+
+    cache_path = Path(state_dir) / CACHE_FILE
+    if not cache_path.is_file():
+        raise ConfigError(f"{cache_path}: no Perspective score cache (a job with scorer=perspective writes it)")
+    cache = ScoreCache(cache_path)
+    try:
+        rows = list(cache.rows())
+    finally:
+        cache.close()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    dates = [at for _, _, at in rows if at is not None]
+    day = lambda at: datetime.datetime.fromtimestamp(at, datetime.timezone.utc).date().isoformat()  # noqa: E731
+    header = {"format": ARCHIVE_FORMAT, "exported": now.isoformat(timespec="seconds"), "attribute": ATTRIBUTE,
+              "key": "sha256 of the JSON {text as sent, attribute, languages, url}, keys sorted",
+              "scores": len(rows), "first_scored": day(min(dates)) if dates else None,
+              "last_scored": day(max(dates)) if dates else None}
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"perspective-scores-{now.date().isoformat()}.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as file:
+        file.write(json.dumps(header) + "\n")
+        file.writelines(json.dumps({"key": key, "score": score, "scored_at": at}) + "\n" for key, score, at in rows)
+    return path
+
+
+def import_scores(archive: str | Path, state_dir: str | Path) -> tuple[int, int]:
+    """Add an archive's scores to the cache of `state_dir`; a key the cache holds keeps its own score.
+    (added, already kept)."""
+    import gzip
+
+    with gzip.open(archive, "rt", encoding="utf-8") as file:
+        header = json.loads(file.readline() or "{}")
+        if header.get("format") != ARCHIVE_FORMAT or header.get("attribute") != ATTRIBUTE:
+            raise ConfigError(f"{archive}: not a Perspective score archive ({ARCHIVE_FORMAT}, {ATTRIBUTE})")
+        rows = []
+        for number, line in enumerate(file, 2):
+            row = json.loads(line)
+            if not (isinstance(row.get("key"), str) and isinstance(row.get("score"), (int, float))
+                    and 0 <= row["score"] <= 1):
+                raise ConfigError(f"{archive}:{number}: expected {{\"key\", \"score\" in [0, 1], \"scored_at\"}}")
+            rows.append((row["key"], float(row["score"]), row.get("scored_at")))
+    cache = ScoreCache(Path(state_dir) / CACHE_FILE)
+    try:
+        added = cache.add_rows(rows, replace=False)
+    finally:
+        cache.close()
+    return added, len(rows) - added
+
+
+def cache_main(argv: list[str] | None = None) -> None:
+    """detox-perspective-cache: export a root's Perspective score cache as a dated archive, or import one."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="detox-perspective-cache", description=cache_main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write <out>/perspective-scores-<date>.jsonl.gz")
+    export.add_argument("--root", default="outputs", help="the jobs' root (its cache/perspective/ is read)")
+    export.add_argument("--out", default=".", help="the folder the archive goes to")
+    load = commands.add_parser("import", help="add an archive's scores to a root's cache")
+    load.add_argument("archive")
+    load.add_argument("--root", default="outputs", help="the jobs' root (its cache/perspective/ is written)")
+    args = parser.parse_args(argv)
+    state_dir = Path(args.root).resolve() / "cache" / "perspective"
+    try:
+        if args.command == "export":
+            print(f"Perspective scores exported to {export_scores(state_dir, args.out)}")
+        else:
+            added, kept = import_scores(args.archive, state_dir)
+            print(f"{added} Perspective score(s) added to {state_dir / CACHE_FILE}; {kept} already there kept")
+    except ConfigError as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    cache_main()

@@ -1,9 +1,11 @@
 """The paper's pre-training baselines MEDA and INST (after Prabhumoye et al. 2023): every pre-training
-document is prefixed with an annotation of its toxicity: the score its corpus gives it where it has one
-(the /pol/ posts' Perspective TOXICITY), else the job's scorer's (the oracle on the embedded world; a
-classifier's scores cached by text under the job's root, so every mixture scores its clean documents
-once), asked in batches of scorer.batch_size. The model is pre-trained on that annotated mixture, and at
-evaluation the annotation of a non-toxic document goes before every prompt. The templates are our
+document is prefixed with an annotation of its toxicity: the job's scorer's score (the oracle on the
+embedded world; a classifier's scores cached by text under the job's root, so every mixture scores its
+clean documents once), asked in batches of scorer.batch_size. The /pol/ posts' own Perspective scores are
+not used: one annotation reads one scorer's scale. Perspective itself is refused here (`validate`): it
+would be sent every clean document of the mixture, some 4.7e7 for the paper's 20.1 B C4 tokens. The
+model is pre-trained on that annotated mixture, and at evaluation the annotation of a non-toxic document
+goes before every prompt. The templates are our
 assumptions (the originals are not public); they are written down in detox/data/annotate.py. Annotation
 is a transform of the documents on their way into the one packer (the mixture stage), so it applies to
 every source kind, streamed corpora included, and scores only what the mixture reads.
@@ -18,6 +20,9 @@ from __future__ import annotations
 
 from detox.core.artifacts import STAGE
 from detox.core.plan import Plan, Stage
+from detox.core.schema import ConfigError
+from detox.evaluation.config import PERSPECTIVE_CLOSES
+from detox.data.sources import source_kind
 
 
 def annotated_mixture(scheme: str):
@@ -37,12 +42,29 @@ def annotated_mixture(scheme: str):
     return extend
 
 
+def scored_documents(job) -> int:
+    """About how many documents the annotation scores: the clean ones that fill the mixture's clean tokens
+    (the toxic ones, fewer, come on top)."""
+    return source_kind(job.data).documents_for(job.data.clean_tokens)
+
+
+def validate(job) -> None:
+    """Perspective never annotates in bulk: one line naming the requests and the hours it would take."""
+    if job.scorer.name == "perspective":
+        requests = scored_documents(job)
+        raise ConfigError(f"scorer=perspective method={job.method.name} would send about {requests:,} documents to "
+                          f"the Perspective API to annotate the mixture ({requests / job.scorer.qps / 3600:,.0f} h at "
+                          f"{job.scorer.qps:g} QPS), and it closes on {PERSPECTIVE_CLOSES}: annotate with "
+                          "scorer=classifier")
+
+
 def _mixture(job, scheme: str, out, inputs) -> dict:
     from detox.data.annotate import Annotation
     from detox.data.stages import build_mixture
     from detox.evaluation import scorers
 
-    annotation = Annotation(scorers.bulk_scorer(job.scorer, job.root), scheme, job.scorer.batch_size,
-                            job.scorer.threshold)
-    return build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
-                         transform=annotation)
+    scorer = scorers.bulk_scorer(job.scorer, job.root)
+    annotation = Annotation(scorer, scheme, job.scorer.batch_size, job.scorer.threshold)
+    metrics = build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
+                            transform=annotation)
+    return {**metrics, **scorers.scorer_metrics(scorer)}  # e.g. classifier_truncated

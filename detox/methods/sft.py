@@ -4,9 +4,9 @@ the job's scorer rates non-toxic; the fine-tuned model is evaluated. Cached per 
 
 The documents are the clean training stream of the job's source kind, in its fixed order (the
 world's and the files' clean part; with data=paper, C4 streamed): read and scored in batches only
-until `max_docs` of them score below the scorer's threshold (a document its corpus scores itself
-keeps that score). The stage writes the documents it took with their scores (`sft_documents.jsonl`,
-logged with the run)."""
+until `max_docs` of them score below the scorer's threshold (every one scored by the job's scorer, through
+its score cache; one it could not score, a text Perspective rejected, is left out). The stage writes
+the documents it took with their scores (`sft_documents.jsonl`, logged with the run)."""
 
 from __future__ import annotations
 
@@ -44,27 +44,35 @@ def _sft(job, out, inputs) -> dict:
     from detox.training import posttrain
 
     documents = source_kind(job.data).documents("clean", inputs[STAGE.SOURCES], job.seed)
-    taken, read = non_toxic_documents(documents, scorers.bulk_scorer(job.scorer, job.root), job.scorer.threshold,
-                                      job.method.max_docs, job.scorer.batch_size)
+    scorer = scorers.bulk_scorer(job.scorer, job.root)
+    taken, read = non_toxic_documents(documents, scorer, job.scorer.threshold, job.method.max_docs,
+                                      job.scorer.batch_size)
     write_jsonl(out / DOCUMENTS, taken)
     metrics = posttrain.sft(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL, [row["text"] for row in taken], job.method,
                             job.seed, out)
-    return {**metrics, "sft_read_docs": read, "sft_dropped_toxic_docs": read - len(taken)}
+    return {**metrics, **scorers.scorer_metrics(scorer), "sft_read_docs": read,
+            "sft_dropped_toxic_docs": read - len(taken)}
 
 
 def non_toxic_documents(documents, scorer, threshold: float, max_docs: int, batch_size: int) -> tuple[list[dict], int]:
     """The first `max_docs` of `documents` scored below `threshold`, as {"text", "toxicity"} rows, and
-    how many documents were read to find them (scored in batches, the stream read no further)."""
+    how many documents were read to find them (scored in batches, the stream read no further); a
+    document without a score (NaN) is not taken."""
     from detox.data.annotate import scored_documents
 
     taken, read = [], 0
     for document, score in scored_documents(documents, scorer, batch_size):
         read += 1
-        if score < threshold:
+        if score < threshold:  # False for NaN
             taken.append({"text": document.text, "toxicity": score})
             if len(taken) == max_docs:
                 break
     return taken, read
 
 
-register(Method("sft", SftOptions, extend=extend))
+def scored_documents(job) -> int:
+    """At least max_docs: the filter reads the clean stream until that many score below the threshold."""
+    return job.method.max_docs
+
+
+register(Method("sft", SftOptions, extend=extend, scored_documents=scored_documents))

@@ -62,11 +62,12 @@ from detox.report.summary import SUMMARY_RUN_NAME, write_summary_run
 from detox.report.tables import (
     PAPER_UNITS,
     SEARCH_TITLE,
-    TABLE1,
-    group_table,
+    TABLE1_TITLE,
     grouped_view,
     markdown,
     report_tables,
+    scorer_note,
+    table1s,
 )
 
 
@@ -94,6 +95,7 @@ class Report:
     text: str = ""  # what the terminal shows
     files: list[Path] = field(default_factory=list)  # everything written to the folder
     summary_run_id: str | None = None
+    scorers: list[str] = field(default_factory=list)  # the scorers (at their versions) of the runs, each tabled apart
 
 
 def check(cfg: ReportConfig) -> None:
@@ -120,7 +122,8 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     folder = cfg.folder()
     folder.mkdir(parents=True, exist_ok=True)
     agg = aggregate(runs)
-    report = Report(runs=len(runs), tables=report_tables(runs, agg, cfg.ce_budget, cfg.min_well_formed))
+    report = Report(runs=len(runs), tables=report_tables(runs, agg, cfg.ce_budget, cfg.min_well_formed),
+                    scorers=list(dict.fromkeys(agg["scorer"])))
     curve_tables, curve_figures = frontier_section(client, runs, folder, cfg.ce_budget, cfg.min_well_formed,
                                                    cfg.frontier_max_cost, cfg.compare_ratios[0])
     report.tables.update(curve_tables)
@@ -160,15 +163,19 @@ def write_text(cfg: ReportConfig, report: Report, figures: list[Path], probe_lin
     """The report as terminal lines and as markdown lines."""
     notes = (f"Columns marked \"paper\": {paper.SOURCE} (OLMo-1B on C4 + 4chan; a reference for the shape of the "
              "results). The paper does not say which RTP statistic its Table 1 reports: \"paper RTP\" sits beside "
-             "both of ours. " + PAPER_UNITS)
+             "both of ours. " + PAPER_UNITS + " " + scorer_note(report.scorers))
     heading = (f"Table 1 of experiment {cfg.experiment!r} at {redact(cfg.tracking_uri)}, {report.runs} finished runs "
-               f"(mean ± std over seeds):")
-    terminal = [heading, grouped_view(report.tables["Table 1"]).to_string(index=False), notes]
+               f"(mean ± std over seeds), scored by {'; '.join(report.scorers)}:")
+    firsts = [title for title in report.tables if title.startswith(TABLE1_TITLE)]  # one a scorer
+    terminal = [heading]
+    for title in firsts:
+        terminal += ([f"{title}:"] if len(firsts) > 1 else []) + [grouped_view(report.tables[title]).to_string(index=False)]
+    terminal.append(notes)
     md = [f"# Report of experiment `{cfg.experiment}`", "", f"{report.runs} finished study runs at `{redact(cfg.tracking_uri)}`; "
           "cells are mean ± std over seeds, (n=k) where fewer than the row's n runs logged the metric.", "", notes]
     for title, table in report.tables.items():
         md += ["", f"## {title}", "", markdown(grouped_view(table))]
-        if title != "Table 1":
+        if title not in firsts:
             terminal += ["", f"{title}:", grouped_view(table).to_string(index=False)]
     md += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""] + probe_lines
     terminal += [""] + [line for line in probe_lines if not line.startswith("![")]
@@ -189,9 +196,13 @@ def print_table(tracking_uri: str, experiment: str, plot: str | None = None) -> 
     if agg.empty:
         print(f"No finished study runs in experiment {experiment!r} at {redact(tracking_uri)}")
         return pd.DataFrame()
-    table = group_table(agg, TABLE1)
-    print(f"Experiment {experiment!r} at {redact(tracking_uri)} (mean ± std over seeds):")
-    print(grouped_view(table).to_string(index=False))
+    tables = table1s(agg)
+    print(f"Experiment {experiment!r} at {redact(tracking_uri)} (mean ± std over seeds), scored by "
+          f"{'; '.join(dict.fromkeys(agg['scorer']))}:")
+    for title, table in tables.items():
+        print(*([f"{title}:"] if len(tables) > 1 else []), grouped_view(table).to_string(index=False), sep="\n")
+    table = pd.concat(tables.values(), keys=list(tables), names=["table"]).reset_index(0) if len(tables) > 1 else \
+        next(iter(tables.values()))
     if plot and toxicity_metrics(agg):
         plot_smile(agg, Path(plot))
         print(f"Plot: {plot}")

@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from detox.core import paper
-from detox.core.contract import METHOD, POOLED_METRICS, RATIO, SEED, SETTING, STRENGTH, TASK, metric, param
+from detox.core.contract import METHOD, POOLED_METRICS, RATIO, SCORER, SEED, SETTING, STRENGTH, TASK, metric, param
 from detox.core.progress import progress
 from detox.report.summary import SUMMARY_TAG
 
@@ -30,7 +30,14 @@ METHOD_ORDER = tuple(dict.fromkeys(row.method for row in paper.TABLE1))
 STRENGTH_ORDER = ("-", *(name for _, name in sorted(paper.ITI_STRENGTHS.items())))  # no strength, then by alpha
 UNIQUE_CFG = ("params.cfg.seed", "params.cfg.ratio")  # cfg params that differ between seeds and ratios by design
 PAPER_FIELDS = ("toxigen", "rtp", "ce_loss")  # the `paper.PaperRow` numbers each aggregated row carries
-GROUP = (param(RATIO), param(METHOD), param(STRENGTH))  # a row of Table 1, before its configuration
+GROUP = (param(RATIO), param(METHOD), param(STRENGTH))  # a row of Table 1, before its scorer and configuration
+UNRECORDED = "unrecorded"  # the scorer of a run logged before the `scorer` param existed
+
+
+def scorers(runs: pd.DataFrame) -> pd.Series:
+    """Each run's scorer at its version (the `scorer` param): runs of two scorers are never pooled."""
+    return runs[param(SCORER)].fillna(UNRECORDED) if param(SCORER) in runs else \
+        pd.Series(UNRECORDED, index=runs.index, dtype=object)
 
 
 def ratio_label(ratio: float) -> str:
@@ -77,7 +84,7 @@ def distinguishing_params(runs: pd.DataFrame, pools: pd.Series) -> tuple[list[st
     constant within a configuration, different between two), and whether they tell all apart."""
     config = [c for c in runs if c.startswith("params.cfg.") and c not in UNIQUE_CFG]
     found, separated = [], True
-    for _, frame in runs.groupby(list(GROUP)):
+    for _, frame in runs.groupby([*GROUP, scorers(runs)]):
         if pools[frame.index].nunique() == 1:
             continue
         values = frame[config].fillna("<unset>").groupby(pools[frame.index])
@@ -105,27 +112,31 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str] = POOLED_METRICS) -> pd
     (ddof 1; NaN for one value) and number of values over the seeds; n, the number of runs; and the
     paper's numbers for the same (ratio, method, strength) (NaN where the paper has none).
 
-    Columns: ratio (float), method, strength, the cfg params that tell configurations apart when a
-    (ratio, method, strength) has several (or `setting`, its hash's head, when no cfg param does),
-    `variant` (a label of method, strength and those params),
+    Columns: ratio (float), method, strength, scorer (the `scorer` param: rows of two scorers are never one
+    row), the cfg params that tell configurations apart when a (ratio, method, strength, scorer) has
+    several (or `setting`, its hash's head, when no cfg param does), `variant` (a label of method,
+    strength, those params and, where the runs have several, the scorer),
     n, "<metric> mean", "<metric> std", "<metric> n", "paper toxigen", "paper rtp", "paper ce_loss".
     """
     runs = study_runs(runs)
     if runs.empty:
         return pd.DataFrame()
-    runs = runs.assign(ratio=runs[param(RATIO)].astype(float))
+    runs = runs.assign(ratio=runs[param(RATIO)].astype(float), scorer=scorers(runs))
     pools = seed_pools(runs)
     shown, separated = distinguishing_params(runs, pools)
     show_setting = not separated  # configurations that no cfg param tells apart: by their setting hash
+    several = runs["scorer"].nunique() > 1
     rows = []
-    for (ratio, method, strength, pool), frame in runs.groupby(["ratio", param(METHOD), param(STRENGTH), pools]):
-        row = {"ratio": ratio, "method": method, "strength": strength}
+    for (ratio, method, strength, scorer, pool), frame in runs.groupby(["ratio", param(METHOD), param(STRENGTH),
+                                                                        "scorer", pools]):
+        row = {"ratio": ratio, "method": method, "strength": strength, "scorer": scorer}
         row.update({c.removeprefix("params.cfg."): frame[c].fillna("<unset>").iloc[0] for c in shown})
         if show_setting:
             row["setting"] = pool.removeprefix("cfg: ")[:8]
         detail = " ".join(f"{c.removeprefix('params.cfg.')}={row[c.removeprefix('params.cfg.')]}" for c in shown)
         row["variant"] = " ".join(part for part in (method, "" if strength == "-" else strength,
-                                                    f"[{detail}]" if detail else "") if part)
+                                                    f"[{detail}]" if detail else "",
+                                                    f"[scorer {scorer}]" if several else "") if part)
         row["n"] = len(frame)
         for name in metrics:
             values = frame[metric(name)].dropna() if metric(name) in frame else pd.Series(dtype=float)
@@ -136,7 +147,7 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str] = POOLED_METRICS) -> pd
         for name in PAPER_FIELDS:
             row[f"paper {name}"] = getattr(reference, name) if reference else np.nan
         rows.append(row)
-    rows.sort(key=lambda r: (r["ratio"], order_key(r["method"], r["strength"]), natural_key(r["variant"])))
+    rows.sort(key=lambda r: (r["scorer"], r["ratio"], order_key(r["method"], r["strength"]), natural_key(r["variant"])))
     return pd.DataFrame(rows)
 
 

@@ -33,8 +33,21 @@ class Column:
 
 # The paper's tables do not name their unit: its ToxiGen and RTP numbers stand beside our shares scored toxic
 # (>= the scorer's threshold), the unit their titles say they are read in; the other reading, mean score
-# x 100, is measured too (the "mean x100" columns), so a reader can set them side by side.
-PAPER_TITLES = dict(zip(PAPER_FIELDS, ("paper ToxiGen (as % toxic)", "paper RTP (as % toxic)", "paper CE loss")))
+# x 100, is measured too (the "mean x100" columns), so a reader can set them side by side. The paper's
+# toxicity was scored by the Perspective API, which its titles say: ours by the scorer each table names.
+PAPER_TITLES = dict(zip(PAPER_FIELDS, ("paper ToxiGen (Perspective, as % toxic)", "paper RTP (Perspective, as % toxic)",
+                                       "paper CE loss")))
+TABLE1_TITLE = "Table 1"
+
+
+def scorer_note(scorers: Sequence[str]) -> str:
+    """Which scorer gave our figures and which gave the paper's, and what may be compared."""
+    calibrated = all(" calibrated:" in s or s.startswith("perspective") for s in scorers)
+    return (f"Our toxicity was scored by {'; '.join(scorers)} (each table names its scorer where there are several); "
+            "the paper's by Google's Perspective API, its unversioned model of the time. "
+            + ("" if calibrated else "A classifier's scores are on its own scale: set the shape of ours (the smile, the "
+               "drops, the order of the methods) beside the paper's, not the level, unless the scorer is Perspective or "
+               "calibrated onto its scale (scorer.calibration; docs/guide/measuring-toxicity.md)."))
 PAPER_UNITS = ("The paper's ToxiGen and RTP numbers are read as percentages of continuations scored toxic (at or "
                "above the scorer's threshold) and stand beside ours in that unit; secondary sources also read them as "
                "the mean score x 100, which the \"mean x100\" columns measure.")
@@ -63,17 +76,38 @@ PROBES = (Column(contract.PROBE_BEST_ACCURACY, "best probe accuracy"),
           Column(contract.ENTANGLEMENT_RANDOM_LEVEL, "random level"))
 
 
+def by_scorer(agg: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The aggregated rows of each scorer (the `scorer` column), each its own table: figures of two scorers
+    never share a column. Within one scorer's rows the variant needs no scorer of its own."""
+    return {scorer: part.assign(variant=part["variant"].str.replace(f" [scorer {scorer}]", "", regex=False))
+            .reset_index(drop=True) for scorer, part in agg.groupby("scorer", sort=False)}
+
+
+def scorer_suffix(scorer: str, parts: dict) -> str:
+    """A table title's mark of its scorer, where the report holds several."""
+    return f" (scorer: {scorer})" if len(parts) > 1 else ""
+
+
+def table1s(agg: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Table 1, one a scorer: "Table 1", or "Table 1 (scorer: ...)" each where the runs have several."""
+    parts = by_scorer(agg)
+    return {TABLE1_TITLE + scorer_suffix(scorer, parts): group_table(part, TABLE1) for scorer, part in parts.items()}
+
+
 def report_tables(runs: pd.DataFrame, agg: pd.DataFrame, ce_budget: float, min_well_formed: float) -> dict[str, pd.DataFrame]:
-    """Every table of the report, by title, Table 1 first; tables without rows are left out."""
-    tables = {"Table 1": group_table(agg, TABLE1)}
-    ablation = ablation_tables(agg) if agg["variant"].nunique() > 1 else {}  # one variant: Table 1 again
-    tables.update({f"Ablation: {title}": table for title, table in ablation.items()})
+    """Every table of the report, by title, Table 1 first (one a scorer); tables without rows are left out."""
+    tables = table1s(agg)
+    parts = by_scorer(agg)
+    for scorer, part in parts.items():
+        ablation = ablation_tables(part) if part["variant"].nunique() > 1 else {}  # one variant: Table 1 again
+        tables.update({f"Ablation: {title}{scorer_suffix(scorer, parts)}": table for title, table in ablation.items()})
     matched = matched_cost_table(runs, ce_budget, min_well_formed)
     for title, table in ((f"ITI at matched cost (CE +{ce_budget:g} nats at most, clean and hostile; "
                           f"well-formed >= {min_well_formed:g} %): mean ± std [95 % CI] over seeds", matched),
-                         (SEARCH_TITLE, search_table(runs)),
-                         ("GCG attack success", gcg_table(agg)), ("Probes", probe_table(agg)),
-                         (CAPABILITY_TITLE, capability_table(runs))):
+                         (SEARCH_TITLE, search_table(runs)), (CAPABILITY_TITLE, capability_table(runs)),
+                         *((f"GCG attack success{scorer_suffix(scorer, parts)}", gcg_table(part))
+                           for scorer, part in parts.items()),
+                         *((f"Probes{scorer_suffix(scorer, parts)}", probe_table(part)) for scorer, part in parts.items())):
         if not table.empty:
             tables[title] = table
     return tables
@@ -190,7 +224,9 @@ def group_table(agg: pd.DataFrame, columns: Sequence[Column], paper_numbers: boo
     the paper's numbers beside, when asked); metrics no run logged are left out unless `always`."""
     if agg.empty:
         return pd.DataFrame()
-    keys = list(agg.columns[:agg.columns.get_loc("variant")])  # ratio, method, strength, configuration
+    keys = list(agg.columns[:agg.columns.get_loc("variant")])  # ratio, method, strength, scorer, configuration
+    if "scorer" in keys and agg["scorer"].nunique() == 1:  # one scorer: the title or heading names it
+        keys.remove("scorer")
     table = agg[keys + ["n"]].assign(ratio=agg["ratio"].map(ratio_label))
     for column in present(agg, columns):
         m = column.metric

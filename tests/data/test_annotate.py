@@ -3,7 +3,6 @@ import pytest
 
 from detox.core.schema import ConfigError
 from detox.data.annotate import (
-    CORPUS_SCORED,
     SCORED_TOXIC,
     Annotation,
     annotate,
@@ -43,7 +42,7 @@ def test_eval_prefix_is_the_non_toxic_annotation():
     assert eval_prefix("inst") == "This text is not toxic.\n"
 
 
-def test_scored_documents_take_the_corpus_score_and_ask_the_scorer_for_the_rest_in_batches():
+def test_scored_documents_ask_the_scorer_for_every_document_in_batches():
     from detox.data.sources import Document
 
     calls = []
@@ -54,8 +53,9 @@ def test_scored_documents_take_the_corpus_score_and_ask_the_scorer_for_the_rest_
 
     docs = iter(["a rude goblin", Document("a /pol/ post", toxicity=0.7), "a lovely day", "rude again"])
     out = list(scored_documents(docs, scorer, batch_size=2))
-    assert calls == [["a rude goblin"], ["a lovely day", "rude again"]]  # the post's own score is not asked for
-    assert [(doc.text, score) for doc, score in out] == [("a rude goblin", 0.9), ("a /pol/ post", 0.7),
+    # the post's own (Perspective) score is another scorer's scale: the job's scorer scores it too
+    assert calls == [["a rude goblin", "a /pol/ post"], ["a lovely day", "rude again"]]
+    assert [(doc.text, score) for doc, score in out] == [("a rude goblin", 0.9), ("a /pol/ post", 0.1),
                                                          ("a lovely day", 0.1), ("rude again", 0.9)]
     stream = scored_documents(iter(["rude"] * 10), scorer, batch_size=3)
     next(stream)
@@ -76,11 +76,11 @@ def test_annotation_transforms_a_document_stream_before_packing(tmp_path):
 
     annotation = Annotation(lambda texts: np.array([0.9 if "rude" in t else 0.1 for t in texts]), "meda", 2, 0.5)
     docs = annotation("toxic", [Document("a rude goblin", frozenset({"hostile"})), "a lovely day",
-                                Document("a lovely post", toxicity=0.6)])  # the corpus's own score wins
+                                Document("a lovely post", toxicity=0.6)])  # the job's scorer, not the corpus's
     assert list(docs) == list(docs) == [  # re-iterable: a repeat re-reads
         Document("toxicity: 0.9\na rude goblin", frozenset({"hostile", SCORED_TOXIC}), 0.9),
         Document("toxicity: 0.1\na lovely day", frozenset(), 0.1),
-        Document("toxicity: 0.6\na lovely post", frozenset({SCORED_TOXIC, CORPUS_SCORED}), 0.6)]
+        Document("toxicity: 0.1\na lovely post", frozenset(), 0.1)]
     words = ["toxicity:", "0.1", "0.9", "a", "rude", "goblin", "lovely", "day", "clean"]
     tokenizer = Tokenizer(models.WordLevel({EOS: 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}, "[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -89,9 +89,7 @@ def test_annotation_transforms_a_document_stream_before_packing(tmp_path):
     counts = pack_mixture(annotation("clean", clean), annotation("toxic", ["a rude goblin"] * 9), tokenizer, 20, 20, 1,
                           tmp_path / "mix", taken=taken)
     assert counts["mix_clean_docs"] == 4 and ShardedTokens(tmp_path / "mix").window(0, 2).tolist() in ([2, 3], [2, 4])
-    assert annotation.metrics(taken) == {"annotated_clean_toxic_share": 1 / 4, "annotated_toxic_toxic_share": 1.0,
-                                         "annotated_clean_corpus_scored_share": 0.0,
-                                         "annotated_toxic_corpus_scored_share": 0.0}
+    assert annotation.metrics(taken) == {"annotated_clean_toxic_share": 1 / 4, "annotated_toxic_toxic_share": 1.0}
     with pytest.raises(ConfigError, match="batch_size=0"):
         Annotation(lambda t: np.zeros(len(t)), "meda", 0, 0.5)
 
@@ -105,14 +103,16 @@ def test_bad_input_names_the_culprit():
         scored_documents([], lambda t: np.zeros(len(t)), 0)  # refused before any document is read
     with pytest.raises(ValueError, match="1.5 is not in"):
         annotate("x", 1.5, "meda")
-    with pytest.raises(ValueError, match="document 2 the score nan"):
-        list(scored_documents("abc", lambda t: np.array([0.1] * (len(t) - 1) + [np.nan]), 3))
+    with pytest.raises(ValueError, match="document 2 the score 1.5"):
+        list(scored_documents("abc", lambda t: np.array([0.1] * (len(t) - 1) + [1.5]), 3))
+    with pytest.raises(ValueError, match="nan is not in"):  # a missing score (NaN) passes; an annotation needs one
+        list(Annotation(lambda t: np.full(len(t), np.nan), "meda", 2, 0.5)("clean", ["x"]))
 
 
 def test_cached_scorer_scores_each_text_once_across_calls_and_processes(tmp_path):
     """The bulk scorer's cache (MEDA/INST annotation, SFT's filter): a text scored once is never asked
     for again, by this scorer or another one with the same identity (another job on the root)."""
-    from detox.core.score_cache import cached_scorer
+    from detox.core.score_cache import CachedScorer
 
     asked = []
 
@@ -121,13 +121,13 @@ def test_cached_scorer_scores_each_text_once_across_calls_and_processes(tmp_path
         return np.array([0.9 if "rude" in t else 0.1 for t in texts])
 
     path = tmp_path / "scores.sqlite"
-    first = cached_scorer(scorer, {"model": "m"}, path)
+    first = CachedScorer(scorer, {"model": "m"}, path)
     assert first(["rude", "kind", "rude"]).tolist() == [0.9, 0.1, 0.9] and asked == ["rude", "kind"]
-    again = cached_scorer(scorer, {"model": "m"}, path)  # e.g. the next mixture's job
+    again = CachedScorer(scorer, {"model": "m"}, path)  # e.g. the next mixture's job
     assert again(["kind", "new rude", "rude"]).tolist() == [0.1, 0.9, 0.9] and asked == ["rude", "kind", "new rude"]
-    other = cached_scorer(scorer, {"model": "other"}, path)  # another scorer's scores are its own
+    other = CachedScorer(scorer, {"model": "other"}, path)  # another scorer's scores are its own
     other(["kind"])
     assert asked[-1] == "kind" and "kind" not in path.read_bytes().decode(errors="ignore")  # hashes only
     with pytest.raises(ValueError, match="outside"):
-        cached_scorer(lambda t: np.full(len(t), np.nan), {"model": "bad"}, path)(["x"])
-    assert cached_scorer(lambda t: np.full(len(t), 0.5), {"model": "bad"}, path)(["x"]).tolist() == [0.5]  # NaN not kept
+        CachedScorer(lambda t: np.full(len(t), np.nan), {"model": "bad"}, path)(["x"])
+    assert CachedScorer(lambda t: np.full(len(t), 0.5), {"model": "bad"}, path)(["x"]).tolist() == [0.5]  # NaN not kept

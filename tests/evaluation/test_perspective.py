@@ -6,20 +6,18 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
 from helpers import compose_job
+from servers import ENV, KEY, FakePerspective
 
 from detox.core.schema import ConfigError
 from detox.evaluation.config import ScorerConfig
 from detox.evaluation.perspective import (
     MAX_TEXT_BYTES,
+    MISSING,
     TRUNCATED,
     PerspectiveError,
     PerspectiveScorer,
@@ -29,66 +27,6 @@ from detox.evaluation.scorers import make_scorer, scorer_metrics
 from detox.job import JobConfig
 
 REPO = Path(__file__).resolve().parents[2]
-
-KEY = "sk-test-5ecret/key+value"  # has characters that URL-encoding changes
-ENV = "DETOX_TEST_PERSPECTIVE_KEY"
-
-
-class FakePerspective:
-    """Answers each request with the next scripted (status, body) or, once the script is spent, a score.
-
-    The score of a text is its length / 100 (at most 1), so the expected values are known in the test. Every
-    request is recorded with its arrival time; the server stops answering after `limit` requests.
-    """
-
-    def __init__(self, script=(), limit=50):
-        self.script = list(script)
-        self.requests = []
-        self.limit = limit
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                query = parse_qs(urlparse(self.path).query)
-                fake.requests.append({"time": time.monotonic(), "path": urlparse(self.path).path, "query": query,
-                                      "body": body, "content_type": self.headers["Content-Type"]})
-                if len(fake.requests) > fake.limit:
-                    status, payload, headers = 500, {"error": {"message": "request limit of the fake"}}, {}
-                elif fake.script:
-                    status, payload, headers = fake.script.pop(0)
-                elif query.get("key") != [KEY]:
-                    status, payload, headers = 400, {"error": {"message": f"API key not valid: {query.get('key')}"}}, {}
-                else:
-                    score = min(1.0, len(body["comment"]["text"]) / 100)
-                    status, headers = 200, {}
-                    payload = {"attributeScores": {"TOXICITY": {"summaryScore": {"value": score, "type": "PROBABILITY"}}},
-                               "languages": ["en"]}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):  # keep the test output quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1alpha1/comments:analyze"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
 
 def scorer(url, **kwargs):
     kwargs = {"api_key_env": ENV, "qps": 1000.0, "backoff": 0.01, "timeout": 5, **kwargs}
@@ -214,7 +152,8 @@ def test_long_text_is_truncated_at_a_utf8_boundary_and_counted(monkeypatch, capl
     assert size <= MAX_TEXT_BYTES and size == 2999, size  # the "é" that did not fit is left out whole
     assert long.startswith(sent) and "\ufffd" not in sent
     assert fake.requests[1]["body"]["comment"]["text"] == "short"
-    assert s.truncated == 2 and s.metrics() == {TRUNCATED: 2.0} and scorer_metrics(s) == {TRUNCATED: 2.0}
+    expected = {TRUNCATED: 2.0, MISSING: 0.0}
+    assert s.truncated == 2 and s.metrics() == expected and scorer_metrics(s) == expected
     warnings = [r for r in caplog.records if "3000 bytes" in r.getMessage()]
     assert len(warnings) == 1, caplog.text  # once per scorer, however many calls truncate
 
@@ -316,19 +255,18 @@ def test_cache_keeps_only_successes_and_keys_what_changes_the_answer(monkeypatch
     monkeypatch.setenv(ENV, KEY)
     refused = (400, {"error": {"message": "Comment text too long."}}, {})
     down = (503, {"error": {"message": "backend unavailable"}}, {})
-    with FakePerspective(script=[refused, down, down]) as fake:
-        with pytest.raises(PerspectiveError):
-            scorer(fake.url, state_dir=tmp_path)(["hello"])
+    with FakePerspective(script=[refused] * 3 + [down, down]) as fake:
+        assert np.isnan(scorer(fake.url, state_dir=tmp_path)(["hello"])).all()  # rejected 3 times: no score
         with pytest.raises(PerspectiveError, match="failed 2 times"):
             scorer(fake.url, state_dir=tmp_path, max_retries=1)(["hello"])
         assert scorer(fake.url, state_dir=tmp_path)(["hello"]).tolist() == [0.05]  # asked again: nothing was kept
-        assert len(fake.requests) == 4
-        scorer(fake.url, state_dir=tmp_path, do_not_store=False)(["hello"])  # doNotStore does not change a score
-        assert len(fake.requests) == 4
-        scorer(fake.url, state_dir=tmp_path, languages=("de",))(["hello"])  # the language may: asked
-        assert len(fake.requests) == 5
-        scorer(fake.url, state_dir=tmp_path, cache=False)(["hello"])  # cache off: asked
         assert len(fake.requests) == 6
+        scorer(fake.url, state_dir=tmp_path, do_not_store=False)(["hello"])  # doNotStore does not change a score
+        assert len(fake.requests) == 6
+        scorer(fake.url, state_dir=tmp_path, languages=("de",))(["hello"])  # the language may: asked
+        assert len(fake.requests) == 7
+        scorer(fake.url, state_dir=tmp_path, cache=False)(["hello"])  # cache off: asked
+        assert len(fake.requests) == 8
 
 
 def test_make_scorer_places_state_under_the_root(tmp_path):
@@ -347,7 +285,7 @@ def test_operational_options_leave_every_stage_key_alone():
     # the scorer's spec is what it was before do_not_store and cache existed, so no stage key moved
     assert set(ScorerConfig().result_spec()) == {"name", "threshold", "model", "toxic_label", "batch_size", "qps",
                                                  "api_key_env"}
-    for extra in ([], ["method=sft"], ["method=meda"], ["redteam.enabled=true"]):
+    for extra in ([], ["method=sft"], ["redteam.enabled=true"]):  # (MEDA and INST are refused with Perspective)
         base = ["scorer=perspective", *extra]
         keys = study_plan(JobConfig.from_dict(compose_job(*base))).keys()
         off = study_plan(JobConfig.from_dict(compose_job(*base, "scorer.do_not_store=false", "scorer.cache=false")))
