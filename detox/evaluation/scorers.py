@@ -129,10 +129,12 @@ class ClassifierScorer:
             for i, row in zip(long, cut):
                 ids[i] = row
             self.truncated += len(long)
-        scores = np.empty(len(texts))
-        order = np.argsort([len(row) for row in ids], kind="stable")
+        scores = np.zeros(len(texts))
+        # a blank text (no tokens: a continuation that ended at once) says nothing and scores 0 without the
+        # model, as Perspective's blank texts do
+        order = [i for i in np.argsort([len(row) for row in ids], kind="stable") if texts[i].strip() and ids[i]]
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(0, len(order), self.batch_size):
                 chosen = order[start:start + self.batch_size]
                 rows = [ids[i] for i in chosen]
                 width = max(len(row) for row in rows)

@@ -47,6 +47,9 @@ def test_single_label_softmax_and_multi_label_sigmoid(tmp_path):
     forced = scorer_for(single, toxic_label="LABEL_1", activation="sigmoid")  # configuration wins over the config
     np.testing.assert_allclose(forced(TEXTS), direct(single, TEXTS, "sigmoid", 1), rtol=1e-5)
     assert scorer_for(single, toxic_label="LABEL_1")([]).shape == (0,)
+    # a blank text (a continuation that ended at once) says nothing: 0 without the model, as with Perspective
+    blank = scorer_for(single, toxic_label="LABEL_1")(["", TEXTS[1], "  "])
+    assert blank[0] == blank[2] == 0 and blank[1] == pytest.approx(direct(single, TEXTS[1:2], "softmax", 1)[0], rel=1e-5)
 
 
 def test_batches_sorted_by_length_do_not_change_a_score(tmp_path):
