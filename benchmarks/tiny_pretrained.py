@@ -156,6 +156,7 @@ def write_study(root: Path, steps: int = 150) -> tuple[list[str], list[str]]:
     models = write_models(root, tokenizer, clean + toxic, rng, steps)
     overrides = ["model=pretrained", "data=files", *(f"data.files.{part}={path}" for part, path in files.items()),
                  "scorer=classifier", f"scorer.model={write_classifier(root, tokenizer, clean, toxic, rng)}",
+                 "scorer.toxic_label=toxic", "scorer.activation=softmax",
                  f"capability.include_path={write_task(root, rng)}", "capability.tasks=[civil_choice]",
                  "evaluate.rtp_samples=4", "iti.top_k_heads=2", "iti.alpha=2", f"root={root / 'outputs'}",
                  "mlflow.experiment=tiny-pretrained"]

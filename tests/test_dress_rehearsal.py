@@ -145,7 +145,7 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
     release = write_release_files(tmp_path / "release")
     root = tmp_path / "root"
     common = [PRESET, "hydra.sweep.subdir=${hydra.job.num}", *release["overrides"], *SIZES, "scorer=classifier",
-              f"scorer.model={classifier_dir}", f"root={root}", f"mlflow.tracking_uri={tracking_server}", *SWEEP]
+              f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax", f"root={root}", f"mlflow.tracking_uri={tracking_server}", *SWEEP]
     composed = compose_job(PRESET)
     experiment = composed["mlflow"]["experiment"]
     assert composed["iti"]["top_k_heads"] == TOP_K_HEADS and composed["trainer"]["strategy"] == "fsdp"

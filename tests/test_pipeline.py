@@ -34,7 +34,7 @@ def test_local_files_with_a_classifier_run_end_to_end(tmp_path, classifier_dir):
         (tmp_path / "files" / f"{part}.jsonl").write_text("".join(json.dumps({field: r}) + "\n" for r in rows))
     files = [f"data.files.{part}={tmp_path / 'files' / part}.jsonl" for part in ("clean", "toxic", "heldout", "toxigen", "rtp")]
     job = JobConfig.from_dict(compose_job("experiment=smoke", "data=files", *files, "scorer=classifier",
-                                          f"scorer.model={classifier_dir}", "ratio=20"))
+                                          f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax", "ratio=20"))
     result = run_job(job, StageCache(tmp_path / "cache"), log=lambda _: None)
     m = result.metrics
     assert 0 <= m["toxigen"] <= 100 and m["ce_loss"] > 0 and abs(m["mix_realised_ratio"] - 20) < 3
@@ -42,7 +42,7 @@ def test_local_files_with_a_classifier_run_end_to_end(tmp_path, classifier_dir):
     # the sources are keyed by content: an edited file is a new source, not a stale cache hit
     shutil.copy(tmp_path / "files" / "heldout.jsonl", tmp_path / "files" / "clean.jsonl")
     edited = JobConfig.from_dict(compose_job("experiment=smoke", "data=files", *files, "scorer=classifier",
-                                             f"scorer.model={classifier_dir}", "ratio=20", "data.clean_tokens=300"))
+                                             f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax", "ratio=20", "data.clean_tokens=300"))
     assert run_job(edited, StageCache(tmp_path / "cache"), log=lambda _: None).cache_hits["sources"] is False
 
 

@@ -19,7 +19,9 @@ NOT_RESULT = ("root", "task", "plan", "stop_after", "device_memory_gb", "mlflow.
               "scorer.cache", "trainer.require_cached_pretrain",
               # how fast the same computation runs (detox.training.config.TrainerConfig.result_spec)
               "trainer.compile", "trainer.loss_chunk", "trainer.log_every", "trainer.hsdp", "trainer.loader_workers",
-              "model.revision", "capability.")  # read only with a hub model.path / with capability.tasks (own tests)
+              "model.revision", "capability.",  # read only with a hub model.path / with capability.tasks (own tests)
+              # read only by scorer=classifier, whose identity they enter (tests/evaluation/test_classifier_scorer.py)
+              "scorer.revision", "scorer.activation", "scorer.calibration")
 # What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
 # method, source kind or an added red-team stage is another plan, not one value of it.
 SHAPE = ("method.name", "data.source", "redteam.enabled", "model.path")  # model.path: tests/test_pretrained_job.py

@@ -143,5 +143,5 @@ def test_the_papers_evaluation_sets_need_no_training_corpus_for_a_pretrained_mod
         "model=pretrained", f"model.path={models['gpt2']}", "data=paper", "data.corpora.clean=null",
         "data.corpora.toxic=null", f"data.corpora.heldout.path={tmp_path / 'owt.jsonl'}",
         f"data.corpora.toxigen={tmp_path / 'prompts'}", "data.corpora.toxigen_groups=[]",
-        f"data.corpora.rtp={tmp_path / 'rtp.jsonl'}", "scorer=classifier", "scorer.model=/models/toxigen_roberta"))
+        f"data.corpora.rtp={tmp_path / 'rtp.jsonl'}"))  # data=paper's classifier, never loaded here
     assert [s.name for s in study_plan(j).stages] == [STAGE.SOURCES, STAGE.PRETRAIN, STAGE.EVALUATE]

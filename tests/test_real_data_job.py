@@ -44,7 +44,7 @@ def test_paper_data_runs_end_to_end_with_shards(world_data, classifier_dir, tmp_
                  f"data.corpora.toxigen={tmp_path / 'prompts'}", "data.corpora.toxigen_groups=[valoki,sennar]",
                  "data.corpora.toxigen_per_group=3",
                  f"data.corpora.rtp={tmp_path / 'rtp.jsonl'}", "data.corpora.rtp_prompts=4",
-                 "scorer=classifier", f"scorer.model={classifier_dir}"]
+                 "scorer=classifier", f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax", "scorer.toxic_label=toxic", "scorer.activation=softmax"]
     result = run_job(JobConfig.from_dict(compose_job(*overrides)), StageCache(tmp_path / "cache"), log=lambda _: None)
     m = result.metrics
     assert m["vocab_size"] == 50280  # OLMo's tokenizer
@@ -64,7 +64,7 @@ def test_paper_data_needs_its_corpora():
     from detox.core.schema import ConfigError
 
     with pytest.raises(ConfigError, match="data.corpora.toxic.path"):
-        JobConfig.from_dict(compose_job("data=paper", "scorer=classifier", "scorer.model=/x"))
+        JobConfig.from_dict(compose_job("data=paper"))
 
 
 def paper_overrides(root):
@@ -72,8 +72,7 @@ def paper_overrides(root):
             f"data.corpora.toxic.path={root / 'pol.ndjson.zst'}", f"data.corpora.heldout.path={root / 'owt.jsonl'}",
             f"data.corpora.toxigen={root / 'prompts'}", "data.corpora.toxigen_groups=[valoki,sennar]",
             "data.corpora.toxigen_per_group=3", f"data.corpora.rtp={root / 'rtp.jsonl'}", "data.corpora.rtp_prompts=4",
-            "data.corpora.heldout_docs=8",
-            "scorer=classifier", "scorer.model=/models/unread"]  # the config never loads the classifier
+            "data.corpora.heldout_docs=8"]  # data=paper's default classifier: the config never loads it
 
 
 def test_dpo_and_iti_on_real_data_need_their_files_before_any_stage(world_data, tmp_path):
@@ -125,7 +124,7 @@ def test_meda_and_inst_annotate_the_streamed_corpora_in_the_shards(world_data, c
     write_corpora(world_data, tmp_path)
     c4 = {json.loads(line)["text"] for line in open(tmp_path / "c4.jsonl")}
     for scheme in ("meda", "inst"):
-        job = JobConfig.from_dict(compose_job(*paper_overrides(tmp_path), f"scorer.model={classifier_dir}",
+        job = JobConfig.from_dict(compose_job(*paper_overrides(tmp_path), f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax",
                                               f"method={scheme}", "data.clean_tokens=1500", "ratio=20",
                                               f"root={tmp_path / 'root'}"))
         plan = study_plan(job)

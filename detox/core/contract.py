@@ -22,7 +22,7 @@ SETTING = "setting"  # the job's identity apart from its seed: runs sharing it a
 BASE_MODEL = "base_model"  # the cache key of the job's pretrain stage: runs sharing it start from one base model
 # the toxicity scorer at its version (detox.evaluation.config.ScorerConfig.label): "oracle", "perspective TOXICITY
 # (unversioned API)", "<hub id>@<commit, 12 hex>" or "<folder> files:<sha256, 12 hex>" (+ " calibrated:<sha256>");
-# the report never pools or tabulates two scorers together (runs logged before it: "unrecorded")
+# the report never pools or tabulates two scorers together (runs logged before it: "scorer not recorded")
 SCORER = "scorer"
 
 # method=iti only: what its steering is made of (detox.methods.iti.ItiOptions)

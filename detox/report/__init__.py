@@ -165,7 +165,7 @@ def write_text(cfg: ReportConfig, report: Report, figures: list[Path], probe_lin
              "results). The paper does not say which RTP statistic its Table 1 reports: \"paper RTP\" sits beside "
              "both of ours. " + PAPER_UNITS + " " + scorer_note(report.scorers))
     heading = (f"Table 1 of experiment {cfg.experiment!r} at {redact(cfg.tracking_uri)}, {report.runs} finished runs "
-               f"(mean ± std over seeds), scored by {'; '.join(report.scorers)}:")
+               f"scored by {'; '.join(report.scorers)} (mean ± std over seeds):")
     firsts = [title for title in report.tables if title.startswith(TABLE1_TITLE)]  # one a scorer
     terminal = [heading]
     for title in firsts:
@@ -197,8 +197,8 @@ def print_table(tracking_uri: str, experiment: str, plot: str | None = None) -> 
         print(f"No finished study runs in experiment {experiment!r} at {redact(tracking_uri)}")
         return pd.DataFrame()
     tables = table1s(agg)
-    print(f"Experiment {experiment!r} at {redact(tracking_uri)} (mean ± std over seeds), scored by "
-          f"{'; '.join(dict.fromkeys(agg['scorer']))}:")
+    print(f"Experiment {experiment!r} at {redact(tracking_uri)}, scored by {'; '.join(dict.fromkeys(agg['scorer']))} "
+          "(mean ± std over seeds):")
     for title, table in tables.items():
         print(*([f"{title}:"] if len(tables) > 1 else []), grouped_view(table).to_string(index=False), sep="\n")
     table = pd.concat(tables.values(), keys=list(tables), names=["table"]).reset_index(0) if len(tables) > 1 else \

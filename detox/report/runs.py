@@ -31,7 +31,7 @@ STRENGTH_ORDER = ("-", *(name for _, name in sorted(paper.ITI_STRENGTHS.items())
 UNIQUE_CFG = ("params.cfg.seed", "params.cfg.ratio")  # cfg params that differ between seeds and ratios by design
 PAPER_FIELDS = ("toxigen", "rtp", "ce_loss")  # the `paper.PaperRow` numbers each aggregated row carries
 GROUP = (param(RATIO), param(METHOD), param(STRENGTH))  # a row of Table 1, before its scorer and configuration
-UNRECORDED = "unrecorded"  # the scorer of a run logged before the `scorer` param existed
+UNRECORDED = "scorer not recorded"  # the scorer of a run logged before the `scorer` param existed
 
 
 def scorers(runs: pd.DataFrame) -> pd.Series:

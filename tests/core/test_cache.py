@@ -228,7 +228,7 @@ def corpora_job(root, *overrides):
     if not (root / "prompts").exists():
         write_eval_files(root)
     return JobConfig.from_dict(compose_job(
-        "experiment=smoke", "data=paper", "scorer=classifier", "scorer.model=/x", f"root={root}",
+        "experiment=smoke", "data=paper", f"root={root}",  # the default classifier: never loaded here
         f"data.corpora.clean.path={root / 'c4.jsonl'}", f"data.corpora.toxic.path={root / 'pol.jsonl'}",
         "data.corpora.toxic.format=plain", f"data.corpora.heldout.path={root / 'owt.jsonl'}",
         f"data.corpora.toxigen={root / 'prompts'}", "data.corpora.toxigen_groups=[valoki]",

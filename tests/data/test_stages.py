@@ -120,7 +120,7 @@ def test_a_new_source_kind_is_one_class_registered_in_one_place(tmp_path, monkey
         JobConfig.from_dict(compose_job("data.source=echo"))
     with pytest.raises(ConfigError, match="data.source='nope': expected one of synthetic, files, corpora, echo"):
         JobConfig.from_dict(compose_job("data.source=nope"))
-    job = JobConfig.from_dict(compose_job("data.source=echo", "scorer=classifier", "scorer.model=/some/classifier",
+    job = JobConfig.from_dict(compose_job("data.source=echo", "scorer=classifier",  # its default model, never loaded here
                                           "data.clean_tokens=3000", "ratio=20", "seed=2"))
     assert isinstance(sources.source_kind(job.data), Echo)
     plan = study_plan(job)

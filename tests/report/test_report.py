@@ -45,7 +45,7 @@ def test_aggregate_gives_mean_sample_std_and_n_per_metric():
     assert list(table["CE loss"]) == ["2.10 ± 0.14", "2.50 (n=1)"]  # fewer values than the row's runs
     assert list(table["RTP prob %"]) == ["-", "-"]  # Table 1's own columns stay, empty
     assert "insult prob %" not in table  # optional columns only when logged
-    assert list(table["paper ToxiGen (as % toxic)"]) == ["41.40", ""]  # the paper has ratio 0 none, not ratio 10 none
+    assert list(table["paper ToxiGen (Perspective, as % toxic)"]) == ["41.40", ""]  # the paper has ratio 0 none, not ratio 10 none
 
 
 def test_rows_sort_by_ratio_then_the_papers_method_order_then_strength():
@@ -247,10 +247,10 @@ def test_the_papers_numbers_sit_beside_matching_rows(reports):
     for (ratio, method, strength), row in table.iterrows():
         reference = paper.paper_row(float(ratio), method, strength)
         expected = [f"{getattr(reference, f):.2f}" if reference else "" for f in ("toxigen", "rtp", "ce_loss")]
-        assert list(row[["paper ToxiGen (as % toxic)", "paper RTP (as % toxic)", "paper CE loss"]]) == expected, (ratio, method, strength)
-    assert table.loc[[("10", "iti", "strong")], ["paper ToxiGen (as % toxic)", "paper RTP (as % toxic)", "paper CE loss"]].values.tolist() == \
+        assert list(row[["paper ToxiGen (Perspective, as % toxic)", "paper RTP (Perspective, as % toxic)", "paper CE loss"]]) == expected, (ratio, method, strength)
+    assert table.loc[[("10", "iti", "strong")], ["paper ToxiGen (Perspective, as % toxic)", "paper RTP (Perspective, as % toxic)", "paper CE loss"]].values.tolist() == \
         [["2.63", "7.11", "3.23"]]
-    assert set(table.loc[("0", "none", "-"), "paper ToxiGen (as % toxic)"]) == {"41.40"}  # both configurations
+    assert set(table.loc[("0", "none", "-"), "paper ToxiGen (Perspective, as % toxic)"]) == {"41.40"}  # both configurations
     sft = report.tables["Ablation: ToxiGen %"].set_index("ratio")
     assert list(sft["paper sft"]) == ["39.27", "37.62"]
     gcg = report.tables["GCG attack success"]
@@ -288,7 +288,7 @@ def test_a_second_report_rewrites_the_one_summary_run(store, reports):
         assert (cfg.folder() / name).read_bytes()[:4] == b"\x89PNG", name
     assert "report/probe_histograms.png" in stored
     markdown = (cfg.folder() / "report.md").read_text()
-    assert "## Table 1" in markdown and "| paper ToxiGen (as % toxic) |" in markdown
+    assert "## Table 1" in markdown and "| paper ToxiGen (Perspective, as % toxic) |" in markdown
     assert (cfg.folder() / "ablation_toxigen.csv").is_file() and (cfg.folder() / "gcg_attack_success.csv").is_file()
 
 
