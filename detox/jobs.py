@@ -205,7 +205,8 @@ def scoring(job: JobConfig) -> Scoring:
     sets = {spec.name: (kind.prompt_rows(spec.part), spec.samples_per_prompt(job.evaluate), spec.new_tokens(job.evaluate))
             for spec in PROMPT_SETS}
     documents = methods.get(job.method.name).scored_documents(job)
-    return Scoring(sets, documents, job.data.clean_tokens / max(kind.documents_for(job.data.clean_tokens), 1))
+    per_document = job.data.clean_tokens / max(kind.documents_for(job.data.clean_tokens), 1) if documents else 0.0
+    return Scoring(sets, documents, per_document)
 
 
 @dataclass
