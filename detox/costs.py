@@ -13,11 +13,16 @@ Light: no torch; reads only the job's config, the cache's folders and a prepared
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from detox.core import methods
 from detox.core.artifacts import STAGE
+from detox.core.hub import UNRESOLVED
 from detox.core.schema import ConfigError
 from detox.data.packing import toxic_tokens_for
+from detox.evaluation.config import PERSPECTIVE_CLOSES
+from detox.evaluation.throughput import classifier_seconds, duration, text_tokens
 from detox.job import JobConfig
 
 TOKENIZE_TOKENS_PER_S_PER_CPU = 300_000  # stated: the OLMo tokenizer at 2-3 M tokens/s on 8 CPUs
@@ -50,12 +55,42 @@ def evaluation_tensors(job: JobConfig) -> dict[str, float]:
 
 def scorer_calls(job: JobConfig) -> int:
     """Texts the evaluation sends to the scorer: every ToxiGen continuation and every RTP sample."""
-    d, e = job.data, job.evaluate
-    if d.source == "synthetic":
-        return d.world.toxigen_prompts + d.world.rtp_prompts * e.rtp_samples
-    if d.source == "corpora":
-        return d.corpora.toxigen_per_group * len(d.corpora.toxigen_groups) + d.corpora.rtp_prompts * e.rtp_samples
-    return 0  # data.source=files: as many as its prompt files hold
+    return scoring(job).texts
+
+
+@dataclass
+class Scoring:
+    """What one job has its scorer score (an estimate from the config): the evaluation's continuations per
+    prompt set, and the training documents its method has scored (MEDA's and INST's annotation, SFT's filter)."""
+
+    sets: dict[str, tuple[int, int, int]]  # prompt set -> (prompts, samples a prompt, new tokens a continuation)
+    documents: int  # training documents the method has the scorer score
+    document_tokens: float  # tokens a training document (the source kind's average)
+
+    @property
+    def texts(self) -> int:
+        return sum(prompts * samples for prompts, samples, _ in self.sets.values())
+
+    @property
+    def tokens(self) -> float:
+        return sum(text_tokens(prompts * samples, new) for prompts, samples, new in self.sets.values())
+
+    def describe(self) -> str:
+        return " + ".join(f"{name} {prompts:,}" + (f" x {samples}" if samples > 1 else "")
+                          for name, (prompts, samples, _) in self.sets.items())
+
+
+def scoring(job: JobConfig) -> Scoring:
+    """The texts `job`'s scorer scores: each prompt set's rows x its samples, and its method's documents."""
+    from detox.data.sources import source_kind
+    from detox.evaluation.prompt_sets import PROMPT_SETS
+
+    kind = source_kind(job.data)
+    sets = {spec.name: (kind.prompt_rows(spec.part), spec.samples_per_prompt(job.evaluate), spec.new_tokens(job.evaluate))
+            for spec in PROMPT_SETS}
+    documents = methods.get(job.method.name).scored_documents(job)
+    per_document = job.data.clean_tokens / max(kind.documents_for(job.data.clean_tokens), 1) if documents else 0.0
+    return Scoring(sets, documents, per_document)
 
 
 def toxic_store_tokens(job: JobConfig, prepare_key: str | None) -> int | None:
@@ -96,8 +131,8 @@ def cost_lines(planned: Sequence) -> list[str]:
                                                      f"GPU-hours" if row.get("gpu_hours") else f" on {PREPARE_CPUS} CPUs"
                                                      if name != STAGE.EVALUATE else ""))
         if row.get("calls"):
-            parts.append(f"{row['calls']:,.0f} scorer calls" + (f", {row['scorer_hours']:,.0f} h at the scorer's rate"
-                                                                if row.get("scorer_hours") else ""))
+            parts.append(f"{row['calls']:,.0f} scorer calls" + (f", {duration(row['scorer_hours'] * 3600)} at the "
+                                                                "scorer's rate" if row.get("scorer_hours") else ""))
         if row.get("largest"):
             parts.append(f"largest evaluation tensor {row['largest'] / GB:.2f} GB + weights {row['weights'] / GB:.1f} GB "
                          f"of {row['device']:g} GB device memory")
@@ -144,6 +179,8 @@ def _stage_cost(job: JobConfig, p, stage) -> dict[str, float]:
             cost["scorer_hours"] = calls / job.scorer.qps / 3600
             # with scorer.cache a requeued evaluation asks only the texts not yet scored
             cost["unsaved_hours"] = 0 if job.scorer.cache else cost["scorer_hours"]
+        elif job.scorer.name == "classifier":  # on one GPU, an estimate (detox.evaluation.throughput)
+            cost["scorer_hours"] = classifier_seconds(scoring(job).tokens, "gpu") / 3600
         return cost
     return {}
 
@@ -213,3 +250,56 @@ def _refuse_over_time_limit(planned: Sequence, limit_hours: float) -> None:
                 raise ConfigError(f"stage {stage.name} of {_point(p.job)} runs {unsaved:,.1f} h without saving its "
                                   f"progress, over the launcher's time limit of {limit_hours:g} h "
                                   f"(hydra.launcher.timeout_min): every requeue would start it over; {fix}")
+
+
+def scoring_lines(planned: Sequence) -> list[str]:
+    """Per scorer of the planned jobs (detox.jobs.PlannedJob): which scorer at which version, what a job's evaluation scores and
+    how long that takes (a classifier on one GPU and on a CPU, against Perspective at its rate), the
+    evaluations to build, and the training documents scored for MEDA, INST or SFT."""
+    lines = []
+    for label in dict.fromkeys(p.job.scorer.label() for p in planned):
+        jobs = [p for p in planned if p.job.scorer.label() == label]
+        scorer, first = jobs[0].job.scorer, jobs[0].scoring
+        lines.append(f"scorer: {label}{_scorer_note(scorer)}")
+        builds = {s.key: p.scoring for p in jobs for s in p.stages if s.name == STAGE.EVALUATE and not s.cached}
+        texts = sum(s.texts for s in builds.values())
+        documents = max(p.scoring.documents for p in jobs)  # the same clean stream: each document scored once
+        line = f"  scoring a job's evaluation: {first.texts:,} texts ({first.describe()})"
+        if scorer.name == "perspective":
+            lines.append(f"{line}: {first.texts:,} requests, {duration(first.texts / scorer.qps)} at {scorer.qps:g} QPS")
+            lines.append(f"  {len(builds)} evaluation(s) to build: {texts:,} requests, "
+                         f"{duration(texts / scorer.qps)} at {scorer.qps:g} QPS")
+            if documents:
+                lines.append(f"  training documents scored (SFT's filter): at least {documents:,} requests, "
+                             f"{duration(documents / scorer.qps)}")
+            continue
+        if scorer.name == "classifier":
+            gpu, cpu = (classifier_seconds(first.tokens, device) for device in ("gpu", "cpu"))
+            line += (f": about {duration(gpu)} on one GPU (estimated), {duration(cpu)} on 2 CPU cores (measured); "
+                     f"Perspective at 1 QPS: {duration(first.texts)}")
+        lines.append(line)
+        if len(jobs) > 1 or len(builds) != 1:
+            lines.append(f"  {len(builds)} evaluation(s) to build: {texts:,} texts" + (
+                f", about {duration(classifier_seconds(sum(s.tokens for s in builds.values()), 'gpu'))} on one GPU"
+                if scorer.name == "classifier" else ""))
+        if documents and scorer.name == "classifier":
+            tokens = text_tokens(documents, max(p.scoring.document_tokens for p in jobs))
+            lines.append(f"  training documents scored (MEDA/INST annotation, SFT's filter): about {documents:,}, each "
+                         f"once per root (cached by text), about {duration(classifier_seconds(tokens, 'gpu'))} on one "
+                         f"GPU (estimated); Perspective at 1 QPS: {duration(documents)}")
+    return lines
+
+
+def _scorer_note(scorer) -> str:
+    """What a plan says beside the scorer's label: its full identity, or why the job would stop."""
+    if scorer.name == "perspective":
+        return f" (the Perspective API closes on {PERSPECTIVE_CLOSES}; its model is unversioned)"
+    if scorer.name != "classifier":
+        return ""
+    identity = scorer.identity()
+    if "files" in identity:
+        return f" (local folder {scorer.model}, files sha256 {identity['files']})"
+    if identity["commit"] == UNRESOLVED:
+        return (f": its revision {identity['revision']} resolves to no commit here (offline, not in the local hub "
+                f"cache): the job would stop; download it first or pin scorer.revision=<commit>")
+    return f" (hub {scorer.model}, commit {identity['commit']})"

@@ -12,16 +12,12 @@ from typing import TYPE_CHECKING
 from filelock import FileLock
 
 from detox import costs, pipeline, search
-from detox.core import methods
 from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
-from detox.core.hub import UNRESOLVED
 from detox.core.methods import MethodOptions
 from detox.core.ranks import check_slurm_tasks, process_rank
 from detox.core.schedule import BatchLayout, warmup_length
 from detox.core.schema import ConfigError
-from detox.evaluation.config import PERSPECTIVE_CLOSES
-from detox.evaluation.throughput import classifier_seconds, duration, text_tokens
 from detox.job import JobConfig
 
 if TYPE_CHECKING:
@@ -175,41 +171,6 @@ def training(job: JobConfig) -> Training:
 
 
 @dataclass
-class Scoring:
-    """What one job has its scorer score (an estimate from the config): the evaluation's continuations per
-    prompt set, and the training documents its method has scored (MEDA's and INST's annotation, SFT's filter)."""
-
-    sets: dict[str, tuple[int, int, int]]  # prompt set -> (prompts, samples a prompt, new tokens a continuation)
-    documents: int  # training documents the method has the scorer score
-    document_tokens: float  # tokens a training document (the source kind's average)
-
-    @property
-    def texts(self) -> int:
-        return sum(prompts * samples for prompts, samples, _ in self.sets.values())
-
-    @property
-    def tokens(self) -> float:
-        return sum(text_tokens(prompts * samples, new) for prompts, samples, new in self.sets.values())
-
-    def describe(self) -> str:
-        return " + ".join(f"{name} {prompts:,}" + (f" x {samples}" if samples > 1 else "")
-                          for name, (prompts, samples, _) in self.sets.items())
-
-
-def scoring(job: JobConfig) -> Scoring:
-    """The texts `job`'s scorer scores: each prompt set's rows x its samples, and its method's documents."""
-    from detox.data.sources import source_kind
-    from detox.evaluation.prompt_sets import PROMPT_SETS
-
-    kind = source_kind(job.data)
-    sets = {spec.name: (kind.prompt_rows(spec.part), spec.samples_per_prompt(job.evaluate), spec.new_tokens(job.evaluate))
-            for spec in PROMPT_SETS}
-    documents = methods.get(job.method.name).scored_documents(job)
-    per_document = job.data.clean_tokens / max(kind.documents_for(job.data.clean_tokens), 1) if documents else 0.0
-    return Scoring(sets, documents, per_document)
-
-
-@dataclass
 class PlannedStage:
     name: str
     key: str
@@ -223,7 +184,7 @@ class PlannedJob:
     job: JobConfig
     stages: list[PlannedStage]
     training: Training | None  # None for the toy task
-    scoring: Scoring | None = None  # None for the toy task
+    scoring: costs.Scoring | None = None  # None for the toy task
 
     @property
     def blocked(self) -> bool:
@@ -240,7 +201,7 @@ def plan_job(label: str, job: JobConfig) -> PlannedJob:
     keys = plan.keys()
     stages = [PlannedStage(s.name, keys[s.name], cache.path(s.name, keys[s.name]).is_dir(), s.distributed)
               for s in pipeline.phase_plan(plan, job.stop_after).stages]
-    return PlannedJob(label, job, stages, training(job), scoring(job))
+    return PlannedJob(label, job, stages, training(job), costs.scoring(job))
 
 
 def describe_plan(planned: list[PlannedJob]) -> list[str]:
@@ -265,7 +226,7 @@ def describe_plan(planned: list[PlannedJob]) -> list[str]:
         cached = Counter(name for (name, _), s in distinct.items() if s.cached)
         lines.append(f"{len(planned)} jobs; distinct stages: " + ", ".join(
             f"{name} {counts[name]} ({cached[name]} cached)" for name in dict.fromkeys(n for n, _ in distinct)))
-    lines += scoring_lines([p for p in planned if p.scoring is not None])
+    lines += costs.scoring_lines([p for p in planned if p.scoring is not None])
     trainings = {s.key: (p, s) for p in planned for s in p.stages if s.distributed}  # base, MEDA's, INST's models
     if not trainings:
         return lines + costs.cost_lines(planned)
@@ -283,59 +244,6 @@ def describe_plan(planned: list[PlannedJob]) -> list[str]:
         lines.append(f"note: {len(short)} pre-training(s) warm up for {short[0].warmup_steps:,} steps, at least their "
                      f"{short[0].steps:,} steps: the learning rate never reaches its peak (trainer.warmup_steps)")
     return lines + costs.cost_lines(planned)
-
-
-def scoring_lines(planned: list[PlannedJob]) -> list[str]:
-    """Per scorer of the planned jobs: which scorer at which version, what a job's evaluation scores and
-    how long that takes (a classifier on one GPU and on a CPU, against Perspective at its rate), the
-    evaluations to build, and the training documents scored for MEDA, INST or SFT."""
-    lines = []
-    for label in dict.fromkeys(p.job.scorer.label() for p in planned):
-        jobs = [p for p in planned if p.job.scorer.label() == label]
-        scorer, first = jobs[0].job.scorer, jobs[0].scoring
-        lines.append(f"scorer: {label}{_scorer_note(scorer)}")
-        builds = {s.key: p.scoring for p in jobs for s in p.stages if s.name == STAGE.EVALUATE and not s.cached}
-        texts = sum(s.texts for s in builds.values())
-        documents = max(p.scoring.documents for p in jobs)  # the same clean stream: each document scored once
-        line = f"  scoring a job's evaluation: {first.texts:,} texts ({first.describe()})"
-        if scorer.name == "perspective":
-            lines.append(f"{line}: {first.texts:,} requests, {duration(first.texts / scorer.qps)} at {scorer.qps:g} QPS")
-            lines.append(f"  {len(builds)} evaluation(s) to build: {texts:,} requests, "
-                         f"{duration(texts / scorer.qps)} at {scorer.qps:g} QPS")
-            if documents:
-                lines.append(f"  training documents scored (SFT's filter): at least {documents:,} requests, "
-                             f"{duration(documents / scorer.qps)}")
-            continue
-        if scorer.name == "classifier":
-            gpu, cpu = (classifier_seconds(first.tokens, device) for device in ("gpu", "cpu"))
-            line += (f": about {duration(gpu)} on one GPU (estimated), {duration(cpu)} on 2 CPU cores (measured); "
-                     f"Perspective at 1 QPS: {duration(first.texts)}")
-        lines.append(line)
-        if len(jobs) > 1 or len(builds) != 1:
-            lines.append(f"  {len(builds)} evaluation(s) to build: {texts:,} texts" + (
-                f", about {duration(classifier_seconds(sum(s.tokens for s in builds.values()), 'gpu'))} on one GPU"
-                if scorer.name == "classifier" else ""))
-        if documents and scorer.name == "classifier":
-            tokens = text_tokens(documents, max(p.scoring.document_tokens for p in jobs))
-            lines.append(f"  training documents scored (MEDA/INST annotation, SFT's filter): about {documents:,}, each "
-                         f"once per root (cached by text), about {duration(classifier_seconds(tokens, 'gpu'))} on one "
-                         f"GPU (estimated); Perspective at 1 QPS: {duration(documents)}")
-    return lines
-
-
-def _scorer_note(scorer) -> str:
-    """What a plan says beside the scorer's label: its full identity, or why the job would stop."""
-    if scorer.name == "perspective":
-        return f" (the Perspective API closes on {PERSPECTIVE_CLOSES}; its model is unversioned)"
-    if scorer.name != "classifier":
-        return ""
-    identity = scorer.identity()
-    if "files" in identity:
-        return f" (local folder {scorer.model}, files sha256 {identity['files']})"
-    if identity["commit"] == UNRESOLVED:
-        return (f": its revision {identity['revision']} resolves to no commit here (offline, not in the local hub "
-                f"cache): the job would stop; download it first or pin scorer.revision=<commit>")
-    return f" (hub {scorer.model}, commit {identity['commit']})"
 
 
 def _layout(p: PlannedJob) -> str:

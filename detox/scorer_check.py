@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     try:
         if args.limit < 2:
             raise ConfigError(f"--limit {args.limit}: needs at least 2 texts a reference")
-        cfg.validate()
+        cfg.check()
         cfg.require_version()
         from detox.evaluation.scorers import ClassifierScorer
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from detox.core.artifacts import STAGE
 from detox.core.plan import Plan, Stage
 from detox.core.schema import ConfigError
-from detox.evaluation.config import PERSPECTIVE_CLOSES
 from detox.data.sources import source_kind
+from detox.evaluation.config import PERSPECTIVE_CLOSES
 
 
 def annotated_mixture(scheme: str):
@@ -30,7 +30,8 @@ def annotated_mixture(scheme: str):
         from detox.data.annotate import eval_prefix  # light: numpy and the templates
 
         mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
-        # "version" 2: a document's own score (the /pol/ posts' Perspective TOXICITY) annotates it where it has one
+        # "version" 2: a /pol/ post's own Perspective score annotated it. No longer (one scorer's scale), with no bump:
+        # that changed only corpora with a classifier, whose keys moved with its identity (Perspective is refused)
         annotate = {"scheme": scheme, "scorer": job.scorer.result_spec(), "version": 2}
         spec = {name: value for name, value in mixture.spec.items() if name != "sample"}
         # annotated text is tokenised as it is packed: the streaming packer, never the prepared stores

@@ -85,14 +85,14 @@ def test_the_toxic_label_is_checked_against_the_models_labels_before_any_work(tm
     JobConfig.from_dict(compose_job(*base, "scorer.toxic_label=toxic"))
     single = tiny_classifier(tmp_path / "one", labels=("toxic",))
     with pytest.raises(ConfigError, match="has one output label"):
-        ScorerConfig(name="classifier", model=str(single), toxic_label="toxic", activation="softmax").validate()
+        ScorerConfig(name="classifier", model=str(single), toxic_label="toxic", activation="softmax").check()
     for bad, message in ((["scorer.model=/no/such/classifier"], "no such folder"),
                          (["scorer.model=not a hub id"], "neither a local folder nor a hub id"),
                          ([f"scorer.model={folder}", "scorer.revision=abc"], "applies to hub ids only")):
         with pytest.raises(ConfigError, match=message):
-            ScorerConfig(**{**compose_job("data=paper", *bad)["scorer"]}).validate()
+            ScorerConfig(**{**compose_job("data=paper", *bad)["scorer"]}).check()
     with pytest.raises(ConfigError, match="applies to scorer=classifier only"):
-        ScorerConfig(name="perspective", revision="abc").validate()
+        ScorerConfig(name="perspective", revision="abc").check()
 
 
 def test_identity_is_the_content_of_a_local_folder_or_the_commit_of_a_hub_model(tmp_path):
@@ -134,8 +134,8 @@ def test_a_calibration_maps_every_score_and_only_for_its_own_scorer(tmp_path):
     calibrated = ScorerConfig(**{**cfg.__dict__, "calibration": str(path)})
     assert calibrated.result_spec()["calibration"] != "" and calibrated.result_spec() != cfg.result_spec()
     assert calibrated.label().endswith(f"calibrated:{calibrated.result_spec()['calibration'][:12]}")
-    calibrated.validate()
+    calibrated.check()
     with pytest.raises(ConfigError, match="was fitted for the scorer"):
-        ScorerConfig(name="classifier", model=str(other), toxic_label="toxic", calibration=str(path)).validate()
+        ScorerConfig(name="classifier", model=str(other), toxic_label="toxic", calibration=str(path)).check()
     with pytest.raises(ConfigError, match="applies to scorer=classifier only"):
-        ScorerConfig(name="perspective", calibration=str(path)).validate()
+        ScorerConfig(name="perspective", calibration=str(path)).check()
