@@ -6,19 +6,23 @@ the forward pass, the activation.
     python benchmarks/scorer_speed.py --sizes base --texts 4000 --device cuda       # on a GPU (bfloat16)
     python benchmarks/scorer_speed.py --model /models/unbiased-toxic-roberta        # a real local classifier
 
-Without --model the classifiers are built here with random weights (no hub: speed does not depend on
+Two rates: by the wall clock, and per CPU-second of this process (all its threads) times its threads, which
+is what the same threads do with the machine to themselves (a shared machine's wall clock counts others'
+work too). Without --model the classifiers are built here with random weights (no hub: speed does not depend on
 the weights): `tiny` (2 layers, width 128) and `base` (RoBERTa-base's shape: 12 layers, width 768, 125 M
 parameters with a 50,265-token vocabulary, as unitary/unbiased-toxic-roberta and tomh/toxigen_roberta
 are), with a byte-level BPE tokenizer trained on the benchmark's own words. The texts are `--words`
 random words each (20 by default: an evaluation scores continuations of 20 new tokens). Prints texts/s
 and tokens/s per size, and a last line `RESULT {...}`.
 
-Measured on the development machine (2 shared CPU cores, torch 2.13 CPU build, float32, batch 32,
-20-word texts of 22 tokens with the special ones; 2,000 texts, the median of 3 runs):
-    tiny: about 1,700 texts/s; base (RoBERTa-base shape): about 70 texts/s (1,500 tokens/s).
+Measured on the development machine (2 CPU cores shared with other work, load average 13-16; torch 2.13
+CPU build, float32, batch 32, 20-word texts; `--texts 300 --repeats 2`, the median of 2 runs):
+    tiny: 24 texts/s by the wall clock, 114 texts per CPU-second: 228 texts/s (7,000 tokens/s) on 2 idle threads;
+    base (RoBERTa-base shape, 125 M): 4.5 texts/s by the wall clock, 12.1 texts per CPU-second: 24 texts/s
+    (480 tokens/s, 20 tokens a text) on 2 idle threads.
 A paper job's evaluation (77,996 texts: ToxiGen 2,996 greedy continuations, RealToxicityPrompts 3,000
-prompts x 25 samples) is then about 19 minutes on those 2 cores (docs/guide/measuring-toxicity.md has the
-GPU estimate and Perspective's 21.7 h beside it).
+prompts x 25 samples) is then about an hour on 2 idle cores (detox/evaluation/throughput.py; the guide's
+page docs/guide/measuring-toxicity.md has the GPU estimate and Perspective's 21.7 h beside it).
 """
 
 from __future__ import annotations
@@ -80,18 +84,24 @@ def measure(model: str, toxic_label: str, device: str, inputs: list[str], batch_
     scorer = ClassifierScorer(ScorerConfig(name="classifier", model=model, toxic_label=toxic_label,
                                            batch_size=batch_size), device=device)
     scorer(inputs[:batch_size])  # warm-up: the first batch pays for allocations
-    times = []
+    import torch
+
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         scorer(inputs)
         if scorer.device.type == "cuda":
-            import torch
-
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     tokens = sum(len(ids) for ids in scorer.tokenizer(inputs)["input_ids"])
-    seconds = statistics.median(times)
+    seconds, cpu_seconds = statistics.median(times), statistics.median(cpu)
+    # On a shared machine the wall clock counts other work's time too; CPU seconds (over all threads) do not:
+    # texts per CPU-second x threads is the rate of the same threads with the machine to themselves.
+    threads = torch.get_num_threads()
     return {"texts_per_s": len(inputs) / seconds, "tokens_per_s": tokens / seconds,
+            "texts_per_cpu_s": len(inputs) / cpu_seconds, "idle_texts_per_s": len(inputs) / cpu_seconds * threads,
+            "idle_tokens_per_s": tokens / cpu_seconds * threads, "threads": threads,
             "tokens_per_text": tokens / len(inputs), "seconds": seconds, "dtype": str(scorer.model.dtype),
             "device": str(scorer.device), "parameters": sum(p.numel() for p in scorer.model.parameters())}
 
@@ -115,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, (model, label) in models.items():
             result = measure(model, label, args.device, inputs, args.batch_size, args.repeats)
             results[name] = result
-            print(f"{name}: {result['texts_per_s']:,.0f} texts/s, {result['tokens_per_s']:,.0f} tokens/s "
+            print(f"{name}: {result['texts_per_s']:,.0f} texts/s, {result['tokens_per_s']:,.0f} tokens/s by the wall clock; "
+                  f"{result['texts_per_cpu_s']:,.1f} texts per CPU-second, so {result['idle_texts_per_s']:,.0f} texts/s "
+                  f"({result['idle_tokens_per_s']:,.0f} tokens/s) on {result['threads']} idle thread(s) "
                   f"({result['tokens_per_text']:.1f} tokens a text, {result['parameters'] / 1e6:.1f} M parameters, "
                   f"{result['dtype']} on {result['device']}, batch {args.batch_size}, median of {args.repeats})")
     print("RESULT " + json.dumps(results))

@@ -2,8 +2,9 @@
 (benchmarks/scorer_speed.py measures a classifier's speed where it runs).
 
 * A classifier of RoBERTa-base's size (125 M parameters: unitary/unbiased-toxic-roberta, tomh/toxigen_roberta),
-  in tokens a second. On a CPU, measured: benchmarks/scorer_speed.py on the development machine's 2 shared
-  cores, float32, batch 32, 20-word texts: about 1,500 tokens/s. On one GPU, estimated (no GPU measured it):
+  in tokens a second. On a CPU, measured: benchmarks/scorer_speed.py on the development machine's 2 cores
+  (float32, batch 32, 20-token texts; per CPU-second of its threads, the machine being shared): about 480
+  tokens/s, 24 texts/s. On one GPU, estimated (no GPU measured it):
   a token costs about 2 x 85 M non-embedding parameters = 0.17 GFLOP; an H100 at 10 % of its dense
   bfloat16 peak (989 TFLOP/s), a modest rate for short padded batches of a small encoder, gives about
   580,000 tokens/s; the estimate takes a third of that, 200,000, for tokenisation and transfers.
@@ -12,7 +13,7 @@
 
 from __future__ import annotations
 
-CLASSIFIER_TOKENS_PER_S = {"cpu": 1_500.0, "gpu": 200_000.0}  # see the module's docstring
+CLASSIFIER_TOKENS_PER_S = {"cpu": 480.0, "gpu": 200_000.0}  # see the module's docstring
 SPECIAL_TOKENS = 2  # a classifier's tokenizer adds them to every text (<s>, </s>)
 MAX_CLASSIFIER_TOKENS = 512  # RoBERTa's and BERT's maximum length: a longer document is cut there
 
