@@ -39,8 +39,8 @@ def test_the_cost_table_of_a_paper_scale_job(tmp_path, data):
     assert "prepare   1 x, 26.8 B tokens, 54 GB disk, 3.1 h on 8 CPUs" in out
     # 26.8 B tokens seen at 35 k tokens/s on each of 16 GPUs; a checkpoint of fp32 weights and AdamW
     assert "pretrain  1 x, 26.8 B tokens, 15 GB disk, 13.3 h on 16 GPUs each job, 213 GPU-hours" in out
-    # 214 x 14 ToxiGen prompts + 3,000 RTP prompts x 25 samples, at the API's default 1 request a second
-    assert "evaluate  1 x, 77,996 scorer calls, 22 h at the scorer's rate, largest evaluation tensor" in out
+    # 214 x 14 ToxiGen prompts + 3,000 RTP prompts x 25 samples, by the open classifier at 200 k tokens/s on one GPU
+    assert "evaluate  1 x, 77,996 scorer calls, 9 s at the scorer's rate, largest evaluation tensor" in out
     assert "of 80 GB device memory" in out
     assert "toxic budget: ratio 25 needs 6.70 B toxic tokens; the toxic corpus is not counted yet" in out
     assert not (tmp_path / "root").exists()

@@ -196,10 +196,10 @@ def local_identity(path: str) -> dict:
 
 
 @lru_cache(maxsize=None)
-def resolve_model_commit(repo: str, revision: str | None) -> str:
+def resolve_model_commit(repo: str, revision: str | None, warn: bool = True) -> str:
     """The commit a hub model's revision (None: main) points to, or UNRESOLVED (detox.core.hub), asked
     once per process (a sweep plans many jobs of one model)."""
-    return resolve_commit(repo, revision, "model")
+    return resolve_commit(repo, revision, "model", warn)
 
 
 def pretrained_identity(path: str, revision: str | None) -> dict:

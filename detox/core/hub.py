@@ -13,7 +13,7 @@ UNRESOLVED = "unresolved"  # a hub revision no one could resolve to a commit (of
 COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
-def resolve_commit(repo: str, revision: str | None, repo_type: str) -> str:
+def resolve_commit(repo: str, revision: str | None, repo_type: str, warn: bool = True) -> str:
     """The commit `revision` (None: main) of the hub `repo_type` ("model" or "dataset") repository points
     to: a 40-hex revision as it is, else asked of the hub, else (offline) read from the local hub cache;
     UNRESOLVED when none of them knows it (the job goes on keyed by the revision's name; the log says so)."""
@@ -34,6 +34,7 @@ def resolve_commit(repo: str, revision: str | None, repo_type: str) -> str:
     ref = Path(HF_HUB_CACHE) / f"{repo_type}s--{repo.replace('/', '--')}" / "refs" / (revision or "main")
     if ref.is_file():
         return ref.read_text().strip()
-    log.warning("%s: revision %s not resolved (%s) and not in the local hub cache; keyed by the revision's name "
-                "(pin the revision to a commit sha for a reproducible key)", repo, revision or "main", reason)
+    if warn:  # (a caller that says so itself, e.g. the scorer's plan line and its refusal, asks for no warning)
+        log.warning("%s: revision %s not resolved (%s) and not in the local hub cache; keyed by the revision's name "
+                    "(pin the revision to a commit sha for a reproducible key)", repo, revision or "main", reason)
     return UNRESOLVED

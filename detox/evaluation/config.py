@@ -140,7 +140,7 @@ def classifier_identity(model: str, revision: str | None) -> dict:
         files = local_identity(model)["files"]
         listing = "".join(f"{name}\t{digest}\n" for name, digest in sorted(files.items()))
         return {"files": hashlib.sha256(listing.encode()).hexdigest()}
-    commit = resolve_model_commit(model, revision)
+    commit = resolve_model_commit(model, revision, warn=False)
     return {"hub": model, "commit": commit} if commit != UNRESOLVED else \
         {"hub": model, "revision": revision or "main", "commit": UNRESOLVED}
 
@@ -155,7 +155,7 @@ def cached_model_config(model: str, revision: str | None) -> dict | None:
     else:
         from huggingface_hub import try_to_load_from_cache
 
-        commit = resolve_model_commit(model, revision)
+        commit = resolve_model_commit(model, revision, warn=False)
         found = try_to_load_from_cache(model, "config.json", revision=None if commit == UNRESOLVED else commit)
         if not isinstance(found, str):
             return None
