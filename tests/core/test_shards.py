@@ -155,7 +155,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ConfigError, match="lacks the end-of-document token"):
         pack_mixture(CLEAN, TOXIC, no_eos, 10, 100, 1, tmp_path / "x")
     pack_mixture(CLEAN, TOXIC, tokenizer, 10, 100, 1, tmp_path / "done")
-    with pytest.raises(ConfigError, match="already holds shards"):
+    with pytest.raises(ConfigError, match="already holds a complete packing"):
         pack_mixture(CLEAN, TOXIC, tokenizer, 10, 100, 1, tmp_path / "done")
 
 
