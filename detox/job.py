@@ -121,7 +121,7 @@ class JobConfig:
         )
 
         if methods.get(self.method.name).pretrains:
-            raise ConfigError(f"method={self.method.name} pre-trains its own model on annotated data: it cannot "
+            raise ConfigError(f"method={self.method.name} pre-trains its own model: it cannot "
                               f"treat the pre-trained model.path={self.model.path}")
         if source_kind(self.data).world_grammar:
             raise ConfigError(f"model.path={self.model.path} with data.source={self.data.source}: the embedded world's "

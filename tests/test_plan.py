@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from helpers import compose_job
+from helpers import REPO, compose_job
 
 from detox.core import methods
 from detox.core.plan import Plan, Stage
@@ -183,7 +183,8 @@ def test_every_method_is_found_whichever_module_was_imported_first():
 
     code = "import detox.methods.sft; from detox.core import methods; print(' '.join(methods.names()))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert found == ["dpo", "inst", "iti", "iti_curve", "meda", "none", "prompting", "sft"]
+    modules = sorted(path.stem for path in (REPO / "detox" / "methods").glob("*.py") if not path.stem.startswith("_"))
+    assert found == modules and {"iti", "iti_curve", "none"} <= set(found)
 
 
 def test_the_random_controls_scaling_is_part_of_no_other_steerings_identity():

@@ -16,33 +16,18 @@ with "_" registers nothing: the registry's discovery skips it)."""
 
 from __future__ import annotations
 
-from detox.core.artifacts import STAGE
-from detox.core.plan import Plan, Stage
+from detox.core.plan import Plan
+from detox.methods._mixture import replace_mixture
 
 
 def annotated_mixture(scheme: str):
     def extend(plan: Plan, job) -> None:
-        from detox.data.annotate import eval_prefix  # light: numpy and the templates
+        from detox.data.annotate import Annotation, eval_prefix  # light: numpy and the templates
 
-        mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
         # "version" 2: a document's own score (the /pol/ posts' Perspective TOXICITY) annotates it where it has one
         annotate = {"scheme": scheme, "scorer": job.scorer.result_spec(), "version": 2}
-        spec = {name: value for name, value in mixture.spec.items() if name != "sample"}
-        # annotated text is tokenised as it is packed: the streaming packer, never the prepared stores
-        plan.replace(Stage(STAGE.MIXTURE, {**spec, "annotate": annotate}, lambda out, i: _mixture(job, scheme, out, i),
-                           inputs=(STAGE.TOKENIZER,), version=mixture.version))  # the study mixture's version
-        plan.remove(STAGE.PREPARE)
+        replace_mixture(plan, job, "annotate", annotate,  # each document annotated on its way into the packer
+                        lambda scorer: Annotation(scorer, scheme, job.scorer.batch_size, job.scorer.threshold))
         plan.prompt_prefix = eval_prefix(scheme)
 
     return extend
-
-
-def _mixture(job, scheme: str, out, inputs) -> dict:
-    from detox.data.annotate import Annotation
-    from detox.data.stages import build_mixture
-    from detox.evaluation import scorers
-
-    annotation = Annotation(scorers.bulk_scorer(job.scorer, job.root), scheme, job.scorer.batch_size,
-                            job.scorer.threshold)
-    return build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
-                         transform=annotation)

@@ -18,7 +18,6 @@ figure and table, and the power statements (`detox.report.frontier`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from detox.core.artifacts import STAGE
@@ -30,11 +29,11 @@ from detox.core.tradeoff import (
     CURVE_METHOD,
     DEFAULT_CE_BUDGET,
     DEFAULT_MIN_WELL_FORMED,
-    MEASURES,
     read_curve,
     summary,
 )
 from detox.methods import iti
+from detox.methods._curve import curve_spec, measure_curve
 
 NAME = CURVE_METHOD  # the report finds the runs that log a curve by it
 CURVE, SUMMARY = "curve", "curve_summary"  # the stages this method adds after ITI's
@@ -51,10 +50,7 @@ class IticurveOptions(MethodOptions):
 
 def extend(plan: Plan, job) -> None:
     iti.extend(plan, job)  # probe, steer at iti.alpha, the intervention of the full evaluation
-    plan.add(Stage(CURVE, {**iti.shifts_make(job.iti), "alphas": list(job.method.alphas), "seed": job.seed,
-                           "evaluate": {k: getattr(job.evaluate, k) for k in ("toxigen_max_new_tokens", "batch_size",
-                                                                                "heldout_docs")},
-                           "scorer": job.scorer.result_spec()},
+    plan.add(Stage(CURVE, {**iti.shifts_make(job.iti), "alphas": list(job.method.alphas), **curve_spec(job)},
                    lambda out, i: _curve(job, out, i), inputs=(STAGE.SOURCES, STAGE.PRETRAIN, iti.PROBE),
                    logged=(CURVE_FILE,)))
     plan.add(Stage(SUMMARY, {"ce_budget": job.method.ce_budget, "min_well_formed": job.method.min_well_formed,
@@ -64,32 +60,15 @@ def extend(plan: Plan, job) -> None:
 
 
 def _curve(job, out, inputs) -> dict:
-    from detox.core import artifacts
-    from detox.core.models import load_model
-    from detox.data.parts import heldout_texts, load_part
-    from detox.evaluation import evaluate, scorers
-    from detox.evaluation.prompt_sets import PROMPT_SETS
     from detox.steering import steer
 
-    sources = inputs[STAGE.SOURCES]
-    model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
-    greedy = tuple(s for s in PROMPT_SETS if s.name == "toxigen")  # the decision point and greedy continuations
-    rows = {s.name: load_part(sources, s.part) for s in greedy}
-    heldout = heldout_texts(sources)
-    scorer = scorers.make_scorer(job.scorer, job.root)
     a = job.iti
-    points = []
-    for index, alpha in enumerate(job.method.alphas):
-        point = out / f"point_{index:02d}"
-        point.mkdir()
+
+    def steering(model, alpha, point):
         steer.steer_stage(inputs[iti.PROBE], a.top_k_heads, alpha, a.direction, a.random_scaling, job.seed, point)
-        with steer.steering(model, steer.load_shifts(point)):
-            measured = evaluate.evaluate(model, tokenizer, rows, heldout, scorer, job.evaluate, job.scorer.threshold,
-                                         job.seed, point, seq_len=job.data.seq_len, sets=greedy)
-        points.append({"alpha": alpha, **{m: measured[m] for m in MEASURES if m in measured}})
-    (out / CURVE_FILE).write_text(json.dumps({"alphas": list(job.method.alphas), "direction": a.direction,
-                                              "points": points}, indent=1))
-    return {"curve_points": len(points)}
+        return steer.steering(model, steer.load_shifts(point))
+
+    return measure_curve(job, list(job.method.alphas), steering, out, inputs, {"direction": a.direction})
 
 
 def _summary(job, inputs) -> dict:

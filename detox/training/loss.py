@@ -57,13 +57,19 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 0,
-            z_loss: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+            z_loss: float = 0.0, weights: tuple[torch.Tensor, torch.Tensor] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy, the loss to train on: that plus z_loss × mean squared log-normaliser) of the
     next tokens `targets` (rows, seq) given the final hidden states `hidden` (rows, seq, d) and the
     output matrix `weight` (vocab, d). Only the second carries gradients when chunked.
 
     chunk: sequence positions per chunk (0, or one at least as long as the sequence: all at once, as
-    `F.cross_entropy` over full fp32 logits, bit for bit)."""
+    `F.cross_entropy` over full fp32 logits, bit for bit).
+    weights: (loss weights, unlikelihood weights), each like `targets` (method=loss_mask): the
+    cross-entropy is the loss-weighted mean, plus the sum of unlikelihood weight x -log(1 - p(target))
+    over the weighted positions' count (Welleck et al. 2020); unchunked only."""
+    if weights is not None:
+        return _weighted_loss(hidden, weight, targets, z_loss, *weights)
     if 0 < chunk < hidden.shape[1]:
         loss, ce = _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk, z_loss)
         return ce, loss
@@ -72,3 +78,17 @@ def lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, c
     if not z_loss:
         return ce, ce
     return ce, ce + z_loss * torch.logsumexp(logits, dim=-1).square().mean()
+
+
+def _weighted_loss(hidden, weight, targets, z_loss: float, ce_weights: torch.Tensor, ul_weights: torch.Tensor):
+    logits = F.linear(hidden, weight).flatten(0, 1).float()
+    log_p = torch.log_softmax(logits, dim=-1).gather(1, targets.flatten()[:, None]).squeeze(1)
+    w, u = ce_weights.flatten().float(), ul_weights.flatten().float()
+    ce = -(w * log_p).sum() / w.sum().clamp(min=1.0)
+    loss = ce
+    if u.any():  # -log(1 - p), p kept below 1 so a certain prediction costs a large finite amount
+        unlikely = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+        loss = loss + (u * unlikely).sum() / (u > 0).sum()
+    if z_loss:
+        loss = loss + z_loss * (w * torch.logsumexp(logits, dim=-1).square()).sum() / w.sum().clamp(min=1.0)
+    return ce, loss
