@@ -12,9 +12,9 @@ from detox.job import JobConfig
 from detox.pipeline import run_plan, setting_key, study_plan
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
-# iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
+# iti., redteam., tamper. and search. count only when their method or switch is on (search: in the job's MLflow key)
 NOT_RESULT = ("root", "task", "plan", "stop_after", "device_memory_gb", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.",
-              "redteam.", "search.",
+              "redteam.", "search.", "tamper.",
               "trainer.num_threads", "trainer.checkpoint_every", "trainer.checkpoint_minutes", "trainer.deterministic", "scorer.do_not_store",
               "scorer.cache", "trainer.require_cached_pretrain",
               # how fast the same computation runs (detox.training.config.TrainerConfig.result_spec)
@@ -22,7 +22,7 @@ NOT_RESULT = ("root", "task", "plan", "stop_after", "device_memory_gb", "mlflow.
               "model.revision", "capability.")  # read only with a hub model.path / with capability.tasks (own tests)
 # What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
 # method, source kind or an added red-team stage is another plan, not one value of it.
-SHAPE = ("method.name", "data.source", "redteam.enabled", "model.path")  # model.path: tests/test_pretrained_job.py
+SHAPE = ("method.name", "data.source", "redteam.enabled", "tamper.enabled", "model.path")  # model.path: tests/test_pretrained_job.py
 
 
 def job(*overrides):
@@ -99,6 +99,9 @@ def test_with_iti_and_red_teaming_their_settings_count_too():
     checked = assert_identity_follows_the_result(job("method=iti", "redteam.enabled=true"), not_result)
     assert {"iti.alpha", "iti.top_k_heads", "iti.direction", "iti.val_fraction", "iti.solver",
             "redteam.target", "redteam.num_steps"} <= set(checked)
+    attacked = job("tamper.enabled=true", "tamper.steps=4", "tamper.eval_at=[0,2,4]")
+    checked = assert_identity_follows_the_result(attacked, tuple(p for p in NOT_RESULT if p != "tamper."))
+    assert {"tamper.steps", "tamper.eval_at", "tamper.docs", "tamper.lr", "tamper.batch_size", "tamper.max_tokens"} <= set(checked)
     random = job("method=iti", "iti.direction=random")
     scaling = [f for f in dataclasses.fields(random.iti) if f.name == "random_scaling"][0]
     assert study_plan(with_value(random, "iti.random_scaling", changed(random.iti.random_scaling, scaling))).key \

@@ -26,28 +26,40 @@ def curve_spec(job) -> dict:
             "evaluate": {k: getattr(job.evaluate, k) for k in ("toxigen_max_new_tokens", "batch_size", "heldout_docs")}}
 
 
+def greedy_measure(job, sources: Path) -> Callable[[object, object, Path, str], dict]:
+    """(model, tokenizer, folder, prompt prefix) -> the MEASURES of the greedy evaluation (the decision
+    point, the ToxiGen-like continuations, the CE losses; generations written to the folder). Also the
+    fine-tuning attack's measure (detox.pipeline, the `tamper` stage)."""
+    from detox.data.parts import heldout_texts, load_part
+    from detox.evaluation import evaluate, scorers
+    from detox.evaluation.prompt_sets import PROMPT_SETS
+
+    greedy = tuple(s for s in PROMPT_SETS if s.name == "toxigen")  # the decision point and greedy continuations
+    rows = {s.name: load_part(sources, s.part) for s in greedy}
+    heldout = heldout_texts(sources)
+    scorer = scorers.make_scorer(job.scorer, job.root)
+
+    def measure(model, tokenizer, folder: Path, prefix: str = "") -> dict:
+        measured = evaluate.evaluate(model, tokenizer, rows, heldout, scorer, job.evaluate, job.scorer.threshold,
+                                     job.seed, folder, sets=greedy, prefix=prefix)
+        return {m: measured[m] for m in MEASURES if m in measured}
+
+    return measure
+
+
 def measure_curve(job, alphas: list[float], steering: Steering, out: Path, inputs: Inputs, extra: dict) -> dict:
     """Measure the base model (inputs[STAGE.PRETRAIN]) at every alpha of `alphas` under `steering`; write
     CURVE_FILE ({"alphas", **extra, "points"}) and each point's generations under point_NN/."""
     from detox.core import artifacts
     from detox.core.models import load_model
-    from detox.data.parts import heldout_texts, load_part
-    from detox.evaluation import evaluate, scorers
-    from detox.evaluation.prompt_sets import PROMPT_SETS
 
-    sources = inputs[STAGE.SOURCES]
     model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
-    greedy = tuple(s for s in PROMPT_SETS if s.name == "toxigen")  # the decision point and greedy continuations
-    rows = {s.name: load_part(sources, s.part) for s in greedy}
-    heldout = heldout_texts(sources)
-    scorer = scorers.make_scorer(job.scorer, job.root)
+    measure = greedy_measure(job, inputs[STAGE.SOURCES])
     points = []
     for index, alpha in enumerate(alphas):
         point = out / f"point_{index:02d}"
         point.mkdir()
         with steering(model, alpha, point):
-            measured = evaluate.evaluate(model, tokenizer, rows, heldout, scorer, job.evaluate, job.scorer.threshold,
-                                         job.seed, point, sets=greedy)
-        points.append({"alpha": alpha, **{m: measured[m] for m in MEASURES if m in measured}})
+            points.append({"alpha": alpha, **measure(model, tokenizer, point)})
     (out / CURVE_FILE).write_text(json.dumps({"alphas": list(alphas), **extra, "points": points}, indent=1))
     return {"curve_points": len(points)}

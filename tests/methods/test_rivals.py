@@ -85,3 +85,18 @@ def test_each_rival_runs_end_to_end_on_the_embedded_world(tmp_path):
     for result in results.values():
         assert "insult_probability" in result.metrics and "ce_loss" in result.metrics
     assert results["caa"].artifacts[STAGE.PRETRAIN].path == results["ablate"].artifacts[STAGE.PRETRAIN].path
+
+
+@pytest.mark.slow  # a tiny pre-training, evaluation and a 4-step attack, ~30 s on 2 cores
+def test_the_attack_follows_a_treatment_with_its_intervention_on(tmp_path):
+    overrides = (f"root={tmp_path}", "method=ablate", "tamper.enabled=true", "tamper.steps=4", "tamper.eval_at=[0,2,4]",
+                 "tamper.docs=16")
+    plan = study_plan(job(*overrides))
+    assert plan.stages[-1].name == STAGE.TAMPER and "residual" in plan[STAGE.TAMPER].inputs
+    result = run_job(job(*overrides), StageCache(tmp_path / "cache"), log=lambda _: None)
+    points = json.loads((result.artifacts[STAGE.TAMPER].path / "tamper.json").read_text())["points"]
+    assert [p["step"] for p in points] == [0, 2, 4]
+    # step 0 is the treated model as the evaluation measured it: the intervention is on
+    assert points[0]["insult_probability"] == pytest.approx(result.metrics["insult_probability"])
+    assert result.metrics["tamper_insult_probability_step_4"] == points[-1]["insult_probability"]
+    assert study_plan(job(f"root={tmp_path}", "method=ablate")).key == plan.keys()[STAGE.EVALUATE]  # off: unchanged
