@@ -47,13 +47,15 @@ def greedy_measure(job, sources: Path) -> Callable[[object, object, Path, str], 
     return measure
 
 
-def measure_curve(job, alphas: list[float], steering: Steering, out: Path, inputs: Inputs, extra: dict) -> dict:
-    """Measure the base model (inputs[STAGE.PRETRAIN]) at every alpha of `alphas` under `steering`; write
-    CURVE_FILE ({"alphas", **extra, "points"}) and each point's generations under point_NN/."""
+def measure_curve(job, inputs: Inputs, alphas: list[float], steering: Steering, out: Path, extra: dict,
+                  model_dir: Path | None = None) -> dict:
+    """Measure the base model (`model_dir`, by default the pre-trained one's `hf/`) at every alpha of
+    `alphas` under `steering`; write CURVE_FILE ({"alphas", **extra, "points"}) and each point's
+    generations under point_NN/ in `out`."""
     from detox.core import artifacts
     from detox.core.models import load_model
 
-    model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
+    model, tokenizer = load_model(model_dir or inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
     measure = greedy_measure(job, inputs[STAGE.SOURCES])
     points = []
     for index, alpha in enumerate(alphas):

@@ -58,8 +58,8 @@ def _adding(job, model, inputs, alpha: float):
 
 
 def _curve(job, out, inputs) -> dict:
-    return measure_curve(job, list(job.method.alphas), lambda model, alpha, _: _adding(job, model, inputs, alpha),
-                         out, inputs, {"layers": list(job.method.layers)})
+    return measure_curve(job, inputs, list(job.method.alphas), lambda model, alpha, _: _adding(job, model, inputs, alpha),
+                         out, {"layers": list(job.method.layers)})
 
 
 def label(job) -> str:

@@ -12,12 +12,16 @@ and the same steering and full evaluation at `iti.alpha`, the curve's fixed stre
   (`detox.core.tradeoff.summary`): the toxicity at matched cost by interpolation, the drop, the share
   of toxicity removed at matched cost and at the fixed strength, the CE tax at the fixed strength.
   Its own stage, so another budget re-reads the curve without measuring it again.
+* `dynamics`, only when the pre-training kept snapshots (`trainer.snapshots=N`): the probe stage's and the
+  curve stage's own functions on each snapshot and on the final model, without re-training; the probes'
+  accuracy and the drop at matched cost against the tokens seen (`dynamics.json`).
 The report reads every run's curve.json at its own budget (`detox-report --ce-budget`): the frontier
 figure and table, and the power statements (`detox.report.frontier`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from detox.core.artifacts import STAGE
@@ -36,7 +40,8 @@ from detox.methods import iti
 from detox.methods._curve import curve_spec, measure_curve
 
 NAME = CURVE_METHOD  # the report finds the runs that log a curve by it
-CURVE, SUMMARY = "curve", "curve_summary"  # the stages this method adds after ITI's
+CURVE, SUMMARY, DYNAMICS = "curve", "curve_summary", "dynamics"  # the stages this method adds after ITI's
+DYNAMICS_FILE = "dynamics.json"  # [{"tokens_seen", "probe_best_accuracy", "probe_mean_accuracy", curve_* drops}, ...]
 DEFAULT_ALPHAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0]
 
 
@@ -57,18 +62,48 @@ def extend(plan: Plan, job) -> None:
                              "fixed_alpha": job.iti.alpha},
                    lambda out, i: _summary(job, i), inputs=(CURVE,),
                    version=2))  # 2: the toxicity read at the crossing of monotone fits, not the lowest point
+    if job.trainer.snapshots and not job.model.path:  # the pre-training kept snapshots: the dynamics too
+        plan.add(Stage(DYNAMICS, {**plan[CURVE].spec, **plan[SUMMARY].spec, **plan[iti.PROBE].spec},
+                       lambda out, i: _dynamics(job, out, i), inputs=(STAGE.SOURCES, STAGE.PRETRAIN),
+                       logged=(DYNAMICS_FILE,), version=2))  # 2: read as curve_summary's version 2 reads
 
 
-def _curve(job, out, inputs) -> dict:
+def _curve(job, out, inputs, probe_dir=None, model_dir=None) -> dict:
+    """The curve stage's build; `probe_dir`, `model_dir`: a snapshot's probes and model (the dynamics)."""
     from detox.steering import steer
 
-    a = job.iti
+    a, probes = job.iti, probe_dir or inputs[iti.PROBE]
 
     def steering(model, alpha, point):
-        steer.steer_stage(inputs[iti.PROBE], a.top_k_heads, alpha, a.direction, a.random_scaling, job.seed, point)
+        steer.steer_stage(probes, a.top_k_heads, alpha, a.direction, a.random_scaling, job.seed, point)
         return steer.steering(model, steer.load_shifts(point))
 
-    return measure_curve(job, list(job.method.alphas), steering, out, inputs, {"direction": a.direction})
+    return measure_curve(job, inputs, list(job.method.alphas), steering, out, {"direction": a.direction},
+                         model_dir=model_dir)
+
+
+def _dynamics(job, out, inputs) -> dict:
+    """Probe and curve at each snapshot the pre-training kept (trainer.snapshots) and at its end: the
+    probes' accuracy and the drop at matched cost against the tokens seen, in DYNAMICS_FILE."""
+    from detox.core import artifacts
+    from detox.training.pretrain.callbacks import SNAPSHOT_DIR, SNAPSHOT_INFO
+
+    pretrain = inputs[STAGE.PRETRAIN]
+    final_tokens = json.loads((pretrain / artifacts.METRICS).read_text())["pretrain_tokens_seen"]
+    models = [(folder, json.loads((folder / SNAPSHOT_INFO).read_text())["tokens_seen"])
+              for folder in sorted((pretrain / SNAPSHOT_DIR).glob("step-*"))] + [(pretrain / artifacts.HF_MODEL, final_tokens)]
+    rows = []
+    for index, (model_dir, tokens) in enumerate(models):
+        at = out / f"model_{index:02d}"
+        (at / "probe").mkdir(parents=True)
+        probed = iti._probe(job, at / "probe", inputs, model_dir=model_dir)
+        _curve(job, at, inputs, probe_dir=at / "probe", model_dir=model_dir)
+        read = summary(read_curve(at / CURVE_FILE), job.method.ce_budget, job.method.min_well_formed, job.iti.alpha)
+        rows.append({"tokens_seen": tokens, "probe_best_accuracy": probed["probe_best_accuracy"],
+                     "probe_mean_accuracy": probed["probe_mean_accuracy"],
+                     **{k: v for k, v in read.items() if k.endswith(("_drop_at_budget", "_unsteered", "_removed_at_budget"))}})
+    (out / DYNAMICS_FILE).write_text(json.dumps(rows, indent=1))
+    return {"dynamics_models": len(rows)}
 
 
 def _summary(job, inputs) -> dict:

@@ -106,6 +106,7 @@ class TrainerConfig:
     # averaging): the exported model is the average. 0: off. Not with strategy=fsdp. Off here, 0.98 in
     # conf/trainer/cpu.yaml (the default job's trainer), as document_mask.
     ema_decay: float = number(0.0, "[0, 1)")
+    snapshots: int = number(0, "[0, inf)")  # models kept at as many evenly spaced steps (training dynamics)
 
     def check(self, seq_len: int) -> None:
         """The rules that span trainer fields (and the sequence length)."""
@@ -117,6 +118,8 @@ class TrainerConfig:
         if self.hsdp and self.strategy != "fsdp":
             raise ConfigError(f"trainer.hsdp=true shards within a node and replicates across nodes: it needs "
                               f"trainer.strategy=fsdp, not {self.strategy}")
+        if self.snapshots and self.strategy == "fsdp":
+            raise ConfigError(f"trainer.snapshots={self.snapshots} exports unsharded weights: not with trainer=fsdp")
         if self.ema_decay and self.strategy == "fsdp":
             raise ConfigError(f"trainer.ema_decay={self.ema_decay} needs unsharded weights: Lightning's weight "
                               "averaging does not support strategy=fsdp (use ddp, or ema_decay=0)")
@@ -141,7 +144,7 @@ class TrainerConfig:
             del spec["eps"]
         if not self.warmup_steps:  # unset, warmup_fraction decides: the keys of models trained before it existed
             del spec["warmup_steps"]
-        for added in ("document_mask", "ema_decay"):  # off: the keys of models trained before they existed
+        for added in ("document_mask", "ema_decay", "snapshots"):  # off: the keys of models trained before they existed
             if not spec[added]:
                 del spec[added]
         return spec
