@@ -41,7 +41,7 @@ def greedy_measure(job, sources: Path) -> Callable[[object, object, Path, str], 
 
     def measure(model, tokenizer, folder: Path, prefix: str = "") -> dict:
         measured = evaluate.evaluate(model, tokenizer, rows, heldout, scorer, job.evaluate, job.scorer.threshold,
-                                     job.seed, folder, sets=greedy, prefix=prefix)
+                                     job.seed, folder, seq_len=job.data.seq_len, sets=greedy, prefix=prefix)
         return {m: measured[m] for m in MEASURES if m in measured}
 
     return measure
