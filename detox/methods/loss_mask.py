@@ -6,7 +6,7 @@ weight times the unlikelihood loss -log(1 - p(token)) instead (Welleck et al. 20
 probability down. The spans are marked in mask shards beside the packed tokens (detox/data/filtering.py
 `SpanMask`, detox/data/packing.py), and the pre-training loss reads them (detox/training/loss.py).
 Logged: masked_<part>_doc_share, mix_masked_tokens. Pre-trains its own base model (refused for a
-pre-trained `model.path`); the weighted loss runs unchunked (`trainer.loss_chunk=0`)."""
+pre-trained `model.path`); the weighted loss runs chunked too (`trainer.loss_chunk`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from detox.core.methods import Method, MethodOptions, register
 from detox.core.plan import Plan
-from detox.core.schema import ConfigError, number
+from detox.core.schema import number
 from detox.methods._mixture import replace_mixture
 
 
@@ -47,12 +47,6 @@ def label(job) -> str:
     return f"score>={m.threshold:g}" + (f" unlikelihood={m.unlikelihood:g}" if m.unlikelihood else "")
 
 
-def validate(job) -> None:
-    if job.trainer.loss_chunk:
-        raise ConfigError(f"method=loss_mask weighs each token's loss unchunked: set trainer.loss_chunk=0 "
-                          f"(it is {job.trainer.loss_chunk})")
-
-
-register(Method("loss_mask", LossMaskOptions, extend=extend, label=label, validate=validate, pretrains=True,
+register(Method("loss_mask", LossMaskOptions, extend=extend, label=label, pretrains=True,
                 params=lambda job: {"loss_mask_threshold": f"{job.method.threshold:g}",
                                     "loss_mask_unlikelihood": f"{job.method.unlikelihood:g}"}))

@@ -43,7 +43,6 @@ def test_the_data_rivals_pre_train_their_own_model_and_leave_the_study_keys_alon
     (("method=ablate", "method.layers=[0,0]"), "a layer repeats"),
     (("method=caa", "method.alphas=[0.5,1]"), "needs 0 first"),
     (("method=caa", "method.alpha=9"), "lies beyond method.alphas"),
-    (("method=loss_mask", "trainer.loss_chunk=8"), "set trainer.loss_chunk=0"),
     (("method=filter", "method.threshold=2"), r"method.threshold=2"),
 ])
 def test_bad_settings_are_refused_in_one_line(overrides, message):

@@ -27,3 +27,18 @@ def test_weighted_loss_masks_tokens_and_adds_unlikelihood():
     weight.requires_grad_(True)
     lm_loss(hidden, weight, targets, weights=(1 - mask, 2.0 * mask))[1].backward()  # differentiable
     assert weight.grad is not None and torch.isfinite(weight.grad).all()
+
+
+def test_the_chunked_weighted_loss_matches_the_unchunked_one_with_its_gradients():
+    torch.manual_seed(1)
+    hidden, weight = torch.randn(2, 7, 8, requires_grad=True), torch.randn(13, 8, requires_grad=True)
+    targets = torch.randint(0, 13, (2, 7))
+    mask = (torch.rand(2, 7) < 0.3).float()
+    results = []
+    for chunk in (0, 3):
+        hidden.grad = weight.grad = None
+        ce, loss = lm_loss(hidden, weight, targets, chunk, z_loss=1e-2, weights=(1 - mask, 0.7 * mask))
+        loss.backward()
+        results.append((ce.detach(), loss.detach(), hidden.grad.clone(), weight.grad.clone()))
+    for unchunked, chunked in zip(*results):
+        torch.testing.assert_close(chunked, unchunked, rtol=1e-5, atol=1e-6)
