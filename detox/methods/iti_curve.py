@@ -65,7 +65,7 @@ def extend(plan: Plan, job) -> None:
     if job.trainer.snapshots and not job.model.path:  # the pre-training kept snapshots: the dynamics too
         plan.add(Stage(DYNAMICS, {**plan[CURVE].spec, **plan[SUMMARY].spec, **plan[iti.PROBE].spec},
                        lambda out, i: _dynamics(job, out, i), inputs=(STAGE.SOURCES, STAGE.PRETRAIN),
-                       logged=(DYNAMICS_FILE,), version=2))  # 2: read as curve_summary's version 2 reads
+                       logged=(DYNAMICS_FILE,)))
 
 
 def _curve(job, out, inputs, probe_dir=None, model_dir=None) -> dict:
