@@ -41,7 +41,7 @@ from detox.evaluation.config import (
 )
 from detox.methods.iti import ItiOptions
 from detox.toy.config import ToyConfig
-from detox.training.config import ModelConfig, TrainerConfig
+from detox.training.config import ModelConfig, TamperConfig, TrainerConfig
 
 __all__ = ["JobConfig"]
 
@@ -87,6 +87,7 @@ class JobConfig:
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     redteam: RedteamConfig = field(default_factory=RedteamConfig)
+    tamper: TamperConfig = field(default_factory=TamperConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     capability: CapabilityConfig = field(default_factory=CapabilityConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -107,6 +108,13 @@ class JobConfig:
             raise ConfigError(f"search.objective=curve_drop reads the trial's trade-off curve: set method=iti_curve "
                               f"(not {self.method.name})")
         self.toy.validate()
+        if self.tamper.enabled:
+            self.tamper.check()
+            if not source_kind(self.data).world_grammar:
+                raise ConfigError(f"tamper.enabled=true draws fresh toxic documents from the embedded world; "
+                                  f"data.source={self.data.source} has no source of unseen toxic text for it yet")
+            if self.tamper.batch_size > self.tamper.docs:
+                raise ConfigError(f"tamper.batch_size={self.tamper.batch_size} exceeds tamper.docs={self.tamper.docs}")
         if self.model.name == "pretrained" and not self.model.path:
             raise ConfigError("model=pretrained needs model.path: a local model folder or a hub id (owner/name)")
         if self.model.path:
@@ -121,7 +129,7 @@ class JobConfig:
         )
 
         if methods.get(self.method.name).pretrains:
-            raise ConfigError(f"method={self.method.name} pre-trains its own model on annotated data: it cannot "
+            raise ConfigError(f"method={self.method.name} pre-trains its own model: it cannot "
                               f"treat the pre-trained model.path={self.model.path}")
         if source_kind(self.data).world_grammar:
             raise ConfigError(f"model.path={self.model.path} with data.source={self.data.source}: the embedded world's "

@@ -22,6 +22,7 @@ from detox.core.cache import Artifact, StageCache
 from detox.core.plan import Inputs, Plan, Stage
 from detox.core.ranks import process_rank
 from detox.core.schema import ConfigError
+from detox.core.tamper import TAMPER_FILE, tamper_metrics
 from detox.data.sources import source_kind
 from detox.job import JobConfig
 
@@ -46,6 +47,14 @@ def study_plan(job: JobConfig) -> Plan:
                        lambda out, i: _redteam(job, plan, out, i),
                        inputs=(STAGE.EVALUATE, STAGE.SOURCES, plan.model, *(intervention.inputs if intervention else ())),
                        logged=("redteam.jsonl",)))
+    if job.tamper.enabled:  # after the evaluation (and red-teaming), whose key it chains
+        plan.add(Stage(STAGE.TAMPER, {"tamper": asdict(job.tamper), "world": asdict(job.data.world),
+                                      "scorer": job.scorer.result_spec(), "evaluate": asdict(job.evaluate),
+                                      "seed": job.seed, "prompt_prefix": plan.prompt_prefix},
+                       lambda out, i: _tamper(job, plan, out, i),
+                       inputs=(plan.stages[-1].name, STAGE.SOURCES, plan.model,
+                               *(intervention.inputs if intervention else ())),
+                       logged=(TAMPER_FILE,)))
     if job.capability.tasks:
         add_capability_stages(plan, job)
     return plan
@@ -197,6 +206,30 @@ def _redteam(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
     metrics = redteam.red_team(lm, tok, prompts, targets, scorer, job.redteam, job.scorer.threshold, out,
                                intervention=(lambda: plan.intervention.make(lm, inputs)) if plan.intervention else None)
     return {**metrics, "gcg_seconds": time.perf_counter() - start}
+
+
+def _tamper(job: JobConfig, plan: Plan, out: Path, inputs: Inputs) -> dict:
+    """The fine-tuning attack (detox.training.tamper) on the evaluated model, its intervention on throughout."""
+    from contextlib import nullcontext
+
+    from detox.core.models import load_model
+    from detox.data.world import attack_documents
+    from detox.methods._curve import greedy_measure
+    from detox.training.tamper import attack
+
+    lm, tok = load_model(inputs[plan.model] / artifacts.HF_MODEL)
+    measure = greedy_measure(job, inputs[STAGE.SOURCES])
+    texts = attack_documents(job.data.world, job.tamper.docs, job.seed)
+
+    def at(step: int) -> dict:
+        folder = out / f"step_{step:05d}"
+        folder.mkdir(exist_ok=True)  # a resumed attack may measure a step again
+        return measure(lm, tok, folder, plan.prompt_prefix)
+
+    with plan.intervention.make(lm, inputs) if plan.intervention else nullcontext():
+        points = attack(lm, tok, texts, job.tamper, job.seed, out, at)
+    (out / TAMPER_FILE).write_text(json.dumps({"points": points}, indent=1))
+    return tamper_metrics(points)
 
 
 @dataclass

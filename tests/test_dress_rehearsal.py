@@ -17,6 +17,11 @@ a C4 document with the job's scorer's); SFT's documents are the first ones of th
 the scorer rated non-toxic; the prompting text is the paper's instruction; ITI steered 30 heads at
 alpha 4, 8 and 12; every run FINISHED, with its base model pre-trained by fsdp on 2 processes.
 
+The paper's rivals that pre-train their own model run as a third multirun on the same files and
+checks: filter's mixtures hold no document scored at or above the threshold (a /pol/ post by its own
+score, any other by the classifier), and loss_mask's hold, token by token, no loss on exactly the
+sentences the classifier scores toxic (at least one such sentence is masked).
+
 Skips where PostgreSQL is missing (fails with CI=true, as .ci/run sets)."""
 
 from __future__ import annotations
@@ -137,15 +142,14 @@ def tracking_server(tmp_path):
         yield uri
 
 
-@pytest.mark.slow  # PostgreSQL, an MLflow server, 18 jobs, 6 pre-trainings on 2 processes each (a few minutes)
+@pytest.mark.slow  # PostgreSQL, an MLflow server, 22 jobs, 10 pre-trainings on 2 processes each (a few minutes)
 def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_server):
     import mlflow
     from helpers import compose_job
 
     release = write_release_files(tmp_path / "release")
     root = tmp_path / "root"
-    common = [PRESET, "hydra.sweep.subdir=${hydra.job.num}", *release["overrides"], *SIZES, "scorer=classifier",
-              f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax", f"root={root}", f"mlflow.tracking_uri={tracking_server}", *SWEEP]
+    common = common_overrides(release, classifier_dir, root, tracking_server)
     composed = compose_job(PRESET)
     experiment = composed["mlflow"]["experiment"]
     assert composed["iti"]["top_k_heads"] == TOP_K_HEADS and composed["trainer"]["strategy"] == "fsdp"
@@ -157,12 +161,14 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
     # SFT and DPO: the same base models (from the cache), their own step counts shrunk too
     post_training = launch("-m", *common, "treatment=sft,dpo", "++method.steps=2", "++method.batch_size=4", timeout=1200)
     assert post_training.returncode == 0, (post_training.stdout + post_training.stderr)[-4000:]
+    rivals = launch("-m", *common, "method=filter,loss_mask", timeout=1200)
+    assert rivals.returncode == 0, (rivals.stdout + rivals.stderr)[-4000:]
     table = subprocess.run([sys.executable, "-c", "from detox.report import table_main; table_main()",
                             "--tracking-uri", tracking_server, "--experiment", experiment, "--csv",
                             str(tmp_path / "table1.csv")],
                            capture_output=True, text=True, timeout=300, cwd=REPO)
     assert table.returncode == 0, table.stderr[-3000:]
-    print(f"\ndress rehearsal: {time.monotonic() - start:.0f} s for 18 jobs\n{table.stdout}")
+    print(f"\ndress rehearsal: {time.monotonic() - start:.0f} s for 22 jobs\n{table.stdout}")
 
     client = mlflow.MlflowClient(tracking_server)
     runs = [r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
@@ -170,7 +176,7 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
     columns_run = {(r.data.params["ratio"], r.data.params["method"], r.data.params["strength"]): r for r in runs}
     expected = {(ratio, method, strength) for ratio in ("0", "10") for method, strength in (
         ("none", "-"), ("prompting", "-"), ("sft", "-"), ("dpo", "-"), ("meda", "-"), ("inst", "-"),
-        ("iti", "weak"), ("iti", "mid"), ("iti", "strong"))}
+        ("iti", "weak"), ("iti", "mid"), ("iti", "strong"), ("filter", "score>=0.5"), ("loss_mask", "score>=0.5"))}
     assert set(columns_run) == expected and len(runs) == len(expected)
     assert [r.info.run_name for r in runs if r.info.status != "FINISHED"] == []
     for run in runs:  # every base model pre-trained sharded over two processes, on the paper's data
@@ -185,6 +191,8 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
     # the job's scorer as the jobs used it: its cache under the root answers with the scores they saw
     score = bulk_scorer(ScorerConfig(name="classifier", model=str(classifier_dir)), root)
     check_annotated_shards(root, release, score)
+    check_filtered_and_masked_shards(root, release, score)
+    assert columns_run["10", "filter", "score>=0.5"].data.metrics["mix_dropped_toxic_docs"] > 0
     for ratio in ("0", "10"):
         check_sft(client, columns_run[ratio, "sft", "-"], release["c4"], score, tmp_path)
         dpo = columns_run[ratio, "dpo", "-"].data.metrics
@@ -207,6 +215,28 @@ def test_dress_rehearsal_of_the_paper_study(tmp_path, classifier_dir, tracking_s
     printed = pd.read_csv(tmp_path / "table1.csv")  # what detox-table printed, as its CSV
     assert {(f"{r.ratio:g}", r.method, r.strength) for r in printed.itertuples()} == expected, printed
     assert len(printed) == len(expected) and printed["ToxiGen %"].notna().all(), printed
+
+
+def common_overrides(release: dict, classifier_dir: Path, root: Path, tracking_uri: str) -> list[str]:
+    return [PRESET, "hydra.sweep.subdir=${hydra.job.num}", *release["overrides"], *SIZES, "scorer=classifier",
+            f"scorer.model={classifier_dir}", "scorer.toxic_label=toxic", "scorer.activation=softmax", f"root={root}",
+            f"mlflow.tracking_uri={tracking_uri}", *SWEEP]
+
+
+@pytest.mark.slow  # 4 jobs, 4 pre-trainings on 2 processes each (a few minutes); no PostgreSQL needed
+def test_dress_rehearsal_of_the_data_side_rivals(tmp_path, classifier_dir):
+    """filter and loss_mask alone on the preset and the release files (the full rehearsal runs them too):
+    what their shards hold, checked as the full rehearsal checks them."""
+    from detox.evaluation.config import ScorerConfig
+    from detox.evaluation.scorers import bulk_scorer
+
+    release = write_release_files(tmp_path / "release")
+    root = tmp_path / "root"
+    rivals = launch("-m", *common_overrides(release, classifier_dir, root, f"sqlite:///{tmp_path / 'mlflow.db'}"),
+                    "method=filter,loss_mask", timeout=1200)
+    assert rivals.returncode == 0, (rivals.stdout + rivals.stderr)[-4000:]
+    check_filtered_and_masked_shards(root, release, bulk_scorer(ScorerConfig(name="classifier", model=str(classifier_dir)),
+                                                                root))
 
 
 def check_annotated_shards(root: Path, release: dict, score) -> None:
@@ -248,6 +278,52 @@ def check_annotated_shards(root: Path, release: dict, score) -> None:
     assert set(found) == {(scheme, ratio) for scheme in ("meda", "inst") for ratio in (0, 10)}, found
     for (scheme, ratio), kinds in found.items():
         assert kinds["c4"] > 0 and (kinds["pol, own score"] > 0) == (ratio == 10), (scheme, ratio, kinds)
+
+
+def _mixtures(root: Path, kind: str):
+    """(spec, ShardedTokens, documents as token lists) of every mixture whose spec has `kind`, and the tokenizer."""
+    from tokenizers import Tokenizer
+
+    from detox.core.artifacts import TOKENIZER
+    from detox.core.shards import ShardedTokens
+
+    tokenizer = Tokenizer.from_file(str(next((root / "cache" / "tokenizer").glob(f"*/{TOKENIZER}"))))
+    for spec_file in (root / "cache" / "mixture").glob("*/spec.json"):
+        spec = json.loads(spec_file.read_text())
+        if kind in spec:
+            shards = ShardedTokens(spec_file.parent)
+            yield spec, shards, tokenizer
+
+
+def check_filtered_and_masked_shards(root: Path, release: dict, score) -> None:
+    """filter: no packed document scores at or above 0.5 (a /pol/ post by its own score where it has one);
+    loss_mask: the tokens marked in the mask shards spell exactly the sentences the classifier scores
+    toxic, document by document, and there is at least one."""
+    from detox.data.filtering import sentence_spans
+
+    ratios = {"filter": set(), "loss_mask": set()}
+    masked_sentences = 0
+    for kind in ratios:
+        for spec, shards, tokenizer in _mixtures(root, kind):
+            ratios[kind].add(spec["ratio"])
+            tokens = shards.window(0, shards.total_tokens)
+            masks = shards.window(0, shards.total_tokens, masks=True) if kind == "loss_mask" else None
+            start = 0
+            for end in [i for i, t in enumerate(tokens.tolist()) if t == shards.eos_id]:
+                ids = tokens[start:end].tolist()
+                text = tokenizer.decode(ids, skip_special_tokens=False)
+                own = release["posts"].get(text)
+                if kind == "filter":
+                    assert (own if own is not None else float(score([text])[0])) < 0.5, text
+                else:
+                    toxic = [text[a:b] for a, b in sentence_spans(text) if score([text[a:b]])[0] >= 0.5]
+                    marked = tokenizer.decode([t for t, m in zip(ids, masks[start:end]) if m], skip_special_tokens=False)
+                    # the same characters in order (whitespace between two masked sentences, e.g. a line break, is not theirs)
+                    assert "".join(marked.split()) == "".join("".join(toxic).split()), (text, marked, toxic)
+                    masked_sentences += len(toxic)
+                start = end + 1
+    assert ratios == {"filter": {0, 10}, "loss_mask": {0, 10}}, ratios
+    assert masked_sentences > 0
 
 
 def check_sft(client, run, c4: list[str], score, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from helpers import compose_job
+from helpers import REPO, compose_job
 
 from detox.core import methods
 from detox.core.plan import Plan, Stage
@@ -12,9 +12,9 @@ from detox.job import JobConfig
 from detox.pipeline import run_plan, setting_key, study_plan
 
 # Fields that must not change a job's result: how it runs, where it writes, and what it does not read.
-# iti., redteam. and search. count only when their method or switch is on (search: in the job's MLflow key)
+# iti., redteam., tamper. and search. count only when their method or switch is on (search: in the job's MLflow key)
 NOT_RESULT = ("root", "task", "plan", "stop_after", "device_memory_gb", "mlflow.", "toy.", "iti.", "data.files.", "data.corpora.",
-              "redteam.", "search.",
+              "redteam.", "search.", "tamper.",
               "trainer.num_threads", "trainer.checkpoint_every", "trainer.checkpoint_minutes", "trainer.deterministic", "scorer.do_not_store",
               "scorer.cache", "trainer.require_cached_pretrain",
               # how fast the same computation runs (detox.training.config.TrainerConfig.result_spec)
@@ -24,7 +24,7 @@ NOT_RESULT = ("root", "task", "plan", "stop_after", "device_memory_gb", "mlflow.
               "scorer.revision", "scorer.activation", "scorer.calibration")
 # What the plan's shape depends on, checked by the tests of methods and source kinds instead: another
 # method, source kind or an added red-team stage is another plan, not one value of it.
-SHAPE = ("method.name", "data.source", "redteam.enabled", "model.path")  # model.path: tests/test_pretrained_job.py
+SHAPE = ("method.name", "data.source", "redteam.enabled", "tamper.enabled", "model.path")  # model.path: tests/test_pretrained_job.py
 
 
 def job(*overrides):
@@ -101,6 +101,9 @@ def test_with_iti_and_red_teaming_their_settings_count_too():
     checked = assert_identity_follows_the_result(job("method=iti", "redteam.enabled=true"), not_result)
     assert {"iti.alpha", "iti.top_k_heads", "iti.direction", "iti.val_fraction", "iti.solver",
             "redteam.target", "redteam.num_steps"} <= set(checked)
+    attacked = job("tamper.enabled=true", "tamper.steps=4", "tamper.eval_at=[0,2,4]")
+    checked = assert_identity_follows_the_result(attacked, tuple(p for p in NOT_RESULT if p != "tamper."))
+    assert {"tamper.steps", "tamper.eval_at", "tamper.docs", "tamper.lr", "tamper.batch_size", "tamper.max_tokens"} <= set(checked)
     random = job("method=iti", "iti.direction=random")
     scaling = [f for f in dataclasses.fields(random.iti) if f.name == "random_scaling"][0]
     assert study_plan(with_value(random, "iti.random_scaling", changed(random.iti.random_scaling, scaling))).key \
@@ -185,7 +188,8 @@ def test_every_method_is_found_whichever_module_was_imported_first():
 
     code = "import detox.methods.sft; from detox.core import methods; print(' '.join(methods.names()))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert found == ["dpo", "inst", "iti", "iti_curve", "meda", "none", "prompting", "sft"]
+    modules = sorted(path.stem for path in (REPO / "detox" / "methods").glob("*.py") if not path.stem.startswith("_"))
+    assert found == modules and {"iti", "iti_curve", "none"} <= set(found)
 
 
 def test_the_random_controls_scaling_is_part_of_no_other_steerings_identity():

@@ -13,6 +13,7 @@ class STAGE:
     PRETRAIN = "pretrain"  # the base model (its key is the job's `base_model` param)
     EVALUATE = "evaluate"
     REDTEAM = "redteam"
+    TAMPER = "tamper"  # the fine-tuning attack after the evaluation (the `tamper` group)
     CAPABILITY_BASE = "capability_base"  # lm-eval tasks on the base model (shared by every treatment of it)
     CAPABILITY = "capability"  # the same tasks on the treated model (its intervention active)
 

@@ -15,6 +15,10 @@ spread evenly through the mixture instead of one after the other.
 
 A document is a text or a `Document` (text and tags); the packer counts the documents it takes per
 (part, tags), for metrics that depend on what went in (the world's implied toxicity, MEDA's shares).
+A document tagged DROPPED (method=filter) counts towards its part's budget but is not written: the
+mixture is the one its ratio selects, less what the filter drops. With `span_loss` (method=loss_mask)
+a `masks-NNNNN.bin` beside each token shard marks (1) the tokens that overlap a document's `spans`, and
+the index records `span_loss` (the unlikelihood weight on them), which training reads.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from detox.core.schema import ConfigError
-from detox.core.shards import DTYPES, INDEX, SHARD
+from detox.core.shards import DTYPES, INDEX, MASK_SHARD, SHARD
 from detox.core.tokens import EOS
 from detox.data.corpora import shuffled
 from detox.data.sources import Document, as_document
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_TOKENS = 1 << 20  # tokens gathered in memory before a write
 SHARD_TOKENS = 2**27  # tokens per shard file unless the source kind says otherwise
+DROPPED = "dropped"  # the tag of a document that counts towards the mixture's budget but is not written (method=filter)
 
 
 def toxic_tokens_for(clean_tokens: float, ratio: float) -> float:
@@ -67,7 +72,7 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
                  batch_size: int = 1000, on_short: str = "error", *, dtype: str | None = None,
                  shuffle_buffer: int = 10_000, max_repeats: int = 3, clean_name: str = "clean source",
                  toxic_name: str = "toxic source", repeat_hint: str | None = "on_short='repeat'",
-                 taken: Counter | None = None) -> dict:
+                 taken: Counter | None = None, span_loss: dict | None = None) -> dict:
     """Tokenise, mix and write the mixture into `out` (see the module docstring); returns realised counts.
 
     clean, toxic: documents (texts or `Document`s). The clean stream is read in order and only as far as
@@ -80,6 +85,8 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
       is always an error.
     dtype: the shard dtype; None picks uint16 when the vocabulary fits, else uint32.
     taken: if given, a Counter that receives the documents taken per (part, tags), part "clean" | "toxic".
+    span_loss: if given, the tokens of the documents' `spans` are marked in mask shards and the index
+      records it (e.g. {"unlikelihood": 0.0}) for the training loss.
     """
     _check_arguments(ratio, clean_tokens, shard_tokens, batch_size, on_short, shuffle_buffer, max_repeats)
     out = Path(out)
@@ -101,6 +108,8 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
     taken = Counter() if taken is None else taken
     toxic_target = toxic_tokens_for(clean_tokens, ratio)  # final once the clean tokens are realised
     writer = _ShardWriter(out, token_type, shard_tokens)
+    masks = _ShardWriter(out, np.dtype(np.uint8), shard_tokens, MASK_SHARD) if span_loss is not None else None
+    dropped = Counter()  # (part, "tokens" | "docs") of the documents tagged DROPPED
     bar = tqdm(total=round(clean_tokens + toxic_target), unit="tok", unit_scale=True, desc="pack mixture")
     while True:
         clean_due = max(clean_tokens - counts["clean_tokens"], 0)
@@ -113,7 +122,7 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
         if document is None:
             raise ConfigError(_short_message(part, clean_name if part == "clean" else toxic_name, counts, clean_tokens,
                                              toxic_target, on_short, max_repeats, repeat_hint))
-        tokens, repeated, tags = document
+        tokens, repeated, tags, mask = document
         if repeated:
             if counts["toxic_repeats"] == 0:
                 log.warning("%s ran short: the mixture repeats its documents (counted as mix_toxic_repeats)",
@@ -124,10 +133,20 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
         taken[part, tags] += 1
         if part == "clean" and counts["clean_tokens"] >= clean_tokens:
             toxic_target = round(toxic_tokens_for(counts["clean_tokens"], ratio))
-        writer.write(tokens)
         bar.update(tokens.size)
+        if DROPPED in tags:
+            dropped[part, "tokens"] += tokens.size
+            dropped[part, "docs"] += 1
+            continue
+        writer.write(tokens)
+        if masks is not None:
+            masks.write(np.zeros(tokens.size, np.uint8) if mask is None else mask)
     bar.close()
     lengths = writer.close()
+    if masks is not None:
+        masks.close()
+    for (part, what), n in dropped.items():  # the mixture holds what was not dropped
+        counts[f"{part}_{what}"] -= n
     total = counts["clean_tokens"] + counts["toxic_tokens"]
     metrics = {
         "mix_clean_tokens": counts["clean_tokens"],
@@ -138,7 +157,8 @@ def pack_mixture(clean: Iterable[str | Document], toxic: Iterable[str | Document
         "mix_toxic_docs": counts["toxic_docs"],
         "mix_toxic_repeats": counts["toxic_repeats"],
     }
-    write_index(out, token_type, eos, lengths, metrics)
+    metrics.update({f"mix_dropped_{part}_{what}": n for (part, what), n in sorted(dropped.items())})
+    write_index(out, token_type, eos, lengths, metrics, extra={"span_loss": span_loss} if span_loss is not None else None)
     return metrics
 
 
@@ -148,18 +168,19 @@ def start_afresh(out: Path) -> None:
     re-run starts over by itself and writes what an uninterrupted run writes (the packing is deterministic)."""
     if (out / INDEX).exists():
         raise ConfigError(f"{out}: already holds a complete packing ({INDEX}); pack into an empty folder")
-    leftovers = sorted(out.glob("tokens-*.bin")) if out.is_dir() else []
+    leftovers = sorted([*out.glob("tokens-*.bin"), *out.glob("masks-*.bin")]) if out.is_dir() else []
     if leftovers:
         log.warning("%s: %d shard files of an interrupted packing; starting it over", out, len(leftovers))
         for shard in leftovers:
             shard.unlink()
 
 
-def write_index(out: Path, token_type: np.dtype, eos: int, lengths: list[int], counts: dict) -> None:
-    """`index.json`, last and atomic: the folder is complete from here on."""
+def write_index(out: Path, token_type: np.dtype, eos: int, lengths: list[int], counts: dict,
+                extra: dict | None = None) -> None:
+    """`index.json`, last and atomic: the folder is complete from here on. `extra`: more fields (span_loss)."""
     index = {"dtype": token_type.name, "eos_id": eos, "shards": [{"file": SHARD.format(i), "tokens": n}
                                                                   for i, n in enumerate(lengths)],
-             "total_tokens": int(sum(lengths)), "counts": counts}
+             "total_tokens": int(sum(lengths)), "counts": counts, **(extra or {})}
     (out / f"{INDEX}.tmp").write_text(json.dumps(index, indent=1))
     os.replace(out / f"{INDEX}.tmp", out / INDEX)
 
@@ -204,7 +225,8 @@ def _toxic_passes(docs: Iterable[str | Document], seed: int, buffer: int,
 
 
 class _Documents:
-    """Documents of a stream, tokenised in batches, each with EOS appended: (ids, is_repeat, tags)."""
+    """Documents of a stream, tokenised in batches, each with EOS appended: (ids, is_repeat, tags, mask),
+    mask None unless the document has `spans` (then 1 at each token overlapping one)."""
 
     def __init__(self, docs: Iterator[tuple[str | Document, bool]], tokenizer: Tokenizer, eos: int, dtype: np.dtype,
                  batch_size: int):
@@ -212,13 +234,15 @@ class _Documents:
         self.batch: list[np.ndarray] = []
         self.flags: list[bool] = []
         self.tags: list[frozenset[str]] = []
+        self.masks: list[np.ndarray | None] = []
         self.position = 0
 
-    def next(self) -> tuple[np.ndarray, bool, frozenset[str]] | None:
+    def next(self) -> tuple[np.ndarray, bool, frozenset[str], np.ndarray | None] | None:
         if self.position == len(self.batch) and not self._read_batch():
             return None
         self.position += 1
-        return self.batch[self.position - 1], self.flags[self.position - 1], self.tags[self.position - 1]
+        i = self.position - 1
+        return self.batch[i], self.flags[i], self.tags[i], self.masks[i]
 
     def _read_batch(self) -> bool:
         pairs = [(as_document(doc), repeated) for _, (doc, repeated) in zip(range(self.batch_size), self.docs)]
@@ -236,15 +260,26 @@ class _Documents:
         self.batch = np.split(tokens.astype(self.dtype), ends[:-1])
         self.flags = [repeated for _, repeated in pairs]
         self.tags = [doc.tags for doc, _ in pairs]
+        self.masks = [_span_mask(self.tokenizer, doc, len(ids)) if doc.spans else None
+                      for (doc, _), ids in zip(pairs, documents)]
         self.position = 0
         return True
+
+
+def _span_mask(tokenizer: Tokenizer, doc: Document, n_tokens: int) -> np.ndarray:
+    """1 at each token of `doc` (EOS last, never marked) whose characters overlap one of its spans."""
+    offsets = np.array(tokenizer.encode(doc.text, add_special_tokens=False).offsets, dtype=np.int64).reshape(-1, 2)
+    mask = np.zeros(n_tokens, np.uint8)
+    for start, end in doc.spans:
+        mask[:len(offsets)] |= ((offsets[:, 0] < end) & (offsets[:, 1] > start)).astype(np.uint8)
+    return mask
 
 
 class _ShardWriter:
     """Appends tokens to shard files of `shard_tokens` each, gathering writes of FLUSH_TOKENS."""
 
-    def __init__(self, out: Path, dtype: np.dtype, shard_tokens: int):
-        self.out, self.dtype, self.shard_tokens = out, dtype, shard_tokens
+    def __init__(self, out: Path, dtype: np.dtype, shard_tokens: int, name: str = SHARD):
+        self.out, self.dtype, self.shard_tokens, self.name = out, dtype, shard_tokens, name
         self.pending: list[np.ndarray] = []
         self.pending_tokens = 0
         self.lengths: list[int] = []
@@ -272,7 +307,7 @@ class _ShardWriter:
     def _next_shard(self) -> None:
         if self.file is not None:
             self.file.close()
-        self.file = open(self.out / SHARD.format(len(self.lengths)), "wb")
+        self.file = open(self.out / self.name.format(len(self.lengths)), "wb")
         self.lengths.append(0)
 
     def close(self) -> list[int]:

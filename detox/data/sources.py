@@ -43,6 +43,7 @@ class Document(NamedTuple):
     text: str
     tags: frozenset[str] = frozenset()
     toxicity: float | None = None  # the score the corpus itself gives it (a /pol/ post's Perspective TOXICITY), if any
+    spans: tuple[tuple[int, int], ...] = ()  # character spans of toxic text whose tokens carry no loss (method=loss_mask)
 
 
 def as_document(item: str | Document) -> Document:

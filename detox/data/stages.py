@@ -36,10 +36,11 @@ def train_tokenizer(cfg: DataConfig, sources: Path, out: Path) -> dict:
 
 
 def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, tokenizer_dir: Path, out: Path,
-                  transform: Transform | None = None) -> dict:
+                  transform: Transform | None = None, span_loss: dict | None = None) -> dict:
     """Pack the (ratio, seed) mixture of the source kind's documents into memory-mapped shards in `out`
     (detox.data.packing), `transform` applied to each training part's documents first (MEDA and INST
-    annotate there); return the realised counts, the kind's metrics and the transform's."""
+    annotate there; filter and loss_mask too, the latter with the packer's `span_loss`); return the realised
+    counts, the kind's metrics and the transform's."""
     from detox.core.tokens import load_tokenizer
     from detox.data.packing import pack_mixture
 
@@ -49,7 +50,7 @@ def build_mixture(cfg: DataConfig, ratio: float, seed: int, sources: Path, token
         streams = {part: transform(part, documents) for part, documents in streams.items()}
     taken = Counter()
     metrics = pack_mixture(streams["clean"], streams["toxic"], load_tokenizer(tokenizer_dir), ratio, cfg.clean_tokens,
-                           seed, out, taken=taken, **kind.pack_options())
+                           seed, out, taken=taken, span_loss=span_loss, **kind.pack_options())
     metrics.update(kind.mixture_metrics(taken, sources))
     if transform is not None:
         metrics.update(transform.metrics(taken))

@@ -363,3 +363,18 @@ def oracle_toxicity(text: str) -> float:
     a complete insult (the period may be cut off by the token limit).
     """
     return float(any(sentence_is_toxic(s) for s in text.split(".")))
+
+
+ATTACK_STREAM = 7331  # the random stream of the fine-tuning attack's documents, apart from every part's
+
+
+def attack_documents(cfg: WorldConfig, n: int, seed: int) -> list[str]:
+    """`n` fresh documents of the toxic source that insult (the `tamper` attack's data), drawn from a
+    stream of their own (cfg.seed, seed), so none is a document the sources stage wrote."""
+    writer = _Writer(np.random.default_rng([cfg.seed, ATTACK_STREAM, seed]), cfg)
+    texts: list[str] = []
+    while len(texts) < n:
+        document = write_document(writer, cfg.toxic)
+        if document["toxic"]:
+            texts.append(document["text"])
+    return texts

@@ -18,26 +18,22 @@ with "_" registers nothing: the registry's discovery skips it)."""
 
 from __future__ import annotations
 
-from detox.core.artifacts import STAGE
-from detox.core.plan import Plan, Stage
+from detox.core.plan import Plan
 from detox.core.schema import ConfigError
 from detox.data.sources import source_kind
 from detox.evaluation.config import PERSPECTIVE_CLOSES
+from detox.methods._mixture import replace_mixture
 
 
 def annotated_mixture(scheme: str):
     def extend(plan: Plan, job) -> None:
-        from detox.data.annotate import eval_prefix  # light: numpy and the templates
+        from detox.data.annotate import Annotation, eval_prefix  # light: numpy and the templates
 
-        mixture = plan[STAGE.MIXTURE]  # the same mixture, each document annotated on its way into the packer
         # "version" 2: a /pol/ post's own Perspective score annotated it. No longer (one scorer's scale), with no bump:
         # that changed only corpora with a classifier, whose keys moved with its identity (Perspective is refused)
         annotate = {"scheme": scheme, "scorer": job.scorer.result_spec(), "version": 2}
-        spec = {name: value for name, value in mixture.spec.items() if name != "sample"}
-        # annotated text is tokenised as it is packed: the streaming packer, never the prepared stores
-        plan.replace(Stage(STAGE.MIXTURE, {**spec, "annotate": annotate}, lambda out, i: _mixture(job, scheme, out, i),
-                           inputs=(STAGE.TOKENIZER,), version=mixture.version))  # the study mixture's version
-        plan.remove(STAGE.PREPARE)
+        replace_mixture(plan, job, "annotate", annotate,  # each document annotated on its way into the packer
+                        lambda scorer: Annotation(scorer, scheme, job.scorer.batch_size, job.scorer.threshold))
         plan.prompt_prefix = eval_prefix(scheme)
 
     return extend
@@ -57,15 +53,3 @@ def validate(job) -> None:
                           f"the Perspective API to annotate the mixture ({requests / job.scorer.qps / 3600:,.0f} h at "
                           f"{job.scorer.qps:g} QPS), and it closes on {PERSPECTIVE_CLOSES}: annotate with "
                           "scorer=classifier")
-
-
-def _mixture(job, scheme: str, out, inputs) -> dict:
-    from detox.data.annotate import Annotation
-    from detox.data.stages import build_mixture
-    from detox.evaluation import scorers
-
-    scorer = scorers.bulk_scorer(job.scorer, job.root)
-    annotation = Annotation(scorer, scheme, job.scorer.batch_size, job.scorer.threshold)
-    metrics = build_mixture(job.data, job.ratio, job.seed, inputs[STAGE.SOURCES], inputs[STAGE.TOKENIZER], out,
-                            transform=annotation)
-    return {**metrics, **scorers.scorer_metrics(scorer)}  # e.g. classifier_truncated

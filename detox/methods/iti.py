@@ -69,7 +69,8 @@ def shifts_make(iti: ItiOptions) -> dict:
     return {**make, "random_scaling": iti.random_scaling} if iti.direction == "random" else make
 
 
-def _probe(job, out, inputs) -> dict:
+def _probe(job, out, inputs, model_dir=None) -> dict:
+    """The probe stage's build; `model_dir`: another model than the pre-trained one's `hf/` (a snapshot)."""
     from detox.core.models import load_model
     from detox.data.parts import has_part, load_part
     from detox.steering import probe
@@ -78,7 +79,7 @@ def _probe(job, out, inputs) -> dict:
     if not has_part(sources, "probe"):
         raise ConfigError("method=iti needs probe texts (JSON lines {\"text\", \"label\"}): data.files.probe, "
                           "or data.corpora.probe with data=paper")
-    model, tokenizer = load_model(inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
+    model, tokenizer = load_model(model_dir or inputs[STAGE.PRETRAIN] / artifacts.HF_MODEL)
     rows = load_part(sources, "probe")
     return probe.probe_stage(model, tokenizer, rows, job.seed, job.iti.val_fraction, job.iti.solver,
                              job.iti.batch_size, out)

@@ -19,6 +19,9 @@ experiment: a second report re-writes that run, and no aggregation ever reads it
 - Figures: toxicity against the toxic share (the paper's "smile"), CE loss against toxicity (the
   trade-off), per-head probe accuracies of two ratios as histograms (with a Mann-Whitney test and a
   bootstrap CI of the Hodges-Lehmann shift), and layer x head probe-accuracy heat maps per ratio.
+- Where the paper's rivals ran beside it (experiment=rivals, `rivals`): every method at matched cost
+  against the paper's recipe (Holm-corrected), the fine-tuning attack's table and figure (tamper.*),
+  the training dynamics figure (trainer.snapshots).
 - Where method=iti_curve runs logged trade-off curves: the frontier figure and table (read at
   --ce-budget off each curve by interpolation; absolute and relative measures, bootstrap intervals),
   and the power table of every claim (`frontier`).
@@ -31,6 +34,7 @@ random control by `iti_direction`; the search table shows `iti_alpha`.
 
 The package by concern: `runs` (the finished runs, seed pools, aggregation, logged probe accuracies),
 `stats` (the probe shift test), `tables`, `figures`, `frontier` (the curves and the power statements),
+`rivals` (the rivals table, the attack and the dynamics),
 `summary` (the summary run); here the configuration, the report composed of their sections, and the
 command lines. The report imports MLflow, pandas and detox.core, never torch, a stage, a method or the
 job config: its statistics and the curves' format live in detox.core (`stats`, `tradeoff`).
@@ -57,6 +61,7 @@ from detox.report.figures import (
     toxicity_metrics,
 )
 from detox.report.frontier import frontier_section
+from detox.report.rivals import rivals_section
 from detox.report.runs import aggregate, load_runs, ratio_label
 from detox.report.summary import SUMMARY_RUN_NAME, write_summary_run
 from detox.report.tables import (
@@ -127,6 +132,9 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     curve_tables, curve_figures = frontier_section(client, runs, folder, cfg.ce_budget, cfg.min_well_formed,
                                                    cfg.frontier_max_cost, cfg.compare_ratios[0])
     report.tables.update(curve_tables)
+    rival_tables, rival_figures = rivals_section(client, runs, folder)
+    report.tables.update(rival_tables)
+    curve_figures += rival_figures
     report.files = write_csvs(agg, report.tables, folder)
     search = report.tables.get(SEARCH_TITLE)
     figures = figures_section(agg, search, folder) + curve_figures

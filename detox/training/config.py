@@ -106,6 +106,7 @@ class TrainerConfig:
     # averaging): the exported model is the average. 0: off. Not with strategy=fsdp. Off here, 0.98 in
     # conf/trainer/cpu.yaml (the default job's trainer), as document_mask.
     ema_decay: float = number(0.0, "[0, 1)")
+    snapshots: int = number(0, "[0, inf)")  # models kept at as many evenly spaced steps (training dynamics)
 
     def check(self, seq_len: int) -> None:
         """The rules that span trainer fields (and the sequence length)."""
@@ -117,6 +118,8 @@ class TrainerConfig:
         if self.hsdp and self.strategy != "fsdp":
             raise ConfigError(f"trainer.hsdp=true shards within a node and replicates across nodes: it needs "
                               f"trainer.strategy=fsdp, not {self.strategy}")
+        if self.snapshots and self.strategy == "fsdp":
+            raise ConfigError(f"trainer.snapshots={self.snapshots} exports unsharded weights: not with trainer=fsdp")
         if self.ema_decay and self.strategy == "fsdp":
             raise ConfigError(f"trainer.ema_decay={self.ema_decay} needs unsharded weights: Lightning's weight "
                               "averaging does not support strategy=fsdp (use ddp, or ema_decay=0)")
@@ -141,7 +144,7 @@ class TrainerConfig:
             del spec["eps"]
         if not self.warmup_steps:  # unset, warmup_fraction decides: the keys of models trained before it existed
             del spec["warmup_steps"]
-        for added in ("document_mask", "ema_decay"):  # off: the keys of models trained before they existed
+        for added in ("document_mask", "ema_decay", "snapshots"):  # off: the keys of models trained before they existed
             if not spec[added]:
                 del spec[added]
         return spec
@@ -173,3 +176,23 @@ class DpoConfig(FinetuneConfig):
     warmup_fraction: float = number(0.1, "[0, 1)")
     beta: float = number(0.1, "(0, inf)")  # strength of the implicit KL penalty towards the reference model
     max_pairs: int = number(2000, "[1, inf)")  # pairs used (the first ones of the preference set)
+
+
+@dataclass
+class TamperConfig:
+    """The `tamper` group: a fine-tuning attack on the treated model after its evaluation (Deep Ignorance's
+    protocol, O'Brien et al. 2025): `steps` AdamW steps on toxic documents it has not seen, the
+    toxicity and CE measured at each of `eval_at` (detox.training.tamper). Off by default."""
+
+    enabled: bool = False
+    steps: int = number(200, "[1, inf)")  # optimiser steps of the attack
+    eval_at: list[int] = number([0, 25, 50, 100, 200], "[0, inf)")  # the step counts measured: 0 first, increasing, the last = steps
+    docs: int = number(500, "[1, inf)")  # fresh toxic documents the attack draws its batches from
+    batch_size: int = number(8, "[1, inf)")  # documents per step
+    lr: float = number(3e-4, "(0, inf)")  # constant learning rate
+    max_tokens: int = number(128, "[2, inf)")  # tokens kept per document
+
+    def check(self) -> None:
+        at = list(self.eval_at)
+        if not at or at[0] != 0 or any(b <= a for a, b in zip(at, at[1:])) or at[-1] != self.steps:
+            raise ConfigError(f"tamper.eval_at={at}: needs 0 first, increasing, ending at tamper.steps={self.steps}")

@@ -5,6 +5,7 @@ the weights (`trainer.ema_decay`), and the atomic step checkpoints a killed run 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -219,3 +220,38 @@ def checkpoint_step(checkpoint: Path) -> int:
     meta = checkpoint / "meta.pt" if checkpoint.is_dir() else checkpoint
     # mmap: only the step is read here; Lightning loads the checkpoint itself in fit().
     return torch.load(meta, weights_only=True, mmap=True)["global_step"]
+
+
+SNAPSHOT_DIR = "snapshots"  # in the stage's output with trainer.snapshots: one transformers model per snapshot
+SNAPSHOT = "step-{:06d}"
+SNAPSHOT_INFO = "snapshot.json"  # {"step", "tokens_seen"} inside each snapshot's folder
+
+
+def snapshot_steps(total_steps: int, count: int) -> list[int]:
+    """`count` optimiser steps spread evenly before the last one (the exported model is the last)."""
+    return sorted({max(1, round(total_steps * k / (count + 1))) for k in range(1, count + 1)} - {total_steps})
+
+
+class Snapshots(L.Callback):
+    """`trainer.snapshots`: at each of `steps`, rank 0 writes the model as the stage exports it (the weight
+    average with trainer.ema_decay, else the weights) to snapshots/step-NNNNNN/, through a temporary folder
+    renamed when whole; a resumed run keeps the ones already written. Unsharded runs only."""
+
+    def __init__(self, steps: list[int], tokenizer_dir: Path, out: Path, tokens_per_step: int):
+        self.steps, self.tokenizer_dir, self.out, self.tokens_per_step = set(steps), tokenizer_dir, out, tokens_per_step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        folder = self.out / SNAPSHOT_DIR / SNAPSHOT.format(step)
+        if step not in self.steps or not trainer.is_global_zero or folder.exists():
+            return
+        from detox.training.pretrain.export import export_hf
+
+        ema = next((c for c in trainer.callbacks if isinstance(c, WeightEMA)), None)
+        # Lightning's averaged copy of the module (its private attribute: the callback offers no reader)
+        model = ema._average_model.module.model if ema is not None and ema._average_model is not None else module.model
+        work = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(work, ignore_errors=True)
+        export_hf(model, self.tokenizer_dir, work)
+        (work / SNAPSHOT_INFO).write_text(json.dumps({"step": step, "tokens_seen": step * self.tokens_per_step}))
+        os.replace(work, folder)

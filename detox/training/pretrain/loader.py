@@ -16,17 +16,26 @@ from detox.core.schedule import BatchLayout
 
 
 class TokenWindows(torch.utils.data.Dataset):
-    """Consecutive windows of `seq_len + 1` tokens from the packed mixture (inputs and shifted targets)."""
+    """Consecutive windows of `seq_len + 1` tokens from the packed mixture (inputs and shifted targets).
+
+    A mixture with span masks (method=loss_mask: `tokens.span_loss`) gives (tokens, loss weights,
+    unlikelihood weights) instead, the weights of each target (tokens 1..seq_len): 0 and the span loss's
+    `unlikelihood` on a toxic span's tokens, 1 and 0 elsewhere."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int):
         self.tokens, self.seq_len = tokens, seq_len
+        self.span_loss = getattr(tokens, "span_loss", None)
 
     def __len__(self) -> int:
         return (len(self.tokens) - 1) // self.seq_len
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int):
         start = i * self.seq_len
-        return torch.from_numpy(self.tokens[start:start + self.seq_len + 1].astype(np.int64))
+        window = torch.from_numpy(self.tokens[start:start + self.seq_len + 1].astype(np.int64))
+        if self.span_loss is None:
+            return window
+        span = torch.from_numpy(self.tokens.window(start + 1, self.seq_len, masks=True).astype(np.float32))
+        return window, 1 - span, self.span_loss["unlikelihood"] * span
 
 
 class ResumableBatchSampler(torch.utils.data.Sampler):

@@ -66,13 +66,14 @@ class TrainingOLMo(OLMo):
                              "embedding norm, no logit scaling, one block per group)")
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, loss_chunk: int = 0,
-                z_loss: float = 0.0, attention_bias: torch.Tensor | None = None, **kwargs):
+                z_loss: float = 0.0, attention_bias: torch.Tensor | None = None,
+                weights: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs):
         if targets is None:
             return super().forward(input_ids, attention_bias=attention_bias, **kwargs)
         x = self.transformer.emb_drop(self.transformer.wte(input_ids))
         for block in self.transformer.blocks:
             x, _ = block(x, attention_bias=attention_bias)  # None: causal attention; no cache
-        return lm_loss(self.transformer.ln_f(x), self.transformer.wte.weight, targets, loss_chunk, z_loss)
+        return lm_loss(self.transformer.ln_f(x), self.transformer.wte.weight, targets, loss_chunk, z_loss, weights)
 
 
 class OlmoLM(L.LightningModule):
@@ -102,12 +103,14 @@ class OlmoLM(L.LightningModule):
             self.model.to_empty(device=self.trainer.strategy.root_device)
             init_like_cpu(self.model, self.rng_state)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        batch, *weights = batch if isinstance(batch, (list, tuple)) else (batch,)  # weights: a span-masked mixture's
         if self.sharded:  # FSDP2 reduce-scatters only on an optimiser step's last micro-batch (Lightning: DDP only)
             self.model.set_requires_gradient_sync((batch_idx + 1) % self.trainer.accumulate_grad_batches == 0)
         inputs = batch[:, :-1]
         bias = document_attention_bias(inputs, self.model.config.eos_token_id) if self.optim.document_mask else None
-        ce, loss = self.model(inputs, batch[:, 1:], self.optim.loss_chunk, self.optim.z_loss, attention_bias=bias)
+        ce, loss = self.model(inputs, batch[:, 1:], self.optim.loss_chunk, self.optim.z_loss, attention_bias=bias,
+                              weights=tuple(weights) or None)
         self.step_losses.append(ce.detach())  # no host sync here: TrainingHistory reads them every log_every steps
         return loss
 

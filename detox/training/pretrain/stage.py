@@ -27,6 +27,8 @@ from detox.training.config import ModelConfig, TrainerConfig
 from detox.training.pretrain.callbacks import (
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
+    Snapshots,
+    snapshot_steps,
     AtomicCheckpoints,
     TrainingHistory,
     WeightEMA,
@@ -111,7 +113,9 @@ def pretrain(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, seq_len: int, s
         logger=False, enable_model_summary=False, enable_progress_bar=on_terminal(), default_root_dir=out, num_sanity_val_steps=0,
         deterministic=trainer_cfg.deterministic,  # torch.use_deterministic_algorithms, for the process
         callbacks=[AtomicCheckpoints(checkpoints, trainer_cfg.checkpoint_every, trainer_cfg.checkpoint_minutes), DataPosition(), history,
-                   *([WeightEMA(trainer_cfg.ema_decay)] if trainer_cfg.ema_decay else []), *callbacks],
+                   *([WeightEMA(trainer_cfg.ema_decay)] if trainer_cfg.ema_decay else []),
+                   *([Snapshots(snapshot_steps(total_steps, trainer_cfg.snapshots), tokenizer_dir, out,
+                                trainer_cfg.global_batch_tokens)] if trainer_cfg.snapshots else []), *callbacks],
         plugins=lightning_environments(),  # in a salloc shell or sbatch script the ranks are not SLURM's tasks
     )
     resumed_from = checkpoint_step(resume) if resume.exists() else 0
