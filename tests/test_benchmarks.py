@@ -35,7 +35,7 @@ def test_gpu_throughput_benchmark_runs_the_stage_and_the_bare_loop_on_the_cpu(tm
     spec.loader.exec_module(module)
     result = module.main(["--cpu", "--steps", "6", "--window", "2", "--warmup", "2", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "detox pre-training (Lightning, one device)" in out and "bare PyTorch loop" in out
+    assert "detox pre-training (Lightning, FSDP2 over 1 device(s)" in out and "bare PyTorch loop" in out
     for run in ("stage", "bare"):
         assert result[run]["tokens_per_s_per_device"] > 0
     assert result["ratio"] > 0 and out.strip().splitlines()[-1].startswith("RESULT {")

@@ -216,8 +216,8 @@ def test_evaluation_runs_on_a_second_device(world_data, world_model, tmp_path):
         return np.linspace(0, 1, len(texts))
 
     with on_second_device(model):
-        elsewhere = evaluate(model, tokenizer, rows, {"clean": heldout}, scorer, cfg, 0.5, 0, tmp_path)
-    here = evaluate(model, tokenizer, rows, {"clean": heldout}, scorer, cfg, 0.5, 0, tmp_path)
+        elsewhere = evaluate(model, tokenizer, rows, {"clean": heldout}, scorer, cfg, 0.5, 0, tmp_path, seq_len=128)
+    here = evaluate(model, tokenizer, rows, {"clean": heldout}, scorer, cfg, 0.5, 0, tmp_path, seq_len=128)
     assert "insult_probability" in here and "ce_loss" in here  # the world's measures ran
     assert elsewhere.keys() == here.keys()
     for name, value in here.items():
@@ -246,7 +246,7 @@ def test_probing_and_steering_run_on_a_second_device(world_data, world_model, tm
     def run(where):
         probed = probe_stage(model, tokenizer, probe_rows, 0, 0.25, "batched", 16, where)
         with steering(model, shifts):
-            steered = evaluate(model, tokenizer, rows, {"clean": heldout}, scorer, cfg, 0.5, 0, where)
+            steered = evaluate(model, tokenizer, rows, {"clean": heldout}, scorer, cfg, 0.5, 0, where, seq_len=128)
         baked = bake_into_bias(model, shifts)
         loss = target_loss(baked, tokenizer, rows["toxigen"][0]["prompt"], " you")
         return probed, steered, loss

@@ -184,7 +184,7 @@ def test_the_preset_is_the_papers_protocol(tmp_path):
     # warm-up: a share of the run (OLMo-1B's 2,000 steps would be 31-42 % of these runs), AdamW eps OLMo-1B's
     assert (iti.trainer.warmup_steps, iti.trainer.warmup_fraction, iti.trainer.eps) == (0, 0.02, 1e-5)
     assert (iti.trainer.lr, tuple(iti.trainer.betas), iti.trainer.weight_decay) == (4e-4, (0.9, 0.95), 0.1)
-    assert (iti.model.n_layers, iti.model.n_heads, iti.model.d_model, iti.scorer.name) == (16, 16, 2048, "perspective")
+    assert (iti.model.n_layers, iti.model.n_heads, iti.model.d_model, iti.scorer.name) == (16, 16, 2048, "classifier")
     assert iti.model.init_fn == "mitchell" and "init_fn" not in JobConfig.from_dict({}).model.result_spec()
     assert (iti.evaluate.rtp_samples, iti.evaluate.rtp_max_new_tokens, iti.evaluate.top_p) == (25, 20, 0.9)
     assert iti.data.corpora.rtp_prompts == 3000 and 14 * iti.data.corpora.toxigen_per_group == 2996

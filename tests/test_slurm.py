@@ -328,7 +328,7 @@ def test_a_sweep_asks_slurm_for_the_trainers_ranks(fake_slurm, tmp_path):
     assert "a fake SLURM that runs nothing" in result.stderr, result.stderr[-3000:]
     script = (fake_slurm / "sbatch.sh").read_text()
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --signal=USR2@120", "#SBATCH --time=720"):
+                 "#SBATCH --signal=USR2@300", "#SBATCH --time=720"):
         assert line in script.splitlines(), script
     [submitted] = root.glob("multirun/*/*/.submitit/*.pkl")  # the job's pickle, before sbatch gave it an id
     assert DelayedSubmission.load(submitted)._timeout_countdown == 10  # requeues left on timeout
