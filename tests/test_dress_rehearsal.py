@@ -12,14 +12,13 @@ Hydra multirun of launch.py, pre-training sharded over 2 gloo processes (trainer
 into an MLflow tracking server on PostgreSQL, and the sweep ends in the printed report. SFT and DPO
 run as a second multirun, with their step counts shrunk as well (a `method.*` size that only they
 have). Then the test checks what each method really did, from the server and the artifacts:
-MEDA's and INST's shards hold every document annotated (a /pol/ post with its own Perspective score,
-a C4 document with the job's scorer's); SFT's documents are the first ones of the C4 stream that
+MEDA's and INST's shards hold every document annotated with the job's scorer's score (a /pol/ post
+too: one scale); SFT's documents are the first ones of the C4 stream that
 the scorer rated non-toxic; the prompting text is the paper's instruction; ITI steered 30 heads at
 alpha 4, 8 and 12; every run FINISHED, with its base model pre-trained by fsdp on 2 processes.
 
 The paper's rivals that pre-train their own model run as a third multirun on the same files and
-checks: filter's mixtures hold no document scored at or above the threshold (a /pol/ post by its own
-score, any other by the classifier), and loss_mask's hold, token by token, no loss on exactly the
+checks: filter's mixtures hold no document the classifier scores at or above the threshold, and loss_mask's hold, token by token, no loss on exactly the
 sentences the classifier scores toxic (at least one such sentence is masked).
 
 Skips where PostgreSQL is missing (fails with CI=true, as .ci/run sets)."""
@@ -240,8 +239,8 @@ def test_dress_rehearsal_of_the_data_side_rivals(tmp_path, classifier_dir):
 
 
 def check_annotated_shards(root: Path, release: dict, score) -> None:
-    """MEDA's and INST's mixtures: every document in the shards starts with its annotation, a /pol/
-    post's made from its own Perspective score and any other document's from the job's scorer."""
+    """MEDA's and INST's mixtures: every document in the shards starts with its annotation, made from
+    the job's scorer's score (a /pol/ post's too)."""
     from tokenizers import Tokenizer
 
     from detox.core.artifacts import TOKENIZER
@@ -263,21 +262,16 @@ def check_annotated_shards(root: Path, release: dict, score) -> None:
                 current = []
             else:
                 current.append(token)
-        scheme, kinds = spec["annotate"]["scheme"], {"pol, own score": 0, "pol, scored": 0, "c4": 0}
+        scheme, kinds = spec["annotate"]["scheme"], {"pol": 0, "c4": 0}
         for document in documents:
             annotation, text = document.split("\n", 1)
-            if text in release["posts"] and release["posts"][text] is not None:
-                kinds["pol, own score"] += 1
-                own = release["posts"][text]
-                assert annotation + "\n" == prefix(own, scheme), (annotation, own)
-            else:
-                kinds["pol, scored" if text in release["posts"] else "c4"] += 1
-                assert text in release["posts"] or text in release["c4"], text
-                assert annotation + "\n" == prefix(float(score([text])[0]), scheme), (annotation, text)
+            kinds["pol" if text in release["posts"] else "c4"] += 1
+            assert text in release["posts"] or text in release["c4"], text
+            assert annotation + "\n" == prefix(float(score([text])[0]), scheme), (annotation, text)
         found[scheme, spec["ratio"]] = kinds
     assert set(found) == {(scheme, ratio) for scheme in ("meda", "inst") for ratio in (0, 10)}, found
     for (scheme, ratio), kinds in found.items():
-        assert kinds["c4"] > 0 and (kinds["pol, own score"] > 0) == (ratio == 10), (scheme, ratio, kinds)
+        assert kinds["c4"] > 0 and (kinds["pol"] > 0) == (ratio == 10), (scheme, ratio, kinds)
 
 
 def _mixtures(root: Path, kind: str):
@@ -296,7 +290,7 @@ def _mixtures(root: Path, kind: str):
 
 
 def check_filtered_and_masked_shards(root: Path, release: dict, score) -> None:
-    """filter: no packed document scores at or above 0.5 (a /pol/ post by its own score where it has one);
+    """filter: no packed document scores at or above 0.5 by the job's scorer;
     loss_mask: the tokens marked in the mask shards spell exactly the sentences the classifier scores
     toxic, document by document, and there is at least one."""
     from detox.data.filtering import sentence_spans
@@ -312,9 +306,8 @@ def check_filtered_and_masked_shards(root: Path, release: dict, score) -> None:
             for end in [i for i, t in enumerate(tokens.tolist()) if t == shards.eos_id]:
                 ids = tokens[start:end].tolist()
                 text = tokenizer.decode(ids, skip_special_tokens=False)
-                own = release["posts"].get(text)
-                if kind == "filter":
-                    assert (own if own is not None else float(score([text])[0])) < 0.5, text
+                if kind == "filter":  # by the job's scorer, a /pol/ post too (one scorer's scale)
+                    assert float(score([text])[0]) < 0.5, text
                 else:
                     toxic = [text[a:b] for a, b in sentence_spans(text) if score([text[a:b]])[0] >= 0.5]
                     marked = tokenizer.decode([t for t, m in zip(ids, masks[start:end]) if m], skip_special_tokens=False)
