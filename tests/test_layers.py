@@ -29,7 +29,8 @@ LAYERS = (
     # the embedded world, the formats of real data; light modules that any stage may read
     ("options and domain", ("detox.data.config", "detox.training.config", "detox.steering.config",
                             "detox.evaluation.config", "detox.toy.config", "detox.data.sources", "detox.data.parts",
-                            "detox.data.corpora", "detox.data.evalsets", "detox.data.world")),
+                            "detox.data.corpora", "detox.data.evalsets", "detox.data.world", "detox.data.documents",
+                            "detox.data.revisions")),
     ("core", ("detox.core", "detox")),
 )
 INDEPENDENT = ("detox.data", "detox.training", "detox.steering", "detox.evaluation", "detox.toy")

@@ -153,7 +153,8 @@ def test_sft_takes_the_first_non_toxic_documents_of_the_clean_stream(tmp_path):
     import gzip
 
     from detox.data.corpora import SourceSpec
-    from detox.data.sources import Document, _Reread
+    from detox.data.documents import Document
+    from detox.data.revisions import Reread
     from detox.methods.sft import non_toxic_documents
 
     path = tmp_path / "c4-train.00000-of-01024.json.gz"
@@ -166,7 +167,7 @@ def test_sft_takes_the_first_non_toxic_documents_of_the_clean_stream(tmp_path):
         asked.extend(texts)
         return np.array([0.9 if "rude" in t else 0.1 for t in texts])
 
-    taken, read = non_toxic_documents(_Reread(SourceSpec(str(path))), scorer, 0.5, max_docs=6, batch_size=4)
+    taken, read = non_toxic_documents(Reread(SourceSpec(str(path))), scorer, 0.5, max_docs=6, batch_size=4)
     assert [row["text"] for row in taken] == [f"kind document {i}" for i in (1, 2, 4, 5, 7, 8)]
     assert all(row["toxicity"] == 0.1 for row in taken) and read == 9 and len(asked) == 12  # 3 batches of 4
     own = [Document("rude post its corpus scored 0.2", toxicity=0.2), Document("kind", toxicity=0.7), "kind too"]

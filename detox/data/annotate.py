@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from detox.core.schema import ConfigError
-from detox.data.sources import Document, as_document, taken_docs
+from detox.data.documents import Document, as_document, taken_docs
 
 SCHEMES = ("meda", "inst")
 
@@ -106,7 +106,7 @@ SCORED_TOXIC = "scored_toxic"  # the tag of an annotated document whose score is
 
 class Annotation:
     """The documents' annotation as a transform of the training streams before packing
-    (detox.data.sources.Transform): each document's annotation put in front, made from the job's
+    (detox.data.documents.Transform): each document's annotation put in front, made from the job's
     scorer's score, asked in batches; those at or above `threshold` tagged SCORED_TOXIC, so the
     mixture's shares count what it took. `scorer`: texts -> scores in [0, 1] (passed in by the method:
     this stage does not import the evaluation's scorers)."""

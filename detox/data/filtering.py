@@ -1,5 +1,5 @@
 """The data-side rivals of keeping toxic data, as transforms of the training streams on their way into
-the one packer (detox.data.sources.Transform, as MEDA's and INST's annotation):
+the one packer (detox.data.documents.Transform, as MEDA's and INST's annotation):
 
 * `Filter` (method=filter): a document whose toxicity score reaches the threshold is dropped. A clean
   document is skipped, so the clean token budget is still met by the documents below it (as the paper
@@ -27,7 +27,7 @@ import numpy as np
 from detox.core.schema import ConfigError
 from detox.data.annotate import scored_documents
 from detox.data.packing import DROPPED
-from detox.data.sources import Document, as_document, taken_docs
+from detox.data.documents import Document, as_document, taken_docs
 
 SENTENCE = re.compile(r"\S[^.!?\n]*(?:[.!?]+|$)", re.MULTILINE)
 MASKED = "span_masked"  # the tag of a document with at least one masked span

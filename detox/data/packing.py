@@ -40,7 +40,7 @@ from detox.core.schema import ConfigError
 from detox.core.shards import DTYPES, INDEX, MASK_SHARD, SHARD
 from detox.core.tokens import EOS
 from detox.data.corpora import shuffled
-from detox.data.sources import Document, as_document
+from detox.data.documents import Document, as_document
 
 log = logging.getLogger(__name__)
 

@@ -22,48 +22,20 @@ Light on purpose (no numpy, tokenizers or datasets at import): the job's config 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar, Iterable, NamedTuple, Protocol
+from typing import ClassVar, Iterable
 
 import numpy as np
 
 from detox.core.schema import ConfigError
 from detox.data.config import DataConfig
+from detox.data.documents import Document, taken_docs
 from detox.data.parts import PART_MEANING, PARTS, load_part, read_part_file, write_part
-
-
-class Document(NamedTuple):
-    """A training document as the packer takes it: its text and tags (e.g. the world's `hostile`)."""
-
-    text: str
-    tags: frozenset[str] = frozenset()
-    toxicity: float | None = None  # the score the corpus itself gives it (a /pol/ post's Perspective TOXICITY), if any
-    spans: tuple[tuple[int, int], ...] = ()  # character spans of toxic text whose tokens carry no loss (method=loss_mask)
-
-
-def as_document(item: str | Document) -> Document:
-    return item if isinstance(item, Document) else Document(item)
-
-
-def taken_docs(taken: Counter, part: str, has: Iterable[str] = (), lacks: Iterable[str] = ()) -> int:
-    """Documents of `part` the mixture took (`taken`: the packer's counts per (part, tags)) that carry
-    every tag of `has` and none of `lacks`."""
-    return sum(n for (p, tags), n in taken.items() if p == part and tags.issuperset(has) and tags.isdisjoint(lacks))
-
-
-class Transform(Protocol):
-    """A per-document change of the training streams before packing (MEDA/INST annotate here)."""
-
-    def __call__(self, part: str, documents: Iterable[str | Document]) -> Iterable[Document]:
-        """The transformed stream; re-iterable when `documents` is (a short source may be re-read)."""
-
-    def metrics(self, taken: Counter) -> dict:
-        """Its metrics, from the documents the mixture took (counted per (part, tags))."""
+from detox.data.revisions import REVISIONS, Reread, listed, pinned
 
 
 class SourceKind:
@@ -299,46 +271,6 @@ class Files(SourceKind):
 WORLD_TOKENS_PER_DOCUMENT = 38
 C4_TOKENS_PER_DOCUMENT = 156e9 / 365e6
 
-REVISIONS = "revisions.json"  # corpora: {part: {path, name, revision, commit}} of each hub corpus
-
-
-def pinned(spec, resolved: dict | None):
-    """`spec` (a detox.data.corpora.SourceSpec) at the commit its revision resolved to, when it pins
-    none and that commit is known; otherwise `spec` as it is."""
-    import dataclasses
-
-    from detox.core.hub import UNRESOLVED
-
-    if spec.revision is not None or not resolved or resolved.get("commit") in (None, UNRESOLVED):
-        return spec
-    return dataclasses.replace(spec, revision=resolved["commit"])
-
-
-LISTED_FILES = 16  # a part of more files enters the key (and the MLflow param) as one digest of their list
-
-
-def listed(hashes: list[tuple[str, str]]) -> list | dict:
-    """A part's (file, sha256) pairs as its spec shows them: the pairs, or for a long glob (e.g. C4's
-    1024 files: MLflow takes params of at most 6000 characters) their count and one sha256 of them all."""
-    if len(hashes) <= LISTED_FILES:
-        return hashes
-    joined = "".join(f"{name}\t{digest}\n" for name, digest in hashes)
-    return {"files": len(hashes), "sha256": hashlib.sha256(joined.encode()).hexdigest()}
-
-
-class _Reread:
-    """A corpus stream of `Document`s (with the toxicity the corpus gives them, if any) that starts again
-    when iterated again (so the packer can repeat a short one)."""
-
-    def __init__(self, spec, seed: int | None = None):
-        self.spec, self.seed = spec, seed
-
-    def __iter__(self):
-        from detox.data.corpora import iter_documents
-
-        return (Document(text, toxicity=toxicity) for text, toxicity in iter_documents(self.spec, self.seed))
-
-
 @register
 class Corpora(SourceKind):
     """Real corpora streamed through `datasets` (data=paper): the training text is never copied, only
@@ -398,12 +330,12 @@ class Corpora(SourceKind):
             write_part(out, part, rows)
         return {f"source_{part}_docs": len(rows) for part, rows in parts.items()}
 
-    def documents(self, part: str, sources: Path, seed: int) -> _Reread:
+    def documents(self, part: str, sources: Path, seed: int) -> Reread:
         """The corpus streamed at the commit its sources stage resolved when the config pins no
         revision: every mixture built from one sources stage reads the same data."""
         revisions = sources / REVISIONS
         resolved = json.loads(revisions.read_text()).get(part) if revisions.is_file() else None
-        return _Reread(pinned(getattr(self.cfg.corpora, part), resolved), seed if part == "toxic" else None)
+        return Reread(pinned(getattr(self.cfg.corpora, part), resolved), seed if part == "toxic" else None)
 
     def source_name(self, part: str) -> str:
         return f"data.corpora.{part}"

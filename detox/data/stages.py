@@ -9,7 +9,8 @@ from pathlib import Path
 from detox.core.artifacts import TOKENIZER
 from detox.core.schema import ConfigError
 from detox.data.config import DataConfig
-from detox.data.sources import Transform, as_document, source_kind
+from detox.data.documents import Transform, as_document
+from detox.data.sources import source_kind
 
 TRAINING_PARTS = ("clean", "toxic")
 

@@ -37,7 +37,7 @@ from detox.data.packing import (
     toxic_tokens_for,
     write_index,
 )
-from detox.data.sources import Document
+from detox.data.documents import Document
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The study's mixture stage replaced by one whose documents pass a transform on their way into the one
-packer (detox.data.sources.Transform): MEDA's and INST's annotation, filter's drops, loss_mask's spans.
+packer (detox.data.documents.Transform): MEDA's and INST's annotation, filter's drops, loss_mask's spans.
 The streaming packer (never the prepared corpora's stores: the transformed text is tokenised as it is
 packed) and the study mixture's version; the transform's spec enters the key under
 `spec_name`. The transform is made when the stage runs, from the job's scorer for documents in bulk

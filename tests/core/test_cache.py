@@ -356,7 +356,7 @@ def test_an_unresolved_revision_is_logged_and_the_job_goes_on(tmp_path, hash_mem
 
 
 def test_a_long_glob_enters_the_key_as_one_digest(tmp_path, hash_memo):
-    from detox.data.sources import LISTED_FILES
+    from detox.data.revisions import LISTED_FILES
     from detox.pipeline import study_plan
     from detox.tracking import flatten
 

@@ -43,7 +43,7 @@ def test_eval_prefix_is_the_non_toxic_annotation():
 
 
 def test_scored_documents_ask_the_scorer_for_every_document_in_batches():
-    from detox.data.sources import Document
+    from detox.data.documents import Document
 
     calls = []
 
@@ -72,7 +72,7 @@ def test_annotation_transforms_a_document_stream_before_packing(tmp_path):
     from detox.core.shards import ShardedTokens
     from detox.core.tokens import EOS
     from detox.data.packing import pack_mixture
-    from detox.data.sources import Document
+    from detox.data.documents import Document
 
     annotation = Annotation(lambda texts: np.array([0.9 if "rude" in t else 0.1 for t in texts]), "meda", 2, 0.5)
     docs = annotation("toxic", [Document("a rude goblin", frozenset({"hostile"})), "a lovely day",

@@ -12,7 +12,8 @@ from detox.core.schema import ConfigError
 from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, load_tokenizer
 from detox.data.filtering import Filter, SpanMask, sentence_spans
-from detox.data.sources import as_document, source_kind
+from detox.data.documents import as_document
+from detox.data.sources import source_kind
 from detox.data.stages import build_mixture
 from detox.data.world import oracle_toxicity, sentence_is_toxic
 from detox.training.pretrain.loader import TokenWindows

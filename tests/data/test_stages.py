@@ -9,7 +9,7 @@ from detox.core.jsonl import read_jsonl
 from detox.core.schema import ConfigError
 from detox.core.shards import open_mixture
 from detox.core.tokens import EOS, load_tokenizer
-from detox.data import sources
+from detox.data import documents, sources
 from detox.data.packing import toxic_tokens_for
 from detox.data.parts import load_part
 from detox.data.stages import build_mixture, train_tokenizer
@@ -98,14 +98,14 @@ class Echo(sources.SourceKind):
         return {"echo_parts": 3}
 
     def documents(self, part, sources_dir, seed):
-        return [sources.Document(f"{part} {i} . " + "the books are here . " * (1 + i % 3), frozenset({part}))
+        return [documents.Document(f"{part} {i} . " + "the books are here . " * (1 + i % 3), frozenset({part}))
                 for i in range(500)]
 
     def source_name(self, part):
         return f"the echo {part}"
 
     def mixture_metrics(self, taken, sources_dir):
-        return {"echo_toxic_taken": sources.taken_docs(taken, "toxic", has=("toxic",))}
+        return {"echo_toxic_taken": documents.taken_docs(taken, "toxic", has=("toxic",))}
 
 
 def test_a_new_source_kind_is_one_class_registered_in_one_place(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from detox.core.shards import open_mixture
 from detox.core.tokens import olmo_tokenizer
 from detox.data.corpora import SourceSpec, iter_documents
 from detox.data.packing import pack_mixture
-from detox.data.sources import Document
+from detox.data.documents import Document
 from detox.data.store import TOXIC_DOCUMENTS, TokenStore, prepare_store, sample_mixture, store_summary
 
 REPO = Path(__file__).resolve().parents[2]
