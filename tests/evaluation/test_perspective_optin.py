@@ -13,7 +13,8 @@ from servers import ENV, KEY, FakePerspective
 from detox.evaluation import perspective
 from detox.evaluation.config import ScorerConfig
 from detox.evaluation.evaluate import TOXICITY, per_group_rates
-from detox.evaluation.perspective import MISSING, PerspectiveError, PerspectiveScorer, cache_main
+from detox.evaluation.perspective import MISSING, PerspectiveError, PerspectiveScorer
+from detox.evaluation.perspective_archive import ARCHIVE_FORMAT, cache_main
 from detox.evaluation.scorers import make_scorer
 
 REJECTED = (400, {"error": {"code": 400, "message": "Attribute TOXICITY does not support request languages: la",
@@ -80,7 +81,7 @@ def test_the_score_cache_exports_as_a_dated_archive_that_another_root_imports(mo
         assert f"exported to {archive}" in capsys.readouterr().out
         lines = gzip.decompress(archive.read_bytes()).decode().splitlines()
         header, rows = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-        assert header["format"] == perspective.ARCHIVE_FORMAT and header["attribute"] == "TOXICITY"
+        assert header["format"] == ARCHIVE_FORMAT and header["attribute"] == "TOXICITY"
         assert header["scores"] == 3 and header["first_scored"] == header["last_scored"] == day
         assert sorted(r["score"] for r in rows) == sorted(scores.tolist())
         assert not any(t in "".join(lines) for t in texts)  # hashes and scores, never a text
