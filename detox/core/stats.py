@@ -92,3 +92,17 @@ def t_interval(values, confidence: float = 0.95) -> Interval:
     std = values.std(ddof=1)
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n)
     return Interval(mean, std, mean - half, mean + half, n)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (statsmodels' multipletests, method "holm";
+    written here since statsmodels is not a dependency). NaN stays NaN, out of the family."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted

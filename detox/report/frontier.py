@@ -31,6 +31,7 @@ from mlflow import MlflowClient
 from detox.core import contract, tradeoff
 from detox.core.contract import metric, param
 from detox.core.progress import progress
+from detox.core.stats import holm
 from detox.report.figures import colours, figure
 from detox.report.runs import artifact_downloads, ratio_label, study_runs
 
@@ -308,15 +309,6 @@ def holm_adjusted(table: pd.DataFrame) -> pd.Series:
     for _, family in table.groupby("claim"):
         p = family["raw p"].dropna()
         adjusted[p.index] = holm(p.to_numpy())
-    return adjusted
-
-
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (statsmodels' multipletests, method "holm")."""
-    order = np.argsort(p)
-    scaled = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
-    adjusted = np.empty(len(p))
-    adjusted[order] = np.minimum(scaled, 1.0)
     return adjusted
 
 

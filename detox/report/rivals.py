@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 
 from detox.core import contract, tamper
 from detox.core.progress import progress
-from detox.core.stats import t_interval
+from detox.core.stats import holm, t_interval
 from detox.core.tradeoff import CURVE_METHOD
 from detox.report.figures import colours, figure
 from detox.core.contract import metric, param
@@ -39,19 +39,6 @@ UNTREATED = "none"
 RIVALS_TITLE = "Rivals at matched cost"
 ATTACK_TITLE = "Fine-tuning attack"
 DYNAMICS_FILE = "dynamics.json"  # written by detox.methods.iti_curve's dynamics stage
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (NaN stays NaN, out of the family)."""
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full_like(p, np.nan)
-    finite = np.flatnonzero(~np.isnan(p))
-    order = finite[np.argsort(p[finite], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def per_seed(runs: pd.DataFrame, measure: str) -> pd.DataFrame:

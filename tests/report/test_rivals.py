@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detox.report.rivals import attack_curves, attack_table, holm, plot_attack, rivals_table
+from detox.core.stats import holm
+from detox.report.rivals import attack_curves, attack_table, plot_attack, rivals_table
 
 
 def runs_frame() -> pd.DataFrame:
