@@ -72,3 +72,16 @@ def classifier_dir(world_data, tmp_path_factory):
     model.save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")
     return root / "model"
+
+
+@pytest.fixture(scope="module")
+def launch_module():
+    """launch.py imported as a module (its plan functions called in-process, without a subprocess)."""
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("launch_under_test", REPO / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -13,7 +13,6 @@ checkout shows."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 
@@ -53,14 +52,6 @@ def page_commands(text: str) -> list[list[str]]:
 
 
 COMMANDS = [list(args) for args in dict.fromkeys(map(tuple, readme_commands()))]  # each command once
-
-
-@pytest.fixture(scope="module")
-def launch_module():
-    spec = importlib.util.spec_from_file_location("launch_for_readme", REPO / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def with_local_inputs(args: list[str], folder) -> list[str]:

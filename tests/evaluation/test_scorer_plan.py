@@ -2,21 +2,12 @@
 and on a CPU beside Perspective's hours; with scorer=perspective the requests and hours of the sweep; and
 it refuses MEDA's and INST's bulk annotation through Perspective in one line (exit 2)."""
 
-import importlib.util
 
 import pytest
-from helpers import REPO, compose_job, paper_overrides, tiny_classifier, write_paper_inputs
+from helpers import compose_job, paper_overrides, tiny_classifier, write_paper_inputs
 
 from detox.core.schema import ConfigError
 from detox.job import JobConfig
-
-
-@pytest.fixture(scope="module")
-def launch_module():
-    spec = importlib.util.spec_from_file_location("launch_for_scorer_plan", REPO / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
