@@ -35,28 +35,13 @@ LightningModule), `distributed` (strategies, FSDP2 wrapping, meshes, the meta-de
 rest of the project and the tests use.
 """
 
-from detox.training.pretrain.callbacks import (
-           STEP_CHECKPOINT,
-           checkpoint_step,
-           flops_per_token,
-           peak_flops,
-)
-from detox.training.pretrain.distributed import data_parallel_mesh, init_like_cpu, shard
+from detox.training.pretrain.callbacks import STEP_CHECKPOINT, checkpoint_step, flops_per_token, peak_flops
 from detox.training.pretrain.export import export_hf, hf_tokenizer
-from detox.training.pretrain.loader import (
-           ResumableBatchSampler,
-           ResumableLoader,
-           TokenWindows,
-)
 from detox.training.pretrain.local_ranks import pretrain_on_local_ranks
-from detox.training.pretrain.model import (
-           TrainingOLMo,
-           document_attention_bias,
-           olmo_config,
-)
+from detox.training.pretrain.model import TrainingOLMo, olmo_config
 from detox.training.pretrain.stage import check_trainer, load_histories, pretrain
 
-__all__ = ["STEP_CHECKPOINT", "ResumableBatchSampler", "ResumableLoader", "TokenWindows", "TrainingOLMo",
-           "check_trainer", "checkpoint_step", "data_parallel_mesh", "document_attention_bias", "export_hf",
-           "flops_per_token", "hf_tokenizer", "init_like_cpu", "load_histories", "olmo_config", "peak_flops",
-           "pretrain", "pretrain_on_local_ranks", "shard"]
+# what callers outside the package use; the loader's and the distributed wrapping's internals are imported
+# from their own modules
+__all__ = ["STEP_CHECKPOINT", "TrainingOLMo", "check_trainer", "checkpoint_step", "export_hf", "flops_per_token",
+           "hf_tokenizer", "load_histories", "olmo_config", "peak_flops", "pretrain", "pretrain_on_local_ranks"]
