@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock
 
 from detox import costs, pipeline, search
+from detox.core import contract
 from detox.core.artifacts import STAGE
 from detox.core.cache import StageCache, stable_key
 from detox.core.methods import MethodOptions
@@ -82,10 +83,11 @@ def run_study(job: JobConfig, resolved_config: str, log=print) -> tuple[str, tra
     if outcome is not None:
         m = outcome.metrics
         if "insult_probability" in m:
-            log(f"insult probability {m['insult_probability']:.1f} % after hostile prompts (data-implied "
-                f"{m.get('implied_toxigen_sampled', float('nan')):.1f} %), {m['insult_probability_neutral']:.1f} % "
+            # the target is the rate in the documents this model saw, not the sources' expectation
+            log(f"insult probability {m['insult_probability']:.1f} % after hostile prompts (its data "
+                f"{m.get(contract.REALISED_INSULT_PROBABILITY, float('nan')):.1f} %), {m['insult_probability_neutral']:.1f} % "
                 f"after neutral ones; well-formed {m['well_formed']:.1f} %")
-        log(f"ToxiGen {m['toxigen']:.1f} % (data-implied {m.get('implied_toxigen', float('nan')):.1f} %), "
+        log(f"ToxiGen {m['toxigen']:.1f} %, "
             f"RTP toxicity probability {m['rtp_toxicity_probability']:.1f} %, CE loss {m['ce_loss']:.3f}"
             + (f" (hostile contexts {m['ce_hostile']:.3f})" if "ce_hostile" in m else ""))
         if "search_objective" in m:
