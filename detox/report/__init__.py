@@ -24,7 +24,8 @@ experiment: a second report re-writes that run, and no aggregation ever reads it
   the training dynamics figure (trainer.snapshots).
 - Where method=iti_curve runs logged trade-off curves: the frontier figure and table (read at
   --ce-budget off each curve by interpolation; absolute and relative measures, bootstrap intervals),
-  and the power table of every claim (`frontier`).
+  and the power table of every claim (`frontier`); where their base models come in several
+  configurations (a world knob swept beside the ratio), the phase diagram (`phase`).
 
 Runs are seeds of one configuration, and pooled, when they share their `setting` param (a hash of
 everything that determines the result except the seed); runs logged without it are pooled when their
@@ -34,7 +35,7 @@ random control by `iti_direction`; the search table shows `iti_alpha`.
 
 The package by concern: `runs` (the finished runs, seed pools, aggregation, logged probe accuracies),
 `stats` (the probe shift test), `tables`, `figures`, `frontier` (the curves and the power statements),
-`rivals` (the rivals table, the attack and the dynamics),
+`phase` (the phase diagram), `rivals` (the rivals table, the attack and the dynamics),
 `summary` (the summary run); here the configuration, the report composed of their sections, and the
 command lines. The report imports MLflow, pandas and detox.core, never torch, a stage, a method or the
 job config: its statistics and the curves' format live in detox.core (`stats`, `tradeoff`).
@@ -60,7 +61,8 @@ from detox.report.figures import (
     probe_section,
     toxicity_metrics,
 )
-from detox.report.frontier import frontier_section
+from detox.report.frontier import frontier_section, load_curves
+from detox.report.phase import phase_section
 from detox.report.rivals import rivals_section
 from detox.report.runs import aggregate, load_runs, ratio_label
 from detox.report.summary import SUMMARY_RUN_NAME, write_summary_run
@@ -129,9 +131,13 @@ def build_report(cfg: ReportConfig, log=print) -> Report:
     agg = aggregate(runs)
     report = Report(runs=len(runs), tables=report_tables(runs, agg, cfg.ce_budget, cfg.min_well_formed),
                     scorers=list(dict.fromkeys(agg["scorer"])))
-    curve_tables, curve_figures = frontier_section(client, runs, folder, cfg.ce_budget, cfg.min_well_formed,
+    curves = load_curves(client, runs)
+    curve_tables, curve_figures = frontier_section(curves, runs, folder, cfg.ce_budget, cfg.min_well_formed,
                                                    cfg.frontier_max_cost, cfg.compare_ratios[0])
     report.tables.update(curve_tables)
+    phase_tables, phase_figures = phase_section(curves, folder, cfg.ce_budget, cfg.min_well_formed)
+    report.tables.update(phase_tables)
+    curve_figures += phase_figures
     rival_tables, rival_figures = rivals_section(client, runs, folder)
     report.tables.update(rival_tables)
     curve_figures += rival_figures

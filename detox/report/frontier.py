@@ -141,7 +141,9 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty or param(contract.METHOD) not in runs:
         return pd.DataFrame()
     runs = runs[runs[param(contract.METHOD)].eq(tradeoff.CURVE_METHOD)]
-    configurations = configuration(runs)
+    # within each direction: the random control is told apart by its direction, not named a configuration
+    direction = runs[param(contract.ITI_DIRECTION)] if param(contract.ITI_DIRECTION) in runs else pd.Series("", index=runs.index)
+    configurations = pd.concat([pd.Series(dtype=str)] + [configuration(group) for _, group in runs.groupby(direction.fillna(""))])
     rows = []
     with artifact_downloads() as tmp:
         for _, run in progress(list(runs.iterrows()), desc="curves", leave=False):
@@ -166,9 +168,11 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     curves = pd.DataFrame(rows)
-    # a line of the figure and a row of the table: one configuration (its setting), labelled by ratio and strength
+    # a line of the figure and a row of the table: one configuration (its setting), labelled by ratio and
+    # strength, and by what differs (else the setting's hash) where a ratio and strength have several
     several = curves.groupby(["ratio", "strength"])["setting"].transform("nunique") > 1
-    curves["variant"] = curves["strength"] + np.where(several, " [" + curves["setting"].str[:8] + "]", "")
+    named = np.where(curves["configuration"].ne(""), curves["configuration"], curves["setting"].str[:8])
+    curves["variant"] = curves["strength"] + np.where(several, " [" + named + "]", "")
     return curves.sort_values(["direction", "ratio", "variant", "seed"], kind="stable").reset_index(drop=True)
 
 
@@ -372,10 +376,10 @@ def plot_frontier(curves: pd.DataFrame, path: Path, ce_budget: float, min_well_f
             ax.grid(alpha=0.3)
 
 
-def frontier_section(client: MlflowClient, runs: pd.DataFrame, folder: Path, ce_budget: float, min_well_formed: float,
+def frontier_section(curves: pd.DataFrame, runs: pd.DataFrame, folder: Path, ce_budget: float, min_well_formed: float,
                      max_cost: float, baseline: float) -> tuple[dict[str, pd.DataFrame], list[Path]]:
-    """The frontier table and figure (where runs logged curves) and the power table, by title; the figure's path."""
-    curves = load_curves(client, runs)
+    """The frontier table and figure (where runs logged `curves`, load_curves') and the power table, by title;
+    the figure's path."""
     tables, files = {}, []
     if not curves.empty:
         tables[f"{FRONTIER_TITLE} read at CE +{ce_budget:g} nats and well-formed >= {min_well_formed:g} % "
