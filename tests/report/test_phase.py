@@ -33,7 +33,7 @@ def store(root, shares=SHARES):
                         mlflow.log_params({"ratio": str(ratio), "seed": str(seed), "method": "iti_curve", "task": "study",
                                            "strength": strength, "setting": f"{share}-{ratio}-{direction}",
                                            "iti_alpha": "1", "iti_direction": direction,
-                                           "cfg.data.world.clean.hostile_share": share, "cfg.iti.direction": direction})
+                                           "cfg.sources.world.clean.hostile_share": share, "cfg.curve.direction": direction})
                         points = [{"alpha": a, "ce_loss": c, "insult_probability": 50 - a * slope, "well_formed": 100.0}
                                   for a, c in ((0, 0.70), (1, 0.71), (2, 0.73), (4, 0.80))]
                         mlflow.log_text(json.dumps({"points": points}), "curve.json")
@@ -45,8 +45,8 @@ def test_each_configuration_and_ratio_holds_its_seeds_drops(tmp_path):
     runs = mlflow.search_runs(experiment_names=["phase"])
     curves = load_curves(mlflow.MlflowClient(uri), runs)
     # the configuration names the knob, not the direction (the random control is told apart by its own)
-    assert set(curves["configuration"]) == {f"data.world.clean.hostile_share={s}" for s in SHARES}
-    assert set(curves["variant"]) >= {"alpha=1 curve [data.world.clean.hostile_share=0.3]"}
+    assert set(curves["configuration"]) == {f"sources.world.clean.hostile_share={s}" for s in SHARES}
+    assert set(curves["variant"]) >= {"alpha=1 curve [sources.world.clean.hostile_share=0.3]"}
     seeds = phase_seeds(curves, 0.02, 95)
     assert set(seeds["direction"]) == {"mass_mean"}  # the random control has no place in the diagram
     table = phase_table(seeds, n_boot=200)
@@ -77,7 +77,7 @@ def test_the_report_draws_the_phase_diagram_and_tests_each_configuration(tmp_pat
     assert len(report.tables[title]) == 4
     power = next(t for title, t in report.tables.items() if title.startswith("Power"))
     tested = power[(power["claim"] == "(b) detoxification") & power["measure"].str.contains("drop")]
-    assert sorted(tested["configuration"]) == [f"data.world.clean.hostile_share={s}" for s in SHARES]
+    assert sorted(tested["configuration"]) == [f"sources.world.clean.hostile_share={s}" for s in SHARES]
     # ratio 25 adds 1.5 x 25 x share points of drop to every seed
     for config, difference in zip(tested["configuration"], tested["difference [95 % bootstrap]"]):
         assert float(difference.split()[0]) == pytest.approx(1.5 * 25 * float(config.split("=")[1]), abs=0.051)
