@@ -147,3 +147,23 @@ def tiny_classifier(folder: Path, labels: tuple[str, ...] = ("neutral", "toxic")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def log_curve_run(ratio: int, seed: int, slope: float, direction: str = "mass_mean", **cfg: str) -> None:
+    """One finished method=iti_curve run in the current MLflow experiment: a curve whose toxicity falls
+    from 50 by `slope` an alpha at CE costs .01 (alpha 1) and .03 (alpha 2), so the budget 0.02 is crossed
+    at alpha 1.5 (a drop of 1.5 x slope); `cfg`: the run's cfg.* params (a configuration), dots as "__"."""
+    import json
+
+    import mlflow
+
+    strength = "alpha=1 curve" if direction == "mass_mean" else "alpha=1 random(matched_norm) curve"
+    settings = "-".join(f"{k}={v}" for k, v in sorted(cfg.items()))
+    with mlflow.start_run():
+        mlflow.log_params({"ratio": str(ratio), "seed": str(seed), "method": "iti_curve", "task": "study",
+                           "strength": strength, "setting": f"{settings}-{ratio}-{direction}", "iti_alpha": "1",
+                           "iti_direction": direction, "cfg.curve.direction": direction,
+                           **{f"cfg.{k.replace('__', '.')}": v for k, v in cfg.items()}})
+        points = [{"alpha": a, "ce_loss": c, "insult_probability": 50 - a * slope, "well_formed": 100.0}
+                  for a, c in ((0, 0.70), (1, 0.71), (2, 0.73), (4, 0.80))]
+        mlflow.log_text(json.dumps({"points": points}), "curve.json")

@@ -67,3 +67,37 @@ def test_gpu_check_runs_its_steps_tiny_on_the_cpu(tmp_path):
     assert "ok" in summary and "FAILED" not in summary
     assert summary.count("insult probability") == 2  # the two jobs, each evaluated
     assert "stage / bare loop:" in summary and (tmp_path / "study" / "sweep" / "report").is_dir()
+
+
+def test_the_negative_control_splits_a_ratios_seeds_and_counts_what_the_tests_call(tmp_path):
+    """benchmarks/negative_control.py on 6 seeds of one ratio (10 splits into halves of 3): the drop, its
+    share removed and the share removed at alpha 1 all grow linearly with the seed's slope, so they share
+    one t-test's p (scipy's, computed here apart) and Holm over the three gives 3p; the CE tax is equal
+    everywhere (no test). A difference is called where that p (uncorrected) or 3p (Holm) is below 5 %."""
+    from itertools import combinations
+
+    import mlflow
+    from helpers import log_curve_run
+    from scipy import stats
+
+    spec = importlib.util.spec_from_file_location("benchmark_negative_control",
+                                                  BENCHMARKS[0].with_name("negative_control.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("split")
+    slopes = {1: 10.0, 2: 10.5, 3: 12.0, 4: 14.0, 5: 20.0, 6: 21.0}
+    for seed, slope in slopes.items():
+        log_curve_run(0, seed, slope)
+        log_curve_run(10, seed, 40.0)  # another ratio: never part of a split
+    runs = module.load_runs(uri, "split")
+    table = module.false_positives(runs, module.load_curves(mlflow.MlflowClient(uri), runs), 0.0, n_boot=5)
+    halves = [h for h in combinations(slopes, 3) if 1 in h]
+    p = [stats.ttest_ind([slopes[s] for s in slopes if s not in h], [slopes[s] for s in h]).pvalue for h in halves]
+    row = table.set_index("claim").loc["(b) detoxification"]
+    assert row["splits"] == len(halves) == 10
+    assert row["called uncorrected %"] == pytest.approx(100 * sum(q < 0.05 for q in p) / 10)
+    assert row["called after Holm %"] == pytest.approx(100 * sum(3 * q < 0.05 for q in p) / 10)
+    # chosen so: one split (seeds 1-3 against 4-6, p = 0.03) is called alone, and not after Holm
+    assert (row["called uncorrected %"], row["called after Holm %"]) == (10.0, 0.0)

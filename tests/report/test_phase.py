@@ -2,10 +2,9 @@
 the ratio) read per configuration and ratio, checked against the drops computed by hand; a study of one
 configuration has none; the report writes its table and figure."""
 
-import json
-
 import mlflow
 import pytest
+from helpers import log_curve_run
 
 from detox.report import ReportConfig, build_report
 from detox.report.frontier import load_curves
@@ -28,15 +27,7 @@ def store(root, shares=SHARES):
             for seed in (1, 2, 3):
                 for direction in ("mass_mean", "random"):
                     slope = drop(share, ratio, seed) / 1.5 if direction == "mass_mean" else 0.0
-                    strength = "alpha=1 curve" if direction == "mass_mean" else "alpha=1 random(matched_norm) curve"
-                    with mlflow.start_run():
-                        mlflow.log_params({"ratio": str(ratio), "seed": str(seed), "method": "iti_curve", "task": "study",
-                                           "strength": strength, "setting": f"{share}-{ratio}-{direction}",
-                                           "iti_alpha": "1", "iti_direction": direction,
-                                           "cfg.sources.world.clean.hostile_share": share, "cfg.curve.direction": direction})
-                        points = [{"alpha": a, "ce_loss": c, "insult_probability": 50 - a * slope, "well_formed": 100.0}
-                                  for a, c in ((0, 0.70), (1, 0.71), (2, 0.73), (4, 0.80))]
-                        mlflow.log_text(json.dumps({"points": points}), "curve.json")
+                    log_curve_run(ratio, seed, slope, direction, sources__world__clean__hostile_share=share)
     return uri
 
 
