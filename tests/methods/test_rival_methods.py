@@ -28,6 +28,19 @@ def test_the_steering_rivals_share_one_residual_stage_and_the_base_model():
     assert stronger.keys()[STAGE.EVALUATE] != caa.keys()[STAGE.EVALUATE]
 
 
+def test_the_rivals_study_reuses_the_cpu_studys_base_models_and_curves_and_the_dynamics_keep_their_own():
+    point = ("method=iti_curve", "iti.alpha=1", "iti.direction=mass_mean", "ratio=10", "seed=3")  # one sweep point
+
+    def keys(experiment: str) -> dict:
+        return study_plan(JobConfig.from_dict(compose_job(f"experiment={experiment}", *point))).keys()
+
+    study, rivals, dynamics = keys("cpu_study"), keys("rivals"), keys("rivals_dynamics")
+    for stage in (STAGE.PRETRAIN, "probe", "curve", "curve_summary", STAGE.EVALUATE):
+        assert rivals[stage] == study[stage], stage
+    assert "tamper" in rivals and "tamper" not in dynamics
+    assert dynamics[STAGE.PRETRAIN] != study[STAGE.PRETRAIN] and "dynamics" in dynamics
+
+
 def test_the_data_rivals_pre_train_their_own_model_and_leave_the_study_keys_alone():
     plans = {m: study_plan(job(f"method={m}")) for m in ("none", "filter", "loss_mask", "meda")}
     base = {m: p.keys()[STAGE.PRETRAIN] for m, p in plans.items()}
