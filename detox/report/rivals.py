@@ -47,9 +47,10 @@ def per_seed(runs: pd.DataFrame, measure: str) -> pd.DataFrame:
     runs = study_runs(runs)
     if runs.empty or metric(measure) not in runs:
         return pd.DataFrame()
+    direction = runs[param(contract.ITI_DIRECTION)] if param(contract.ITI_DIRECTION) in runs else ""
     frame = pd.DataFrame({"ratio": runs[param(contract.RATIO)].astype(float), "seed": runs[param(contract.SEED)],
                           "method": runs[param(contract.METHOD)], "strength": runs[param(contract.STRENGTH)],
-                          "toxicity": runs[metric(measure)], "ce": runs[metric("ce_loss")]})
+                          "direction": direction, "toxicity": runs[metric(measure)], "ce": runs[metric("ce_loss")]})
     curved = frame["method"].isin(CURVED)
     if metric(f"curve_{measure}_at_budget") in runs:
         frame.loc[curved, "toxicity"] = runs.loc[curved, metric(f"curve_{measure}_at_budget")]
@@ -82,20 +83,24 @@ def rivals_table(runs: pd.DataFrame, measure: str = "insult_probability") -> pd.
 
     rows = []
     for ratio, at_ratio in seeds.groupby("ratio"):
-        recipe = at_ratio[at_ratio["method"].eq(RECIPE)].set_index("seed")["toxicity"]
+        # the recipe is ITI along the concept's direction at its first strength, never the random control
+        steered = at_ratio[at_ratio["method"].eq(RECIPE) & at_ratio["direction"].ne("random")]
+        first = steered["strength"].iloc[0] if len(steered) else None
+        recipe = steered[steered["strength"].eq(first)].set_index("seed")["toxicity"]
         block = []
         for (method, strength), group in at_ratio.groupby(["method", "strength"], sort=False):
+            is_recipe = method == RECIPE and strength == first
             paired = group.set_index("seed")["toxicity"].to_frame("method").join(recipe.rename("recipe"), how="inner")
             paired = paired.dropna()
             p = np.nan
-            if method != RECIPE and len(paired) >= 2 and (paired["method"] - paired["recipe"]).std() > 0:
+            if not is_recipe and len(paired) >= 2 and (paired["method"] - paired["recipe"]).std() > 0:
                 p = float(stats.ttest_rel(paired["method"], paired["recipe"]).pvalue)
             block.append({"toxic share %": ratio_label(ratio), "method": method, "strength": strength,
                           "seeds": len(group), f"{measure} % at matched cost": _cell(group["toxicity"], 1),
                           "removed (points)": _cell(group["removed"], 1), "removed (% of untreated)": _cell(group["share"], 0),
                           "CE tax (nats)": _cell(group["ce_tax"], 3),
                           "vs recipe (mean diff)": (f"{(paired['method'] - paired['recipe']).mean():+.1f}"
-                                                    if method != RECIPE and len(paired) else "-"), "p": p})
+                                                    if not is_recipe and len(paired) else "-"), "p": p})
         adjusted = holm([row["p"] for row in block])
         for row, value in zip(block, adjusted):
             row["p (Holm)"] = "-" if math.isnan(value) else f"{value:.3f}"
@@ -187,7 +192,7 @@ def rivals_section(client: MlflowClient, runs: pd.DataFrame, folder: Path,
     """The rivals table, the attack table and figure, the dynamics figure: whichever the runs carry."""
     tables, figures = {}, []
     table = rivals_table(runs, measure)
-    if not table.empty and table["method"].nunique() > 1:
+    if not table.empty and (~table["method"].isin((UNTREATED, RECIPE))).any():  # a rival ran beside them
         tables[RIVALS_TITLE] = table
     curves = attack_curves(runs, measure)
     if not curves.empty:

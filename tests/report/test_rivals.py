@@ -51,6 +51,20 @@ def test_rivals_table_reads_each_method_at_its_matched_cost_against_the_untreate
     assert float(table.loc["filter", "p (Holm)"]) <= 1 and float(table.loc["caa", "p (Holm)"]) <= 1
 
 
+def test_the_random_control_beside_the_recipe_is_compared_with_it_not_taken_for_it():
+    """A study with ITI's random-direction control (experiment=cpu_study): the recipe is the concept's
+    direction alone, so every other row's difference is against it, seed by seed, not against a mix."""
+    frame = runs_frame()
+    control = frame[frame["params.method"].eq("iti_curve")].assign(**{
+        "params.strength": "alpha=1 random(matched_norm) curve", "params.iti_direction": "random",
+        "metrics.curve_insult_probability_at_budget": [41.0, 43.0], "run_id": ["c1", "c2"]})
+    frame = pd.concat([frame.assign(**{"params.iti_direction": "mass_mean"}), control], ignore_index=True)
+    table = rivals_table(frame).set_index("strength")
+    assert table.loc["-", "vs recipe (mean diff)"] == "+20.0"  # none 40, 42 against the recipe's 20, 22
+    assert table.loc["alpha=1 random(matched_norm) curve", "vs recipe (mean diff)"] == "+21.0"
+    assert table.loc["alpha=1 curve", "vs recipe (mean diff)"] == "-"
+
+
 def test_attack_table_and_figure(tmp_path):
     curves = attack_curves(runs_frame())
     table = attack_table(curves).set_index("method")
