@@ -1,8 +1,9 @@
 """No figure without its source: every block a study write-up (docs/studies/, and the README's summary)
-quotes from a generated file is in that file. A block is marked by the line `<!-- from: <path> -->` (relative to the repository) right above a
-fenced block; each of its non-empty lines must be a line of the file (the file is what the command the
-text names printed). A table that gathers figures from several files is marked by `<!-- numbers from:
-<path> <path> ... -->` right above it: every number in its last column (detox's own) is in one of them."""
+quotes from a generated file is in that file. A block is marked by the line `<!-- from: <path> -->`
+(relative to the repository) right above a fenced block; each of its non-empty lines must be a line of
+the file (the file is what the command the text names printed). A table that gathers figures from
+several files is marked by `<!-- numbers from: <path> <path> ... -->` right above it: every number in its
+last column (detox's own) is in one of them."""
 
 import re
 
