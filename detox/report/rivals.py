@@ -11,8 +11,8 @@ attack and the training dynamics.
   by seed (Student's paired t test), the p-values Holm-corrected over the methods of that ratio.
 * The attack figure: toxicity against fine-tuning attack steps (the `tamper` group), per method and
   ratio, and the steps until half of the toxicity a method removed is back (detox.core.tamper).
-* The dynamics figure: probe accuracy and the drop at matched cost against the tokens seen, read from
-  the dynamics.json of iti_curve runs whose pre-training kept snapshots.
+* The dynamics table and figure: probe accuracy and the drop at matched cost against the tokens seen,
+  read from the dynamics.json of iti_curve runs whose pre-training kept snapshots.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ CURVED = (CURVE_METHOD, "caa")  # methods whose jobs log a trade-off curve's rea
 UNTREATED = "none"
 RIVALS_TITLE = "Rivals at matched cost"
 ATTACK_TITLE = "Fine-tuning attack"
+DYNAMICS_TITLE = "Training dynamics"
 DYNAMICS_FILE = "dynamics.json"  # written by detox.methods.iti_curve's dynamics stage
 
 
@@ -174,13 +175,23 @@ def load_dynamics(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def dynamics_table(dynamics: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Per ratio and snapshot (tokens seen): the seeds, the best probe's accuracy and the drop at matched
+    cost, each mean [95 % t interval] over seeds."""
+    drop = f"curve_{measure}_drop_at_budget"
+    return pd.DataFrame([{"toxic share %": ratio_label(ratio), "tokens seen": int(tokens), "seeds": len(group),
+                          "best probe accuracy %": _cell(group["probe_best_accuracy"], 1),
+                          f"{measure} drop at matched cost (points)": _cell(group[drop], 1)}
+                         for (ratio, tokens), group in dynamics.groupby(["ratio", "tokens_seen"])])
+
+
 def plot_dynamics(dynamics: pd.DataFrame, path: Path, measure: str) -> None:
     drop = f"curve_{measure}_drop_at_budget"
     colour = colours([ratio_label(r) for r in sorted(dynamics["ratio"].unique())])
     with figure(path, panels=2, title="Training dynamics") as (accuracy, steer):
         for ratio, group in dynamics.groupby("ratio"):
             mean = group.groupby("tokens_seen")[["probe_best_accuracy", drop]].mean()
-            label = f"{ratio_label(ratio)} %"
+            label = f"{ratio_label(ratio)} % (n={group['seed'].nunique()})"
             accuracy.plot(mean.index, mean["probe_best_accuracy"], marker="o", label=label, color=colour[ratio_label(ratio)])
             steer.plot(mean.index, mean[drop], marker="o", label=label, color=colour[ratio_label(ratio)])
         accuracy.set(xlabel="tokens seen", ylabel="best head probe accuracy %")
@@ -189,7 +200,7 @@ def plot_dynamics(dynamics: pd.DataFrame, path: Path, measure: str) -> None:
 
 def rivals_section(client: MlflowClient, runs: pd.DataFrame, folder: Path,
                    measure: str = "insult_probability") -> tuple[dict[str, pd.DataFrame], list[Path]]:
-    """The rivals table, the attack table and figure, the dynamics figure: whichever the runs carry."""
+    """The rivals table, the attack table and figure, the dynamics table and figure: whichever the runs carry."""
     tables, figures = {}, []
     table = rivals_table(runs, measure)
     if not table.empty and (~table["method"].isin((UNTREATED, RECIPE))).any():  # a rival ran beside them
@@ -201,6 +212,7 @@ def rivals_section(client: MlflowClient, runs: pd.DataFrame, folder: Path,
         figures.append(folder / "attack.png")
     dynamics = load_dynamics(client, runs)
     if not dynamics.empty:
+        tables[DYNAMICS_TITLE] = dynamics_table(dynamics, measure)
         plot_dynamics(dynamics, folder / "dynamics.png", measure)
         figures.append(folder / "dynamics.png")
     return tables, figures

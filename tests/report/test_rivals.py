@@ -74,3 +74,19 @@ def test_attack_table_and_figure(tmp_path):
     assert table.loc["filter", "after 100 steps %"] == "51.0"
     plot_attack(curves, tmp_path / "attack.png", "insult_probability")
     assert (tmp_path / "attack.png").stat().st_size > 0
+
+
+def test_the_dynamics_table_averages_each_snapshot_over_seeds(tmp_path):
+    from detox.report.rivals import dynamics_table, plot_dynamics
+
+    dynamics = pd.DataFrame([{"ratio": ratio, "seed": seed, "tokens_seen": tokens,
+                              "probe_best_accuracy": 60 + tokens / 100 + int(seed),
+                              "curve_insult_probability_drop_at_budget": ratio + tokens / 100 - int(seed)}
+                             for ratio in (0.0, 25.0) for seed in ("1", "2", "3") for tokens in (100, 200)])
+    table = dynamics_table(dynamics, "insult_probability")
+    assert list(table["tokens seen"]) == [100, 200, 100, 200] and set(table["seeds"]) == {3}
+    row = table[(table["toxic share %"] == "25") & (table["tokens seen"] == 200)].iloc[0]
+    assert row["best probe accuracy %"].startswith("64.0 [")  # 60 + 2 + mean seed 2
+    assert row["insult_probability drop at matched cost (points)"].startswith("25.0 [")  # 25 + 2 - 2
+    plot_dynamics(dynamics, tmp_path / "dynamics.png", "insult_probability")
+    assert (tmp_path / "dynamics.png").stat().st_size > 0
