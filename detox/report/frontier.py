@@ -142,8 +142,8 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     runs = runs[runs[param(contract.METHOD)].eq(tradeoff.CURVE_METHOD)]
     # within each direction: the random control is told apart by its direction, not named a configuration
-    direction = runs[param(contract.ITI_DIRECTION)] if param(contract.ITI_DIRECTION) in runs else pd.Series("", index=runs.index)
-    configurations = pd.concat([pd.Series(dtype=str)] + [configuration(group) for _, group in runs.groupby(direction.fillna(""))])
+    direction = runs.get(param(contract.ITI_DIRECTION), pd.Series("", index=runs.index)).fillna("")
+    configurations = pd.concat([pd.Series(dtype=str), *(configuration(group) for _, group in runs.groupby(direction))])
     rows = []
     with artifact_downloads() as tmp:
         for _, run in progress(list(runs.iterrows()), desc="curves", leave=False):
@@ -174,6 +174,11 @@ def load_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     named = np.where(curves["configuration"].ne(""), curves["configuration"], curves["setting"].str[:8])
     curves["variant"] = curves["strength"] + np.where(several, " [" + named + "]", "")
     return curves.sort_values(["direction", "ratio", "variant", "seed"], kind="stable").reset_index(drop=True)
+
+
+def primary_toxicity(seeds: pd.DataFrame) -> str:
+    """The first toxicity measure (of TOXICITIES, in order) that the per-seed readings carry."""
+    return next(m for m in TOXICITIES if f"curve_{m}_unsteered" in seeds)
 
 
 def per_seed(curves: pd.DataFrame, ce_budget: float, min_well_formed: float) -> pd.DataFrame:
@@ -273,7 +278,7 @@ def power_table(runs: pd.DataFrame, curves: pd.DataFrame, baseline: float, ce_bu
             claims.append((claim, title, values))
     if not curves.empty:
         seeds = per_seed(curves, ce_budget, min_well_formed)
-        primary = next(m for m in TOXICITIES if f"curve_{m}_unsteered" in seeds)
+        primary = primary_toxicity(seeds)
         for (direction, _), frame in seeds.groupby(["direction", "configuration"], sort=False):
             claim = "(b) detoxification" if direction != "random" else "(b) random control"
             for name, title in (("drop_at_budget", "drop at matched cost (points)"),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from detox.report.figures import colours, figure
-from detox.report.frontier import TOXICITIES, bootstrap_mean, interval_text, per_seed
+from detox.report.frontier import TOXICITIES, bootstrap_mean, interval_text, per_seed, primary_toxicity
 from detox.report.runs import ratio_label
 
 PHASE_TITLE = "Phase diagram"
@@ -35,7 +35,7 @@ def phase_seeds(curves: pd.DataFrame, ce_budget: float, min_well_formed: float) 
 
 def phase_table(seeds: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """One row per (configuration, ratio): each measure of the primary toxicity, mean [95 % bootstrap]."""
-    primary = next(m for m in TOXICITIES if f"curve_{m}_unsteered" in seeds)
+    primary = primary_toxicity(seeds)
     rows = []
     for (config, ratio), frame in seeds.groupby(["configuration", "ratio"], sort=True):
         rows.append({"configuration": config, "toxic share %": ratio_label(ratio), "seeds": len(frame),
@@ -46,7 +46,7 @@ def phase_table(seeds: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
 
 def plot_phase(seeds: pd.DataFrame, path: Path, n_boot: int = 1000) -> None:
     """A panel a measure against the toxic share, one line a configuration, 95 % bootstrap error bars."""
-    primary = next(m for m in TOXICITIES if f"curve_{m}_unsteered" in seeds)
+    primary = primary_toxicity(seeds)
     colour = colours(sorted(seeds["configuration"].unique()))
     title = f"phase diagram: {TOXICITIES[primary]} at matched cost over the configurations x the toxic share"
     with figure(path, len(MEASURES), title) as axes:
