@@ -1,7 +1,8 @@
 """The paper's recipe beside its rivals (experiment=rivals): every method at matched cost, the fine-tuning
 attack and the training dynamics.
 
-* The rivals table: per ratio and method, over seeds (mean and Student-t interval): the toxicity at
+* The rivals table: per ratio and method, over seeds (mean and Student-t interval, clipped to the
+  measure's range): the toxicity at
   matched cost, the points and the share of the untreated toxicity removed (the method=none run of the
   same ratio and seed is the untreated model), and the CE tax. A steering with a trade-off curve
   (iti_curve, caa) is read at the budget its job logged (curve_*_at_budget, curve_cost_at_budget); a
@@ -66,13 +67,17 @@ def per_seed(runs: pd.DataFrame, measure: str) -> pd.DataFrame:
     return frame
 
 
-def _cell(values: pd.Series, digits: int) -> str:
+def _cell(values: pd.Series, digits: int, low: float = -math.inf, high: float = math.inf) -> str:
+    """Mean [t interval], the interval clipped to what the measure can be: with a few seeds a
+    probability's interval would otherwise reach below 0 or above 100."""
     found = t_interval(values)
     if math.isnan(found.mean):
         return "-"
+    shown = [0.0 if round(x, digits) == 0 else x for x in (found.mean, found.low, found.high)]  # no "-0.0"
     if math.isnan(found.low):
-        return f"{found.mean:.{digits}f}"
-    return f"{found.mean:.{digits}f} [{found.low:.{digits}f}, {found.high:.{digits}f}]"
+        return f"{shown[0]:.{digits}f}"
+    start, end = max(shown[1], low), min(shown[2], high)
+    return f"{shown[0]:.{digits}f} [{start:.{digits}f}, {end:.{digits}f}]"
 
 
 def rivals_table(runs: pd.DataFrame, measure: str = "insult_probability") -> pd.DataFrame:
@@ -97,8 +102,9 @@ def rivals_table(runs: pd.DataFrame, measure: str = "insult_probability") -> pd.
             if not is_recipe and len(paired) >= 2 and (paired["method"] - paired["recipe"]).std() > 0:
                 p = float(stats.ttest_rel(paired["method"], paired["recipe"]).pvalue)
             block.append({"toxic share %": ratio_label(ratio), "method": method, "strength": strength,
-                          "seeds": len(group), f"{measure} % at matched cost": _cell(group["toxicity"], 1),
-                          "removed (points)": _cell(group["removed"], 1), "removed (% of untreated)": _cell(group["share"], 0),
+                          "seeds": len(group), f"{measure} % at matched cost": _cell(group["toxicity"], 1, 0, 100),
+                          "removed (points)": _cell(group["removed"], 1),
+                          "removed (% of untreated)": _cell(group["share"], 0, high=100),
                           "CE tax (nats)": _cell(group["ce_tax"], 3),
                           "vs recipe (mean diff)": (f"{(paired['method'] - paired['recipe']).mean():+.1f}"
                                                     if not is_recipe and len(paired) else "-"), "p": p})
@@ -180,7 +186,7 @@ def dynamics_table(dynamics: pd.DataFrame, measure: str) -> pd.DataFrame:
     cost, each mean [95 % t interval] over seeds."""
     drop = f"curve_{measure}_drop_at_budget"
     return pd.DataFrame([{"toxic share %": ratio_label(ratio), "tokens seen": int(tokens), "seeds": len(group),
-                          "best probe accuracy %": _cell(group["probe_best_accuracy"], 1),
+                          "best probe accuracy %": _cell(group["probe_best_accuracy"], 1, 0, 100),
                           f"{measure} drop at matched cost (points)": _cell(group[drop], 1)}
                          for (ratio, tokens), group in dynamics.groupby(["ratio", "tokens_seen"])])
 

@@ -51,6 +51,18 @@ def test_rivals_table_reads_each_method_at_its_matched_cost_against_the_untreate
     assert float(table.loc["filter", "p (Holm)"]) <= 1 and float(table.loc["caa", "p (Holm)"]) <= 1
 
 
+def test_intervals_stay_within_what_the_measure_can_be():
+    frame = runs_frame()
+    filtered = frame["params.method"].eq("filter")
+    frame.loc[filtered, "metrics.insult_probability"] = [0.0, 1.0]  # t interval of 0 and 1: [-5.9, 6.9]
+    table = rivals_table(frame).set_index("method")
+    assert table.loc["filter", "insult_probability % at matched cost"] == "0.5 [0.0, 6.9]"
+    assert table.loc["filter", "removed (% of untreated)"] == "99 [84, 100]"  # 100 % and 97.6 %: up to 114 unclipped
+    frame.loc[filtered, "metrics.insult_probability"] = [0.0, -0.0001]
+    assert rivals_table(frame).set_index("method").loc["filter", "insult_probability % at matched cost"] == \
+        "0.0 [0.0, 0.0]"  # never "-0.0"
+
+
 def test_the_random_control_beside_the_recipe_is_compared_with_it_not_taken_for_it():
     """A study with ITI's random-direction control (experiment=cpu_study): the recipe is the concept's
     direction alone, so every other row's difference is against it, seed by seed, not against a mix."""
