@@ -55,7 +55,9 @@ def test_rate_limit_spaces_requests(monkeypatch):
         scorer(fake.url, qps=qps)(["one", "two", "three", "four", "five"])
     gaps = np.diff([r["time"] for r in fake.requests])
     assert len(gaps) == 4
-    assert gaps.min() >= 0.9 / qps  # server-side arrival times: a little slack for the network stack
+    # Server-side arrival times, which a loaded machine jitters by a few ms: each gap holds half a slot
+    # (no burst) and the four together hold their four slots, a little slack for the network stack.
+    assert gaps.min() >= 0.5 / qps and gaps.sum() >= 0.9 * len(gaps) / qps
 
 
 def test_retries_after_429_and_503(monkeypatch, caplog):
