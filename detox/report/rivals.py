@@ -2,14 +2,16 @@
 attack and the training dynamics.
 
 * The rivals table: per ratio and method, over seeds (mean and Student-t interval, clipped to the
-  measure's range): the toxicity at
-  matched cost, the points and the share of the untreated toxicity removed (the method=none run of the
-  same ratio and seed is the untreated model), and the CE tax. A steering with a trade-off curve
-  (iti_curve, caa) is read at the budget its job logged (curve_*_at_budget, curve_cost_at_budget); a
-  method without a strength (filter, loss_mask, ablate, meda, ...) is its own one point: its CE tax is
-  its CE loss minus the untreated model's, shown, not matched. Each method is tested against the
-  paper's recipe (RECIPE: keep the toxic data, then ITI read at matched cost) at the same ratio, paired
-  by seed (Student's paired t test), the p-values Holm-corrected over the methods of that ratio.
+  measure's range): the toxicity at matched cost, the points and the share of the untreated toxicity
+  removed (the method=none run of the same ratio and seed is the untreated model), and the CE tax. A
+  steering with a trade-off curve (iti_curve, caa) is read at the budget its job logged
+  (curve_*_at_budget, curve_cost_at_budget); a method without a strength (filter, loss_mask, ablate,
+  meda, ...) is its own one point: its CE tax is its CE loss minus the untreated model's, shown, not
+  matched. Each method is tested against the paper's recipe (RECIPE: keep the toxic data, then ITI
+  read at matched cost) at the same ratio, paired by seed (Student's paired t test), the p-values
+  Holm-corrected over the methods of that ratio; beside each, the smallest difference that test would
+  detect with 80 % power given the pairs' spread, at Holm's strictest level (0.05 over the tests of
+  the ratio), so a "level" reads as "within that many points".
 * The attack figure: toxicity against fine-tuning attack steps (the `tamper` group), per method and
   ratio, and the steps until half of the toxicity a method removed is back (detox.core.tamper).
 * The dynamics table and figure: probe accuracy and the drop at matched cost against the tokens seen,
@@ -30,8 +32,9 @@ from detox.core import contract, tamper
 from detox.core.progress import progress
 from detox.core.stats import holm, t_interval
 from detox.core.tradeoff import CURVE_METHOD
-from detox.report.figures import colours, figure
 from detox.core.contract import metric, param
+from detox.report.figures import colours, figure
+from detox.report.frontier import CONFIDENCE, detectable_difference
 from detox.report.runs import artifact_downloads, ratio_label, study_runs
 
 RECIPE = CURVE_METHOD  # the paper's recipe: keep the toxic data, steer with ITI (read at matched cost)
@@ -97,20 +100,23 @@ def rivals_table(runs: pd.DataFrame, measure: str = "insult_probability") -> pd.
         for (method, strength), group in at_ratio.groupby(["method", "strength"], sort=False):
             is_recipe = method == RECIPE and strength == first
             paired = group.set_index("seed")["toxicity"].to_frame("method").join(recipe.rename("recipe"), how="inner")
-            paired = paired.dropna()
-            p = np.nan
-            if not is_recipe and len(paired) >= 2 and (paired["method"] - paired["recipe"]).std() > 0:
-                p = float(stats.ttest_rel(paired["method"], paired["recipe"]).pvalue)
+            difference = (paired["method"] - paired["recipe"]).dropna()
+            p, sd = np.nan, np.nan
+            if not is_recipe and len(difference) >= 2 and difference.std() > 0:
+                p, sd = float(stats.ttest_1samp(difference, 0.0).pvalue), float(difference.std(ddof=1))
             block.append({"toxic share %": ratio_label(ratio), "method": method, "strength": strength,
                           "seeds": len(group), f"{measure} % at matched cost": _cell(group["toxicity"], 1, 0, 100),
                           "removed (points)": _cell(group["removed"], 1),
                           "removed (% of untreated)": _cell(group["share"], 0, high=100),
                           "CE tax (nats)": _cell(group["ce_tax"], 3),
-                          "vs recipe (mean diff)": (f"{(paired['method'] - paired['recipe']).mean():+.1f}"
-                                                    if not is_recipe and len(paired) else "-"), "p": p})
+                          "vs recipe (mean diff)": f"{difference.mean():+.1f}" if not is_recipe and len(difference) else "-",
+                          "p": p, "sd": sd, "n": len(difference)})
         adjusted = holm([row["p"] for row in block])
+        level = (1 - CONFIDENCE) / max(1, int(np.isfinite(adjusted).sum()))  # Holm's strictest step
         for row, value in zip(block, adjusted):
             row["p (Holm)"] = "-" if math.isnan(value) else f"{value:.3f}"
+            smallest = detectable_difference(row.pop("sd"), row.pop("n"), 0, level=level)
+            row["detectable (80 % power)"] = f"{smallest:.1f}" if math.isfinite(smallest) else "-"
             del row["p"]
         rows += block
     return pd.DataFrame(rows)

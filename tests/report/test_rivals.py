@@ -49,6 +49,13 @@ def test_rivals_table_reads_each_method_at_its_matched_cost_against_the_untreate
     assert table.loc["filter", "vs recipe (mean diff)"] == "+11.0"
     assert table.loc["iti_curve", "p (Holm)"] == "-"  # the recipe is not tested against itself
     assert float(table.loc["filter", "p (Holm)"]) <= 1 and float(table.loc["caa", "p (Holm)"]) <= 1
+    # filter minus the recipe: +10 and +12, so the mean's standard error is SD / sqrt(2) = 1; two tests at the
+    # ratio (filter, caa; none's differences do not vary), so Holm's strictest level is 0.025: the detectable
+    # difference is the shift that puts 80 % of the noncentral t above the critical value
+    from scipy import stats
+    detectable = float(table.loc["filter", "detectable (80 % power)"])
+    assert stats.nct.sf(stats.t.ppf(1 - 0.025 / 2, df=1), 1, detectable) == pytest.approx(0.80, abs=0.01)
+    assert table.loc["iti_curve", "detectable (80 % power)"] == "-"
 
 
 def test_intervals_stay_within_what_the_measure_can_be():
