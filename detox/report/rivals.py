@@ -198,14 +198,18 @@ def dynamics_table(dynamics: pd.DataFrame, measure: str) -> pd.DataFrame:
 
 
 def plot_dynamics(dynamics: pd.DataFrame, path: Path, measure: str) -> None:
+    """The dynamics table's means against the tokens seen, each shaded by its 95 % t interval."""
     drop = f"curve_{measure}_drop_at_budget"
     colour = colours([ratio_label(r) for r in sorted(dynamics["ratio"].unique())])
-    with figure(path, panels=2, title="Training dynamics") as (accuracy, steer):
+    with figure(path, panels=2, title="Training dynamics (mean, 95 % t interval over seeds)") as (accuracy, steer):
         for ratio, group in dynamics.groupby("ratio"):
-            mean = group.groupby("tokens_seen")[["probe_best_accuracy", drop]].mean()
             label = f"{ratio_label(ratio)} % (n={group['seed'].nunique()})"
-            accuracy.plot(mean.index, mean["probe_best_accuracy"], marker="o", label=label, color=colour[ratio_label(ratio)])
-            steer.plot(mean.index, mean[drop], marker="o", label=label, color=colour[ratio_label(ratio)])
+            for axis, column in ((accuracy, "probe_best_accuracy"), (steer, drop)):
+                found = group.groupby("tokens_seen")[column].apply(t_interval)
+                tokens = found.index.to_numpy()
+                axis.plot(tokens, [i.mean for i in found], marker="o", label=label, color=colour[ratio_label(ratio)])
+                axis.fill_between(tokens, [i.low for i in found], [i.high for i in found], alpha=0.15,
+                                  color=colour[ratio_label(ratio)])
         accuracy.set(xlabel="tokens seen", ylabel="best head probe accuracy %")
         steer.set(xlabel="tokens seen", ylabel=f"{measure} drop at matched cost (points)")
 
