@@ -73,14 +73,15 @@ def per_seed(runs: pd.DataFrame, measure: str) -> pd.DataFrame:
 def _cell(values: pd.Series, digits: int, low: float = -math.inf, high: float = math.inf) -> str:
     """Mean [t interval], the interval clipped to what the measure can be: with a few seeds a
     probability's interval would otherwise reach below 0 or above 100."""
+    def text(x: float) -> str:
+        return f"{x if round(x, digits) else 0.0:.{digits}f}"  # never "-0.0"
+
     found = t_interval(values)
     if math.isnan(found.mean):
         return "-"
-    shown = [0.0 if round(x, digits) == 0 else x for x in (found.mean, found.low, found.high)]  # no "-0.0"
     if math.isnan(found.low):
-        return f"{shown[0]:.{digits}f}"
-    start, end = max(shown[1], low), min(shown[2], high)
-    return f"{shown[0]:.{digits}f} [{start:.{digits}f}, {end:.{digits}f}]"
+        return text(found.mean)
+    return f"{text(found.mean)} [{text(max(found.low, low))}, {text(min(found.high, high))}]"
 
 
 def rivals_table(runs: pd.DataFrame, measure: str = "insult_probability") -> pd.DataFrame:
